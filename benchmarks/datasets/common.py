@@ -1,0 +1,48 @@
+"""Shared pieces of the dataset loaders: the missing-data error and fixed, seeded splitting."""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import torch
+
+from molere.config import Strict
+
+
+class DataMissingError(FileNotFoundError):
+    """A dataset root or file is missing; the message names the path and how to obtain the data."""
+
+
+def require_path(path: str | os.PathLike | None, dataset: str, how: str) -> str:
+    """Return `path` if it exists, else raise DataMissingError naming it and how to get the data."""
+    if path is None or not os.path.exists(path):
+        raise DataMissingError(f"dataset {dataset!r}: {path or '(no root given)'} not found; {how}")
+    return str(path)
+
+
+def stratified_split(labels, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Split positions into (rest, held) with `fraction` of every class held out, reproducibly."""
+    labels = np.asarray(labels)
+    rng = np.random.default_rng(seed)
+    held = []
+    for c in np.unique(labels):
+        pos = np.flatnonzero(labels == c)
+        rng.shuffle(pos)
+        held.extend(pos[: int(round(fraction * len(pos)))])
+    held = np.sort(np.asarray(held, dtype=np.int64))
+    rest = np.setdiff1d(np.arange(len(labels)), held)
+    return rest, held
+
+
+class DatasetOptions(Strict):
+    """Options every dataset accepts (subclasses add their own)."""
+
+
+def as_float_images(x: np.ndarray, scale: float = 255.0) -> torch.Tensor:
+    """uint8 images (N, H, W) or (N, H, W, C) -> float tensor (N, C, H, W) in [0, 1]."""
+    t = torch.as_tensor(np.asarray(x), dtype=torch.float32) / scale
+    if t.ndim == 3:
+        t = t.unsqueeze(1)
+    elif t.ndim == 4 and t.shape[-1] in (1, 3):
+        t = t.permute(0, 3, 1, 2).contiguous()
+    return t
