@@ -43,8 +43,8 @@ class NoHparams(Strict):
 
 class TrainConfig(Strict):
     """Optimisation settings of the classifier, shared by every method (and by its ERM reference)."""
-    epochs: int = Field(20, gt=0)
-    batch_size: int = Field(128, gt=0)
+    epochs: int = Field(30, gt=0)
+    batch_size: int = Field(64, gt=0)
     optimizer: Literal["sgd", "adamw"] = "sgd"
     lr: float = Field(0.1, gt=0)
     momentum: float = Field(0.9, ge=0, lt=1)

@@ -86,6 +86,7 @@ class Trainer:
         self.optimizer = make_optimizer(self.model.parameters(), train)
         self.schedule = make_schedule(self.optimizer, train)
         self.epoch, self.global_step = 0, 0
+        self.info: dict[str, Any] = {}   # method facts reported with the result (split sizes, ...)
         self._step_logs: dict[str, list[float]] = defaultdict(list)
         self.train_set, self.meta_set = self.split()
         self.setup()

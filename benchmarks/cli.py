@@ -1,0 +1,22 @@
+"""Shared command-line plumbing: one-line errors and exit code 2 for bad input."""
+from __future__ import annotations
+
+import sys
+from contextlib import contextmanager
+
+from molere.config import ConfigError
+from molere.registry import UnknownNameError
+
+from .datasets.common import DataMissingError
+
+BAD_INPUT = (ConfigError, UnknownNameError, DataMissingError)
+
+
+@contextmanager
+def bad_input_exits(prog: str):
+    """Turn bad-input exceptions into `prog: error: <one line>` and exit status 2."""
+    try:
+        yield
+    except BAD_INPUT as exc:
+        print(f"{prog}: error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None

@@ -1,0 +1,69 @@
+"""The configuration of one trial, its validation against the registries, and its identity hash."""
+from __future__ import annotations
+
+import hashlib
+import json
+
+from pydantic import Field
+
+from molere.config import Strict, TrainConfig, validate
+
+from .data import DatasetConfig
+from .regimes import RegimeConfig
+
+# Fields that depend on the machine, not on the experiment: never part of a trial's identity.
+MACHINE_FIELDS = (("dataset", "root"), ("train", "device"), ("train", "num_workers"), ("plugins",))
+
+
+class ModelConfig(Strict):
+    name: str = "mlp"
+    options: dict = Field(default_factory=dict)
+
+
+class MethodConfig(Strict):
+    name: str = "erm"
+    hparams: dict = Field(default_factory=dict)
+
+
+class TrialConfig(Strict):
+    """Everything that defines one run: data, label regime, model, method, training settings, seed."""
+    dataset: DatasetConfig
+    regime: RegimeConfig = Field(default_factory=RegimeConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    method: MethodConfig = Field(default_factory=MethodConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    seed: int = Field(0, ge=0)
+    plugins: list[str] = Field(default_factory=list)
+
+
+def resolve(cfg: TrialConfig) -> TrialConfig:
+    """Check every name against the registries and fill the method's default hyperparameters."""
+    from . import catalog
+    catalog.load_plugins(cfg.plugins)
+    method_cls = catalog.METHODS.get(cfg.method.name)
+    hp = validate(method_cls.Hparams, cfg.method.hparams, prefix="method.hparams")
+    catalog.DATASETS.get(cfg.dataset.name)
+    catalog.MODELS.get(cfg.model.name.split("/")[0] if cfg.model.name.startswith("timm/") else cfg.model.name)
+    return cfg.model_copy(update={"method": MethodConfig(name=cfg.method.name, hparams=hp.model_dump())})
+
+
+def identity(cfg: TrialConfig) -> dict:
+    """The resolved configuration without machine-specific fields."""
+    d = cfg.model_dump(mode="json")
+    for path in MACHINE_FIELDS:
+        node = d
+        for key in path[:-1]:
+            node = node[key]
+        node.pop(path[-1], None)
+    return d
+
+
+def trial_id(cfg: TrialConfig) -> str:
+    """Stable hash of a resolved trial configuration (machine paths excluded)."""
+    blob = json.dumps(identity(cfg), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def erm_reference_config(cfg: TrialConfig) -> TrialConfig:
+    """The ERM trial of the same (dataset, regime, model, seed, training settings)."""
+    return cfg.model_copy(update={"method": MethodConfig(name="erm", hparams={})})

@@ -1,0 +1,43 @@
+"""The one entry point that builds a task: dataset by name, validated options, then the label regime."""
+from __future__ import annotations
+
+from pydantic import Field
+
+import benchmarks.datasets  # noqa: F401  (registers the built-in datasets)
+from benchmarks.datasets.common import require_path
+from benchmarks.regimes import RegimeConfig, apply_regime
+from benchmarks.registry import DATASETS
+from molere.config import Strict, validate
+from molere.data import TaskData
+
+
+class DatasetConfig(Strict):
+    """Which dataset to load: a registered name, where its files live, and its own options."""
+    name: str
+    root: str | None = Field(None, description="folder holding the data (datasets with files)")
+    options: dict = Field(default_factory=dict, description="the dataset's Options (see `describe`)")
+
+
+def _dataset(dataset: DatasetConfig):
+    """The dataset object for `dataset`: the name resolved (UnknownNameError) and options validated."""
+    cls = DATASETS.get(dataset.name)
+    return cls(validate(cls.Options, dataset.options, prefix="dataset.options"))
+
+
+def check_dataset(dataset: DatasetConfig) -> None:
+    """Validate name and options and check the data is reachable, without loading it.
+
+    Uses the dataset's `check(root)` when it has one, else requires `root` to exist if `needs_root`.
+    """
+    ds = _dataset(dataset)
+    if hasattr(ds, "check"):
+        ds.check(dataset.root)
+    elif getattr(ds, "needs_root", False):
+        require_path(dataset.root, dataset.name,
+                     getattr(ds, "how_to_get", "set dataset.root to the folder holding the data"))
+
+
+def load_task(dataset: DatasetConfig, regime: RegimeConfig, seed: int) -> TaskData:
+    """Load `dataset` for trial `seed` and apply the label regime (seeded by the same trial seed)."""
+    task = _dataset(dataset).load(dataset.root, seed)
+    return apply_regime(task, regime, seed)

@@ -1,0 +1,234 @@
+"""Datasets read from a user-given root in their official on-disk layouts: CIFAR, ImageNet, Clothing-1M."""
+from __future__ import annotations
+
+import os
+import pickle
+
+import numpy as np
+from pydantic import Field, model_validator
+from torchvision.datasets.folder import IMG_EXTENSIONS, make_dataset
+
+from benchmarks.datasets.common import DataMissingError, DatasetOptions, require_path, stratified_split
+from benchmarks.datasets.images import (CIFAR_MEAN, CIFAR_STD, ArrayImages, ImageFiles, RootDataset,
+                                        make_sets, make_transforms)
+from benchmarks.registry import register_dataset
+from molere.config import ConfigError
+from molere.data import TaskData
+
+
+# ---- CIFAR ------------------------------------------------------------------------------------------
+class _Cifar(RootDataset):
+    folder: str
+    train_files: tuple[str, ...]
+    test_file: str
+    meta_file: str
+    label_key: bytes
+    names_key: bytes
+    num_classes: int
+    url = "https://www.cs.toronto.edu/~kriz/cifar.html"
+
+    class Options(DatasetOptions):
+        image_size: int = Field(32, gt=0)
+        augment: bool = True
+        val_fraction: float = Field(0.1, ge=0, lt=1, description="stratified hold-out of train as val")
+        split_seed: int = Field(0, description="seed of the fixed val hold-out (not the trial seed)")
+        download: bool = Field(False, description="download with torchvision when the network allows")
+
+    def _how(self, root) -> str:
+        return (f"download the {self.registered_name.upper()} python version from {self.url} and extract "
+                f"into {root}, or set download: true")
+
+    def check(self, root: str | None) -> None:
+        require_path(root, self.registered_name, self._how(root))
+        if self.options.download:
+            return
+        for f in self.train_files + (self.test_file, self.meta_file):
+            require_path(os.path.join(root, self.folder, f), self.registered_name, self._how(root))
+
+    def _download(self, root: str) -> None:
+        from torchvision import datasets
+        cls = datasets.CIFAR10 if self.num_classes == 10 else datasets.CIFAR100
+        cls(root, train=True, download=True)
+
+    def _read(self, path: str) -> tuple[np.ndarray, np.ndarray]:
+        with open(path, "rb") as f:
+            batch = pickle.load(f, encoding="bytes")
+        x = np.asarray(batch[b"data"], dtype=np.uint8).reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
+        return x, np.asarray(batch[self.label_key], dtype=np.int64)
+
+    def load(self, root: str | None, seed: int) -> TaskData:
+        o = self.options
+        if o.download and root is not None:
+            self._download(root)
+        self.check(root)
+        d = os.path.join(root, self.folder)
+        parts = [self._read(os.path.join(d, f)) for f in self.train_files + (self.test_file,)]
+        x = np.ascontiguousarray(np.concatenate([p[0] for p in parts]))
+        y = np.concatenate([p[1] for p in parts])
+        n_train = len(y) - len(parts[-1][1])
+        with open(os.path.join(d, self.meta_file), "rb") as f:
+            names = [n.decode() for n in pickle.load(f, encoding="bytes")[self.names_key]]
+        rest, held = stratified_split(y[:n_train], o.val_fraction, o.split_seed)
+        train_tf, eval_tf = make_transforms("pad", o.image_size, o.augment, CIFAR_MEAN, CIFAR_STD)
+        sets = make_sets(y, (ArrayImages(x, train_tf), ArrayImages(x, eval_tf)),
+                         {"train": rest, "val": held, "test": np.arange(n_train, len(y))})
+        return TaskData(self.registered_name, sets["train"], sets["test"], self.num_classes,
+                        (3, o.image_size, o.image_size), val=sets["val"] if len(held) else None,
+                        info={"classes": names})
+
+
+@register_dataset("cifar10")
+class Cifar10(_Cifar):
+    """CIFAR-10 from torchvision's on-disk python batches (10% of train held out as val)."""
+    folder, meta_file, test_file = "cifar-10-batches-py", "batches.meta", "test_batch"
+    train_files = tuple(f"data_batch_{i}" for i in range(1, 6))
+    label_key, names_key, num_classes = b"labels", b"label_names", 10
+
+
+@register_dataset("cifar100")
+class Cifar100(_Cifar):
+    """CIFAR-100 (fine labels) from torchvision's on-disk python files (10% of train held out as val)."""
+    folder, meta_file, test_file, train_files = "cifar-100-python", "meta", "test", ("train",)
+    label_key, names_key, num_classes = b"fine_labels", b"fine_label_names", 100
+
+
+# ---- ImageNet ---------------------------------------------------------------------------------------
+def _scan(folder: str, class_to_idx: dict[str, int], what: str) -> list[tuple[str, int]]:
+    """Images of an ImageFolder tree whose class folders must be a subset of `class_to_idx`."""
+    unknown = sorted(set(e.name for e in os.scandir(folder) if e.is_dir()) - set(class_to_idx))
+    if unknown:
+        raise ConfigError(f"{what}: class folders {unknown[:5]} in {folder} are not ImageNet train classes")
+    items = make_dataset(folder, class_to_idx, extensions=IMG_EXTENSIONS, allow_empty=True)
+    if not items:
+        raise DataMissingError(f"dataset 'imagenet': no images in {folder}; expected {folder}/<wnid>/*.JPEG")
+    return items
+
+
+@register_dataset("imagenet")
+class ImageNet(RootDataset):
+    """ImageNet-1K in ImageFolder layout (official val = test), optional wnid-subset extra test sets."""
+    how = ("download ILSVRC2012 from https://image-net.org and arrange it as ROOT/train/<wnid>/*.JPEG and "
+           "ROOT/val/<wnid>/*.JPEG")
+
+    class Options(DatasetOptions):
+        image_size: int = Field(224, gt=0)
+        augment: bool = True
+        val_fraction: float = Field(0.02, ge=0, lt=1, description="stratified hold-out of train as val")
+        split_seed: int = 0
+        extra_tests: dict[str, str] = Field(default_factory=dict,
+                                            description="name -> ImageFolder root with wnid class folders")
+        val_source: str | None = Field(None, description="an extra_tests name partitioned into val + test")
+        val_source_fraction: float = Field(0.5, gt=0, lt=1)
+
+        @model_validator(mode="after")
+        def _val_source_known(self):
+            if self.val_source is not None and self.val_source not in self.extra_tests:
+                raise ValueError(f"val_source must be one of the extra_tests names {sorted(self.extra_tests)}")
+            reserved = {"train", "val", "test"} & set(self.extra_tests)
+            if reserved:
+                raise ValueError(f"extra_tests names must not be {sorted(reserved)}")
+            return self
+
+    def check(self, root: str | None) -> None:
+        how = self.how.replace("ROOT", str(root))
+        require_path(root, "imagenet", how)
+        for sub in ("train", "val"):
+            require_path(os.path.join(root, sub), "imagenet", how)
+        for name, path in self.options.extra_tests.items():
+            require_path(path, "imagenet", f"extra_tests.{name} must be an ImageFolder root with wnid folders")
+
+    def load(self, root: str | None, seed: int) -> TaskData:
+        o = self.options
+        self.check(root)
+        wnids = sorted(e.name for e in os.scandir(os.path.join(root, "train")) if e.is_dir())
+        if not wnids:
+            raise DataMissingError(f"dataset 'imagenet': no class folders in {os.path.join(root, 'train')}; "
+                                   + self.how.replace("ROOT", root))
+        class_to_idx = {w: i for i, w in enumerate(wnids)}
+        # one combined file list: train, official val (our test), then extra sets by name
+        blocks = {"train": os.path.join(root, "train"), "test": os.path.join(root, "val")}
+        blocks.update({name: o.extra_tests[name] for name in sorted(o.extra_tests)})
+        paths, labels, parts = [], [], {}
+        for name, folder in blocks.items():
+            items = _scan(folder, class_to_idx, "imagenet" if name in ("train", "test") else f"extra_tests.{name}")
+            parts[name] = np.arange(len(paths), len(paths) + len(items))
+            paths += [p for p, _ in items]
+            labels += [c for _, c in items]
+        labels = np.asarray(labels, dtype=np.int64)
+        if o.val_source is not None:
+            pos = parts[o.val_source]
+            rest, held = stratified_split(labels[pos], o.val_source_fraction, o.split_seed)
+            parts[o.val_source], parts["val"] = pos[rest], pos[held]
+        elif o.val_fraction > 0:
+            pos = parts["train"]
+            rest, held = stratified_split(labels[pos], o.val_fraction, o.split_seed)
+            parts["train"], parts["val"] = pos[rest], pos[held]
+        train_tf, eval_tf = make_transforms("crop", o.image_size, o.augment)
+        sets = make_sets(labels, (ImageFiles(paths, train_tf), ImageFiles(paths, eval_tf)), parts)
+        extras = {name: sets[name] for name in o.extra_tests}
+        return TaskData("imagenet", sets["train"], sets["test"], len(wnids), (3, o.image_size, o.image_size),
+                        val=sets.get("val"), extra_tests=extras,
+                        info={"classes": wnids, "val_source": o.val_source or "train"})
+
+
+# ---- Clothing-1M ------------------------------------------------------------------------------------
+def _read_kv(path: str) -> dict[str, int]:
+    with open(path) as f:
+        return {k: int(v) for k, v in (line.split() for line in f if line.strip())}
+
+
+def _read_keys(path: str) -> list[str]:
+    with open(path) as f:
+        return [line.strip() for line in f if line.strip()]
+
+
+@register_dataset("clothing1m")
+class Clothing1M(RootDataset):
+    """Clothing-1M: 14 classes, noisy web labels for train, clean labels for val and test."""
+    files = ("noisy_label_kv.txt", "clean_label_kv.txt", "noisy_train_key_list.txt",
+             "clean_val_key_list.txt", "clean_test_key_list.txt")
+    how = ("request Clothing-1M from its authors (https://github.com/Cysu/noisy_label) and extract it into "
+           "ROOT (ROOT/annotations/*.txt, ROOT/images/...)")
+
+    class Options(DatasetOptions):
+        image_size: int = Field(224, gt=0)
+        augment: bool = True
+        train_subset: int | None = Field(None, gt=0, description="use a fixed random subset of this size")
+        split_seed: int = 0
+
+    def check(self, root: str | None) -> None:
+        how = self.how.replace("ROOT", str(root))
+        require_path(root, "clothing1m", how)
+        for f in self.files:
+            require_path(os.path.join(root, "annotations", f), "clothing1m", how)
+
+    def load(self, root: str | None, seed: int) -> TaskData:
+        o = self.options
+        self.check(root)
+        ann = os.path.join(root, "annotations")
+        noisy, clean = (_read_kv(os.path.join(ann, f)) for f in self.files[:2])
+        keys = {s: _read_keys(os.path.join(ann, f)) for s, f in zip(("train", "val", "test"), self.files[2:])}
+        table = {"train": noisy, "val": clean, "test": clean}
+        flat, labels, true, parts = [], [], [], {}
+        for split, ks in keys.items():
+            missing = [k for k in ks if k not in table[split]]
+            if missing:
+                raise DataMissingError(f"dataset 'clothing1m': {split} key {missing[0]} has no label in "
+                                       f"{os.path.join(ann, self.files[0 if split == 'train' else 1])}")
+            parts[split] = np.arange(len(flat), len(flat) + len(ks))
+            flat += ks
+            labels += [table[split][k] for k in ks]
+            true += [clean.get(k, table[split][k]) for k in ks]
+        labels, true = np.asarray(labels), np.asarray(true)
+        if o.train_subset is not None and o.train_subset < len(keys["train"]):   # ids stay the full-set ones
+            keep = np.random.default_rng(o.split_seed).choice(len(keys["train"]), o.train_subset, replace=False)
+            parts["train"] = parts["train"][np.sort(keep)]
+        tr = parts["train"]
+        known = np.asarray([flat[p] in clean for p in tr], dtype=bool)
+        paths = [os.path.join(root, k) for k in flat]
+        train_tf, eval_tf = make_transforms("crop", o.image_size, o.augment)
+        sets = make_sets(labels, (ImageFiles(paths, train_tf), ImageFiles(paths, eval_tf)), parts, true)
+        noise = float((labels[tr][known] != true[tr][known]).mean()) if known.any() else float("nan")
+        return TaskData("clothing1m", sets["train"], sets["test"], 14, (3, o.image_size, o.image_size),
+                        val=sets["val"], info={"train_known_clean": int(known.sum()),
+                                               "noise_rate_known_clean": noise})

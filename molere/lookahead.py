@@ -1,0 +1,160 @@
+"""The one look-ahead engine of every meta method: a differentiable virtual SGD step.
+
+    θ̂(w) = θ − α · Σ_i w_i ∇θ ℓ_i(θ) / B          (B = batch size, or 1 with reduction="sum")
+    L_val(w) = CE(f_θ̂(w)(x_val), y_val)
+
+Because θ̂ is linear in w, the meta-gradient is exact in closed form:
+
+    ∂L_val/∂w_i = −(α/B) · ⟨∇θ L_val(θ̂), ∇θ ℓ_i(θ)⟩
+
+We compute it with one backward for θ̂ (no second-order graph), one forward/backward of the
+validation batch at θ̂, and one forward-mode product (`torch.func.jvp`) for the per-example inner
+products — the cost of `autograd.grad(create_graph=True)` through the look-ahead without building
+its graph. Any weighting w = g_φ(·) then gets ∂L_val/∂φ by one cheap backward through g_φ
+(`Hypergradient.backward_to`). The per-example training losses of the real forward are returned with
+their graph, so the real step reuses that forward instead of recomputing it.
+
+The real model is never mutated: parameters and `.grad` are untouched, and BatchNorm running
+statistics are updated only through cloned buffers; `Hypergradient.commit_buffers()` writes the
+training forward's statistics to the real model when its losses are used for the real step (the same
+update an ERM step would make). `scope="head"` looks ahead on the classifier head only (FSR's feature
+sharing): the backbone forward is the real one and the head maths is tiny.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.func import functional_call, jvp
+
+Scope = Literal["all", "head"]
+
+
+class _Features(nn.Module):
+    """`forward_features` of a model as a module, so `functional_call` can feed it cloned buffers."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.m = model
+
+    def forward(self, x):
+        return self.m.forward_features(x)
+
+
+def head_parameter_names(model: nn.Module) -> list[str]:
+    """Names (in `model.named_parameters()`) of the classifier head's parameters."""
+    names = getattr(model, "head_param_names", None)
+    if names:
+        return list(names)
+    head_ids = {id(p) for p in model.get_classifier().parameters()}
+    return [n for n, p in model.named_parameters() if id(p) in head_ids]
+
+
+@dataclass
+class Hypergradient:
+    """Result of one look-ahead: per-example meta-gradients and the reusable training forward."""
+    dw: torch.Tensor            # ∂L_val/∂w_i, detached, shape (B,)
+    weights: torch.Tensor | None  # the weights used in the look-ahead (graph to the weighting function)
+    val_loss: torch.Tensor      # L_val at θ̂, detached scalar
+    train_losses: torch.Tensor  # ℓ_i(θ) with graph to the real parameters (for the real step)
+    _model: nn.Module
+    _buffers: dict[str, torch.Tensor]
+
+    def backward_to(self, params) -> list[torch.Tensor]:
+        """∂L_val/∂φ for the look-ahead's weights w = g_φ(·) (chain rule through g_φ only)."""
+        params = list(params)
+        grads = torch.autograd.grad(self.weights, params, grad_outputs=self.dw, allow_unused=True)
+        return [torch.zeros_like(p) if g is None else g for p, g in zip(params, grads)]
+
+    def commit_buffers(self) -> None:
+        """Copy the training forward's BatchNorm statistics into the real model (as an ERM step would)."""
+        with torch.no_grad():
+            for name, buf in self._model.named_buffers():
+                if name in self._buffers:
+                    buf.copy_(self._buffers[name])
+
+
+class LookAhead:
+    """Meta-gradients of a validation loss w.r.t. per-example training weights, via a virtual step."""
+
+    def __init__(self, model: nn.Module, scope: Scope = "all", val_bn: Literal["batch", "running"] = "batch",
+                 reduction: Literal["mean", "sum"] = "mean"):
+        if scope not in ("all", "head"):
+            raise ValueError(f"lookahead scope must be 'all' or 'head' (got {scope!r})")
+        self.model, self.scope, self.val_bn, self.reduction = model, scope, val_bn, reduction
+        all_names = [n for n, p in model.named_parameters() if p.requires_grad]
+        self.names = head_parameter_names(model) if scope == "head" else all_names
+        if not self.names:
+            raise ValueError("look-ahead scope selects no trainable parameters")
+        head = model.get_classifier() if scope == "head" else None
+        if head is not None:   # model-level name -> name inside the head module
+            by_id = {id(p): n for n, p in head.named_parameters()}
+            params = dict(model.named_parameters())
+            self._head_names = {n: by_id[id(params[n])] for n in self.names}
+
+    def _buffers(self) -> dict[str, torch.Tensor]:
+        return {n: b.detach().clone() for n, b in self.model.named_buffers()}
+
+    def _train_mode_forward(self, module: nn.Module, tensors: dict, x: torch.Tensor, training: bool):
+        was = self.model.training
+        self.model.train(training)
+        try:
+            return functional_call(module, tensors, (x,))
+        finally:
+            self.model.train(was)
+
+    def hypergradient(self, x: torch.Tensor, y: torch.Tensor, weight_fn, x_val: torch.Tensor,
+                      y_val: torch.Tensor, lr: float) -> Hypergradient:
+        """Look ahead with weights `weight_fn(detached losses)` and differentiate L_val w.r.t. them.
+
+        `weight_fn=None` looks ahead with all weights zero (L2RW's ε = 0, so θ̂ = θ)."""
+        model = self.model
+        params = dict(model.named_parameters())
+        scoped = {n: params[n] for n in self.names}
+        train_bufs = self._buffers()
+        if self.scope == "head":
+            feats = self._train_mode_forward(_Features(model), {f"m.{n}": b for n, b in train_bufs.items()},
+                                             x, model.training)
+            h = feats.detach()
+            losses = F.cross_entropy(model.forward_head(feats), y, reduction="none")
+
+            def per_example(p):   # ℓ_i as a function of the head parameters, features fixed
+                head = {self._head_names[n]: v for n, v in p.items()}
+                return F.cross_entropy(functional_call(model.get_classifier(), head, (h,)), y, reduction="none")
+        else:
+            losses = F.cross_entropy(self._train_mode_forward(model, {**params, **train_bufs}, x, model.training),
+                                     y, reduction="none")
+
+            def per_example(p):
+                tensors = {**params, **p, **self._buffers()}
+                return F.cross_entropy(self._train_mode_forward(model, tensors, x, model.training),
+                                       y, reduction="none")
+
+        scale = 1.0 / len(y) if self.reduction == "mean" else 1.0
+        weights = None if weight_fn is None else weight_fn(losses.detach())
+        if weights is None:
+            fast = {n: p.detach() for n, p in scoped.items()}
+        else:
+            g = torch.autograd.grad((weights.detach() * losses).sum() * scale, list(scoped.values()),
+                                    retain_graph=True)
+            fast = {n: (p - lr * gi).detach() for (n, p), gi in zip(scoped.items(), g)}
+        fast = {n: p.requires_grad_() for n, p in fast.items()}
+        val_training = self.val_bn == "batch"
+        if self.scope == "head":
+            with torch.no_grad():
+                hv = self._train_mode_forward(_Features(model), {f"m.{n}": b for n, b in self._buffers().items()},
+                                              x_val, val_training)
+            head = {self._head_names[n]: v for n, v in fast.items()}
+            val_loss = F.cross_entropy(functional_call(model.get_classifier(), head, (hv,)), y_val)
+        else:
+            out = self._train_mode_forward(model, {**params, **fast, **self._buffers()}, x_val, val_training)
+            val_loss = F.cross_entropy(out, y_val)
+        v = torch.autograd.grad(val_loss, list(fast.values()))
+        tangents = {n: vi for n, vi in zip(fast, v)}
+        primals = {n: p.detach() for n, p in scoped.items()}
+        _, directional = jvp(per_example, (primals,), (tangents,))
+        return Hypergradient(dw=(-lr * scale) * directional.detach(), weights=weights, val_loss=val_loss.detach(),
+                             train_losses=losses, _model=model, _buffers=train_bufs)

@@ -1,0 +1,110 @@
+"""The LRW meta-network φ: a positive weight per training example from its input x (paper §1.1, §2.1).
+
+The paper's weighting function takes x only (g_φ(x), Eq. 13) and its architecture was not recovered
+(§7.1). Two readings are offered:
+
+- ``meta_net="input"``: a small MLP on the flattened input (``hidden`` widths, ReLU).
+- ``meta_net="features"``: an MLP (``hidden=[]``: linear) on the classifier's *detached* features
+  ``forward_features(x)``. The features are computed without gradient and with cloned BatchNorm
+  buffers, in the classifier's current train/eval mode, so the meta-network never changes the
+  classifier's running statistics and its loss never reaches the classifier's parameters.
+
+The last layer gives one unit, made positive by ``sigmoid`` (the paper's [I] reading, weights in
+(0, 1)) or ``softplus``. ``normalize`` rescales the batch's weights to mean 1 (§7.1 lists it as an
+option only; Eq. 13 uses g_φ(x) as is, hence default False). The meta optimiser is SGD with the
+fixed lr β2 = 1e-3 of §2.4 (no momentum: none is stated), or Adam.
+"""
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+import torch
+from pydantic import Field, PositiveInt
+from torch import nn
+from torch.func import functional_call
+
+from .config import Strict
+from .lookahead import _Features
+
+
+class MetaNetOptions(Strict):
+    """How φ is built and optimised."""
+    meta_net: Literal["input", "features"] = Field(
+        "input", description="φ on the flattened input, or on the classifier's detached features")
+    hidden: list[PositiveInt] = Field(default_factory=lambda: [64], description="hidden widths of φ ([] = linear)")
+    output: Literal["sigmoid", "softplus"] = Field("sigmoid", description="positive output of φ")
+    normalize: bool = Field(False, description="rescale each batch's weights to mean 1")
+    meta_lr: float = Field(1e-3, gt=0, description="learning rate β2 of φ (paper: SGD, fixed 1e-3)")
+    meta_optimizer: Literal["sgd", "adam"] = Field("sgd", description="optimiser of φ")
+
+
+def _mlp(width: int, hidden: list[int]) -> nn.Sequential:
+    layers: list[nn.Module] = [nn.Flatten(1)]
+    for h in hidden:
+        layers += [nn.Linear(width, h), nn.ReLU()]
+        width = h
+    layers.append(nn.Linear(width, 1))
+    return nn.Sequential(*layers)
+
+
+class MetaNet(nn.Module):
+    """φ: x -> positive weight. The classifier is referenced, never registered as a submodule
+    (so `parameters()` are φ's own and the meta optimiser cannot touch the classifier)."""
+
+    def __init__(self, options: MetaNetOptions, classifier: nn.Module, input_shape: tuple):
+        super().__init__()
+        self.options = options
+        self._classifier = (classifier,)   # a tuple hides it from nn.Module registration
+        if options.meta_net == "input":
+            width = math.prod(int(d) for d in input_shape)
+        else:
+            width = self._feature_width(classifier, input_shape)
+        self.net = _mlp(width, list(options.hidden))
+        device = next(classifier.parameters()).device
+        self.to(device)
+
+    @staticmethod
+    def _feature_width(classifier: nn.Module, input_shape: tuple) -> int:
+        head = classifier.get_classifier()
+        if isinstance(head, nn.Linear):
+            return head.in_features
+        # unknown head: probe once in eval mode (running statistics are read, not written)
+        was = classifier.training
+        classifier.eval()
+        try:
+            with torch.no_grad():
+                dev = next(classifier.parameters()).device
+                f = classifier.forward_features(torch.zeros(2, *input_shape, device=dev))
+        finally:
+            classifier.train(was)
+        return int(f.flatten(1).shape[1])
+
+    @property
+    def classifier(self) -> nn.Module:
+        return self._classifier[0]
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """Detached classifier features; BatchNorm runs on cloned buffers (running stats untouched)."""
+        model = self.classifier
+        bufs = {f"m.{n}": b.detach().clone() for n, b in model.named_buffers()}
+        with torch.no_grad():
+            return functional_call(_Features(model), bufs, (x,)).flatten(1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.weights(x)
+
+    def weights(self, x: torch.Tensor) -> torch.Tensor:
+        """Positive weights, shape (B,), with graph to φ's parameters."""
+        h = self.features(x) if self.options.meta_net == "features" else x
+        z = self.net(h).squeeze(1)
+        w = torch.sigmoid(z) if self.options.output == "sigmoid" else nn.functional.softplus(z)
+        if self.options.normalize:
+            w = w / w.mean().clamp_min(1e-12)
+        return w
+
+    def make_optimizer(self) -> torch.optim.Optimizer:
+        o = self.options
+        if o.meta_optimizer == "adam":
+            return torch.optim.Adam(self.parameters(), lr=o.meta_lr)
+        return torch.optim.SGD(self.parameters(), lr=o.meta_lr)

@@ -1,0 +1,165 @@
+"""Shared machinery of meta-reweighting methods: options, the meta-set stream, the meta step.
+
+A `ReweightingTrainer` trains the classifier on Σ w_i ℓ_i / B, where w = g_φ(·) is a learned weighting
+function; every `meta_every` classifier steps it updates φ on the look-ahead's validation loss
+(`molere.lookahead`). Subclasses say what g_φ is (`example_weights`) and which set is the meta set.
+"""
+from __future__ import annotations
+
+from typing import Iterator, Literal
+
+import torch
+import torch.nn.functional as F
+from pydantic import Field
+
+from .config import ConfigError, Strict
+from .data import Batch, ExampleSet, forever
+from .lookahead import LookAhead
+from .trainer import Trainer
+
+
+class MetaHparams(Strict):
+    """Options every meta method shares (each one a choice the papers make differently)."""
+    meta_every: int = Field(1, ge=1, description="meta update every Q classifier steps")
+    meta_batch_size: int = Field(128, gt=0, description="validation/meta batch size of a meta step")
+    lookahead_scope: Literal["all", "head"] = Field("all", description="look ahead on all parameters or the head only (FSR)")
+    lookahead_lr: float | None = Field(None, gt=0, description="virtual step size α; None = classifier's current lr")
+    weights_after_meta: bool = Field(True, description="real step uses the weights after the meta update (L2RW/MWN order)")
+    meta_labels: Literal["observed", "true"] = Field("observed", description="labels of the meta set: observed (realistic) or true (oracle)")
+    val_bn: Literal["batch", "running"] = Field("batch", description="BatchNorm statistics of the look-ahead's validation forward")
+
+
+def weight_stats(w: torch.Tensor) -> dict[str, float]:
+    """Mean, std and effective sample size fraction of a batch of weights."""
+    w = w.detach().float()
+    ess = (w.sum() ** 2 / (w.pow(2).sum() * len(w))).item() if w.pow(2).sum() > 0 else 0.0
+    return {"weight_mean": w.mean().item(), "weight_std": w.std().item() if len(w) > 1 else 0.0,
+            "weight_ess": ess}
+
+
+class MetaSetMixin:
+    """A persistent stream over the meta set, with observed or true labels as configured."""
+
+    def _meta_stream(self) -> Iterator[Batch]:
+        if getattr(self, "_stream_of", None) is not self.meta_set:
+            self._stream_of = self.meta_set
+            self._stream = forever(self.meta_set, self.hp.meta_batch_size, self.generator, train=True)
+        return self._stream
+
+    def next_meta_batch(self) -> tuple[torch.Tensor, torch.Tensor]:
+        b = next(self._meta_stream()).to(self.device)
+        return b.x, (b.y_true if self.hp.meta_labels == "true" else b.y)
+
+    def lookahead_lr(self) -> float:
+        return self.hp.lookahead_lr or self.lr
+
+
+class ReweightingTrainer(MetaSetMixin, Trainer):
+    """Weighted-loss classifier whose weighting function g_φ learns through the look-ahead."""
+
+    Hparams = MetaHparams
+    uses_meta_set = True
+
+    # ---- what a subclass provides ------------------------------------------------------------
+    def example_weights(self, batch: Batch, losses: torch.Tensor) -> torch.Tensor:
+        """w_i = g_φ(...) for the batch (graph to `meta_parameters()`); `losses` are detached."""
+        raise NotImplementedError
+
+    def meta_parameters(self) -> list[torch.nn.Parameter]:
+        raise NotImplementedError
+
+    def meta_optimizer(self) -> torch.optim.Optimizer:
+        raise NotImplementedError
+
+    # ---- shared ------------------------------------------------------------------------------
+    def setup(self) -> None:
+        self.lookahead = LookAhead(self.model, scope=self.hp.lookahead_scope, val_bn=self.hp.val_bn)
+        self.meta_opt = self.meta_optimizer()
+
+    def meta_step_due(self) -> bool:
+        return self.meta_set is not None and len(self.meta_set) > 0 and self.global_step % self.hp.meta_every == 0
+
+    def meta_step(self, batch: Batch) -> torch.Tensor:
+        """Update φ on the look-ahead's validation loss; returns the batch losses ℓ_i(θ) (with graph)."""
+        xv, yv = self.next_meta_batch()
+        hg = self.lookahead.hypergradient(batch.x, batch.y, lambda l: self.example_weights(batch, l),
+                                          xv, yv, self.lookahead_lr())
+        params = self.meta_parameters()
+        for p, g in zip(params, hg.backward_to(params)):
+            p.grad = g
+        self.meta_opt.step()
+        self.meta_opt.zero_grad(set_to_none=True)
+        hg.commit_buffers()
+        self.log_step(meta_val_loss=hg.val_loss.item())
+        self._last_meta_weights = hg.weights.detach()
+        return hg.train_losses
+
+    def training_step(self, batch: Batch) -> torch.Tensor:
+        meta = self.meta_step_due()
+        losses = self.meta_step(batch) if meta else F.cross_entropy(self.model(batch.x), batch.y, reduction="none")
+        if meta and not self.hp.weights_after_meta:
+            w = self._last_meta_weights
+        else:
+            with torch.no_grad():
+                w = self.example_weights(batch, losses.detach())
+        self.log_step(**weight_stats(w))
+        return (w.detach() * losses).mean()
+
+    def extra_state(self) -> dict:
+        return {"meta_opt": self.meta_opt.state_dict(),
+                "meta_params": [p.detach().clone() for p in self.meta_parameters()]}
+
+    def load_extra_state(self, state: dict) -> None:
+        with torch.no_grad():
+            for p, v in zip(self.meta_parameters(), state["meta_params"]):
+                p.copy_(v)
+        self.meta_opt.load_state_dict(state["meta_opt"])
+
+
+def hold_out(examples: ExampleSet, per_class: int | None, fraction: float | None, seed: int,
+             num_classes: int) -> tuple[ExampleSet, ExampleSet]:
+    """Split off a meta set: `per_class` examples of every (observed) class, or a random `fraction`."""
+    g = torch.Generator().manual_seed(seed)
+    if per_class is not None:
+        held = []
+        for c in range(num_classes):
+            pos = torch.nonzero(examples.labels == c).flatten()
+            held.append(pos[torch.randperm(len(pos), generator=g)[:per_class]])
+        held_idx = torch.cat(held)
+    else:
+        n = int(round(fraction * len(examples)))
+        held_idx = torch.randperm(len(examples), generator=g)[:n]
+    mask = torch.ones(len(examples), dtype=torch.bool)
+    mask[held_idx] = False
+    return examples.subset(torch.nonzero(mask).flatten()), examples.subset(held_idx.sort().values)
+
+
+# ---- where the meta set comes from (shared by the methods that need one) -----------------------
+class MetaSourceHparams(Strict):
+    """Which examples form the meta set: the dataset's validation split, or a per-class hold-out of train."""
+    meta_source: Literal["val", "train_per_class"] = Field(
+        "val", description="meta set = the dataset's val split, or meta_per_class examples per class held out of train")
+    meta_per_class: int = Field(10, gt=0, description="examples per class held out (meta_source=train_per_class)")
+
+
+class MetaSourceMixin:
+    """`split()` from `MetaSourceHparams`: the held-out examples leave the training set."""
+
+    def split(self) -> tuple[ExampleSet, ExampleSet]:
+        hp, data = self.hp, self.data
+        if hp.meta_source == "val":
+            if data.val is None or len(data.val) == 0:
+                raise ConfigError(f"method.hparams.meta_source: 'val' needs a validation split, and dataset "
+                                  f"{data.name!r} has none here; use meta_source=train_per_class")
+            train, meta = data.train, data.val
+        else:
+            train, meta = hold_out(data.train, hp.meta_per_class, None, self.context.seed, data.num_classes)
+        self.info.update(meta_source=hp.meta_source, meta_size=len(meta), train_size=len(train))
+        return train, meta
+
+
+def clamped_normalised(dw: torch.Tensor) -> torch.Tensor:
+    """L2RW's weights from meta-gradients: max(−∂L_val/∂w, 0), normalised to sum 1 (all zero stays zero)."""
+    w = (-dw).clamp_min(0)
+    total = w.sum()
+    return w / total if total > 0 else torch.zeros_like(w)
