@@ -7,10 +7,12 @@ Because θ̂ is linear in w, the meta-gradient is exact in closed form:
 
     ∂L_val/∂w_i = −(α/B) · ⟨∇θ L_val(θ̂), ∇θ ℓ_i(θ)⟩
 
-We compute it with one backward for θ̂ (no second-order graph), one forward/backward of the
-validation batch at θ̂, and one forward-mode product (`torch.func.jvp`) for the per-example inner
-products — the cost of `autograd.grad(create_graph=True)` through the look-ahead without building
-its graph. Any weighting w = g_φ(·) then gets ∂L_val/∂φ by one cheap backward through g_φ
+Two exact ways to compute it (`mode`):
+  "reverse" (default): the classic second-order graph — ∇θ Σ w ℓ with `create_graph=True` for a leaf w,
+      the validation loss at θ̂, one backward to w. Fastest measured on CPU (see benchmarks.perf).
+  "forward": first-order graphs only — θ̂ by one plain backward, ∇L_val(θ̂) by one forward/backward,
+      and the per-example inner products by one forward-mode `torch.func.jvp`. Less memory.
+Any weighting w = g_φ(·) then gets ∂L_val/∂φ by one cheap backward through g_φ
 (`Hypergradient.backward_to`). The per-example training losses of the real forward are returned with
 their graph, so the real step reuses that forward instead of recomputing it.
 
@@ -81,10 +83,12 @@ class LookAhead:
     """Meta-gradients of a validation loss w.r.t. per-example training weights, via a virtual step."""
 
     def __init__(self, model: nn.Module, scope: Scope = "all", val_bn: Literal["batch", "running"] = "batch",
-                 reduction: Literal["mean", "sum"] = "mean"):
+                 reduction: Literal["mean", "sum"] = "mean", mode: Literal["reverse", "forward"] = "reverse"):
         if scope not in ("all", "head"):
             raise ValueError(f"lookahead scope must be 'all' or 'head' (got {scope!r})")
-        self.model, self.scope, self.val_bn, self.reduction = model, scope, val_bn, reduction
+        if mode not in ("reverse", "forward"):
+            raise ValueError(f"hypergradient mode must be 'reverse' or 'forward' (got {mode!r})")
+        self.model, self.scope, self.val_bn, self.reduction, self.mode = model, scope, val_bn, reduction, mode
         all_names = [n for n, p in model.named_parameters() if p.requires_grad]
         self.names = head_parameter_names(model) if scope == "head" else all_names
         if not self.names:
@@ -106,6 +110,18 @@ class LookAhead:
         finally:
             self.model.train(was)
 
+    def _val_loss(self, fast: dict, x_val: torch.Tensor, y_val: torch.Tensor) -> torch.Tensor:
+        """CE of the validation batch at the look-ahead parameters (cloned BN buffers)."""
+        model, training = self.model, self.val_bn == "batch"
+        if self.scope == "head":
+            with torch.no_grad():
+                hv = self._train_mode_forward(_Features(model), {f"m.{n}": b for n, b in self._buffers().items()},
+                                              x_val, training)
+            head = {self._head_names[n]: v for n, v in fast.items()}
+            return F.cross_entropy(functional_call(model.get_classifier(), head, (hv,)), y_val)
+        tensors = {**dict(model.named_parameters()), **fast, **self._buffers()}
+        return F.cross_entropy(self._train_mode_forward(model, tensors, x_val, training), y_val)
+
     def hypergradient(self, x: torch.Tensor, y: torch.Tensor, weight_fn, x_val: torch.Tensor,
                       y_val: torch.Tensor, lr: float) -> Hypergradient:
         """Look ahead with weights `weight_fn(detached losses)` and differentiate L_val w.r.t. them.
@@ -118,43 +134,50 @@ class LookAhead:
         if self.scope == "head":
             feats = self._train_mode_forward(_Features(model), {f"m.{n}": b for n, b in train_bufs.items()},
                                              x, model.training)
-            h = feats.detach()
             losses = F.cross_entropy(model.forward_head(feats), y, reduction="none")
-
-            def per_example(p):   # ℓ_i as a function of the head parameters, features fixed
-                head = {self._head_names[n]: v for n, v in p.items()}
-                return F.cross_entropy(functional_call(model.get_classifier(), head, (h,)), y, reduction="none")
         else:
             losses = F.cross_entropy(self._train_mode_forward(model, {**params, **train_bufs}, x, model.training),
                                      y, reduction="none")
-
-            def per_example(p):
-                tensors = {**params, **p, **self._buffers()}
-                return F.cross_entropy(self._train_mode_forward(model, tensors, x, model.training),
-                                       y, reduction="none")
-
         scale = 1.0 / len(y) if self.reduction == "mean" else 1.0
         weights = None if weight_fn is None else weight_fn(losses.detach())
-        if weights is None:
+        w = torch.zeros_like(losses) if weights is None else weights.detach()
+        if self.mode == "reverse":
+            dw, val_loss = self._reverse(losses, w, scoped, scale, lr, x_val, y_val)
+        else:
+            dw, val_loss = self._forward(losses, feats.detach() if self.scope == "head" else None, x, y, w,
+                                         scoped, scale, lr, x_val, y_val)
+        return Hypergradient(dw=dw, weights=weights, val_loss=val_loss.detach(), train_losses=losses,
+                             _model=model, _buffers=train_bufs)
+
+    def _reverse(self, losses, w, scoped, scale, lr, x_val, y_val):
+        """Second-order reverse mode: differentiate L_val(θ − α ∇θ Σ w ℓ) w.r.t. a leaf w."""
+        w = w.clone().requires_grad_()
+        g = torch.autograd.grad((w * losses).sum() * scale, list(scoped.values()), create_graph=True)
+        fast = {n: p - lr * gi for (n, p), gi in zip(scoped.items(), g)}
+        val_loss = self._val_loss(fast, x_val, y_val)
+        (dw,) = torch.autograd.grad(val_loss, w, retain_graph=True)   # keep the forward for the real step
+        return dw.detach(), val_loss
+
+    def _forward(self, losses, h, x, y, w, scoped, scale, lr, x_val, y_val):
+        """First-order graphs only: θ̂ by one backward, then −α⟨∇L_val(θ̂), ∇ℓ_i⟩ by one `jvp`."""
+        model = self.model
+        if w.abs().sum() == 0:
             fast = {n: p.detach() for n, p in scoped.items()}
         else:
-            g = torch.autograd.grad((weights.detach() * losses).sum() * scale, list(scoped.values()),
-                                    retain_graph=True)
+            g = torch.autograd.grad((w * losses).sum() * scale, list(scoped.values()), retain_graph=True)
             fast = {n: (p - lr * gi).detach() for (n, p), gi in zip(scoped.items(), g)}
         fast = {n: p.requires_grad_() for n, p in fast.items()}
-        val_training = self.val_bn == "batch"
-        if self.scope == "head":
-            with torch.no_grad():
-                hv = self._train_mode_forward(_Features(model), {f"m.{n}": b for n, b in self._buffers().items()},
-                                              x_val, val_training)
-            head = {self._head_names[n]: v for n, v in fast.items()}
-            val_loss = F.cross_entropy(functional_call(model.get_classifier(), head, (hv,)), y_val)
-        else:
-            out = self._train_mode_forward(model, {**params, **fast, **self._buffers()}, x_val, val_training)
-            val_loss = F.cross_entropy(out, y_val)
+        val_loss = self._val_loss(fast, x_val, y_val)
         v = torch.autograd.grad(val_loss, list(fast.values()))
-        tangents = {n: vi for n, vi in zip(fast, v)}
+        params = dict(model.named_parameters())
+
+        def per_example(p):   # ℓ_i as a function of the scoped parameters (buffers cloned inside)
+            if self.scope == "head":
+                head = {self._head_names[n]: t for n, t in p.items()}
+                return F.cross_entropy(functional_call(model.get_classifier(), head, (h,)), y, reduction="none")
+            tensors = {**params, **p, **self._buffers()}
+            return F.cross_entropy(self._train_mode_forward(model, tensors, x, model.training), y, reduction="none")
+
         primals = {n: p.detach() for n, p in scoped.items()}
-        _, directional = jvp(per_example, (primals,), (tangents,))
-        return Hypergradient(dw=(-lr * scale) * directional.detach(), weights=weights, val_loss=val_loss.detach(),
-                             train_losses=losses, _model=model, _buffers=train_bufs)
+        _, directional = jvp(per_example, (primals,), (dict(zip(fast, v)),))
+        return (-lr * scale) * directional.detach(), val_loss

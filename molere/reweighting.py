@@ -27,6 +27,7 @@ class MetaHparams(Strict):
     weights_after_meta: bool = Field(True, description="real step uses the weights after the meta update (L2RW/MWN order)")
     meta_labels: Literal["observed", "true"] = Field("observed", description="labels of the meta set: observed (realistic) or true (oracle)")
     val_bn: Literal["batch", "running"] = Field("batch", description="BatchNorm statistics of the look-ahead's validation forward")
+    hypergrad: Literal["reverse", "forward"] = Field("reverse", description="exact meta-gradient by second-order reverse mode (faster on CPU) or first-order + jvp (less memory)")
 
 
 def weight_stats(w: torch.Tensor) -> dict[str, float]:
@@ -53,6 +54,11 @@ class MetaSetMixin:
     def lookahead_lr(self) -> float:
         return self.hp.lookahead_lr or self.lr
 
+    def make_lookahead(self, **overrides) -> LookAhead:
+        """The look-ahead engine configured by the method's shared options."""
+        opts = dict(scope=self.hp.lookahead_scope, val_bn=self.hp.val_bn, mode=self.hp.hypergrad)
+        return LookAhead(self.model, **{**opts, **overrides})
+
 
 class ReweightingTrainer(MetaSetMixin, Trainer):
     """Weighted-loss classifier whose weighting function g_φ learns through the look-ahead."""
@@ -73,7 +79,7 @@ class ReweightingTrainer(MetaSetMixin, Trainer):
 
     # ---- shared ------------------------------------------------------------------------------
     def setup(self) -> None:
-        self.lookahead = LookAhead(self.model, scope=self.hp.lookahead_scope, val_bn=self.hp.val_bn)
+        self.lookahead = self.make_lookahead()
         self.meta_opt = self.meta_optimizer()
 
     def meta_step_due(self) -> bool:

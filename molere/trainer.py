@@ -125,40 +125,45 @@ class Trainer:
             self._step_logs[k].append(float(v))
 
     # ---- the loop ----------------------------------------------------------------------------
+    def train_step(self, batch: Batch) -> float:
+        """One real classifier step on `batch` (the method's loss, backward, clip, optimiser step)."""
+        loss = self.training_step(batch.to(self.device))
+        if not torch.isfinite(loss):
+            raise NonFiniteLossError(f"non-finite training loss {loss.item()} at epoch {self.epoch + 1}, "
+                                     f"step {self.global_step}")
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if self.cfg.grad_clip:
+            nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip)
+        self.optimizer.step()
+        self.global_step += 1
+        return loss.item()
+
+    def train_epoch(self) -> dict[str, float]:
+        """One pass over the training set (hooks included, no evaluation); returns the epoch's metrics."""
+        t0 = time.perf_counter()
+        self.model.train()
+        self.on_epoch_start(self.epoch)
+        losses = [self.train_step(batch) for batch in self.train_set.batches(
+            self.cfg.batch_size, shuffle=True, generator=self.generator, num_workers=self.cfg.num_workers)]
+        self.schedule.step()
+        metrics = {"epoch": self.epoch + 1, "train/loss": float(np.mean(losses)) if losses else float("nan"),
+                   "train/epoch_time_s": time.perf_counter() - t0, "lr": self.lr}
+        metrics.update({f"train/{k}": float(np.mean(v)) for k, v in self._step_logs.items()})
+        self._step_logs.clear()
+        metrics.update(self.on_epoch_end(self.epoch))
+        self.epoch += 1
+        return metrics
+
     def fit(self) -> dict[str, Any]:
         """Train for the configured epochs; returns the final metrics (history via callbacks)."""
         metrics: dict[str, float] = {}
-        for epoch in range(self.epoch, self.cfg.epochs):
-            self.epoch = epoch
-            t0 = time.perf_counter()
-            self.model.train()
-            self.on_epoch_start(epoch)
-            loss_sum, n_batches = 0.0, 0
-            for batch in self.train_set.batches(self.cfg.batch_size, shuffle=True, generator=self.generator,
-                                                num_workers=self.cfg.num_workers):
-                loss = self.training_step(batch.to(self.device))
-                if not torch.isfinite(loss):
-                    raise NonFiniteLossError(f"non-finite training loss {loss.item()} at epoch {epoch}, "
-                                             f"step {self.global_step}")
-                self.optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                if self.cfg.grad_clip:
-                    nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip)
-                self.optimizer.step()
-                loss_sum += loss.item()
-                n_batches += 1
-                self.global_step += 1
-            self.schedule.step()
-            metrics = {"epoch": epoch + 1, "train/loss": loss_sum / max(n_batches, 1),
-                       "train/epoch_time_s": time.perf_counter() - t0, "lr": self.lr}
-            metrics.update({f"train/{k}": float(np.mean(v)) for k, v in self._step_logs.items()})
-            self._step_logs.clear()
-            metrics.update(self.on_epoch_end(epoch))
-            if (epoch + 1) % self.cfg.eval_every == 0 or epoch + 1 == self.cfg.epochs:
+        while self.epoch < self.cfg.epochs:
+            metrics = self.train_epoch()
+            if self.epoch % self.cfg.eval_every == 0 or self.epoch == self.cfg.epochs:
                 metrics.update(self.evaluate()[0])
-            self.epoch = epoch + 1
             for cb in self.context.callbacks:
-                cb.on_epoch_end(self, epoch + 1, metrics)
+                cb.on_epoch_end(self, self.epoch, metrics)
         return metrics
 
     # ---- evaluation --------------------------------------------------------------------------

@@ -51,13 +51,14 @@ def _val_loss_after_step(model, names, x, y, xv, yv, w, lr):
     return F.cross_entropy(clone(xv), yv).item()
 
 
+@pytest.mark.parametrize("mode", ["reverse", "forward"])
 @pytest.mark.parametrize("scope", ["all", "head"])
-def test_meta_gradient_matches_central_finite_differences(scope):
+def test_meta_gradient_matches_central_finite_differences(scope, mode):
     torch.manual_seed(0)
     model = TinyNet().double()
     x, y, xv, yv, w = _data()
     lr, eps = 0.5, 1e-6
-    la = LookAhead(model, scope=scope)
+    la = LookAhead(model, scope=scope, mode=mode)
     hg = la.hypergradient(x, y, lambda losses: w, xv, yv, lr)
     fd = torch.zeros_like(w)
     for i in range(len(w)):
@@ -100,15 +101,16 @@ def test_weighting_function_gradient_chains_through_weights():
         assert abs(g[k].item() - (lp - lm) / (2 * eps)) < 1e-6 + 1e-3 * abs(g[k].item())
 
 
+@pytest.mark.parametrize("mode", ["reverse", "forward"])
 @pytest.mark.parametrize("scope", ["all", "head"])
-def test_real_model_untouched(scope):
+def test_real_model_untouched(scope, mode):
     torch.manual_seed(0)
     model = TinyNet().double()
     x, y, xv, yv, w = _data()
     model(x).sum().backward()    # give the real model some .grad to protect
     grads = {n: p.grad.clone() for n, p in model.named_parameters()}
     state = {k: v.clone() for k, v in model.state_dict().items()}
-    hg = LookAhead(model, scope=scope).hypergradient(x, y, lambda losses: w, xv, yv, 0.5)
+    hg = LookAhead(model, scope=scope, mode=mode).hypergradient(x, y, lambda losses: w, xv, yv, 0.5)
     assert all(torch.equal(v, model.state_dict()[k]) for k, v in state.items())   # params + BN stats
     assert all(torch.equal(grads[n], p.grad) for n, p in model.named_parameters())
     hg.commit_buffers()          # the real step's forward statistics, exactly as an ERM forward
@@ -135,3 +137,14 @@ def test_l2rw_zero_weights_lookahead_has_nonzero_epsilon_gradient():
     x, y, xv, yv, _ = _data()
     hg = LookAhead(model, reduction="sum").hypergradient(x, y, None, xv, yv, 0.5)
     assert hg.dw.abs().max() > 0
+
+
+@pytest.mark.parametrize("scope", ["all", "head"])
+def test_forward_and_reverse_modes_agree(scope):
+    torch.manual_seed(2)
+    model = TinyNet().double()
+    x, y, xv, yv, w = _data(2)
+    a = LookAhead(model, scope=scope, mode="reverse").hypergradient(x, y, lambda losses: w, xv, yv, 0.3)
+    b = LookAhead(model, scope=scope, mode="forward").hypergradient(x, y, lambda losses: w, xv, yv, 0.3)
+    assert torch.allclose(a.dw, b.dw, rtol=1e-8, atol=1e-12)
+    assert torch.allclose(a.val_loss, b.val_loss)

@@ -1,0 +1,188 @@
+"""The train-twice heuristic (paper §2.6): LRW-Hard / LRW-Easy / LRW-Random and their ERM controls.
+
+1. ERM pass: an ERM classifier of the same (dataset, regime, model, seed, training settings) trained on
+   the official training split. Its probabilistic margins on the pooled train + official val data
+   (observed labels, evaluation transforms) come from `context.reference.erm_pool_margins()` — the
+   stored ERM trial of the same key — or, when there is none, from an ERM run trained here in-process
+   (`torch.manual_seed(seed)`, then `context.model_factory()`: the same model and training as the ERM
+   trial of that seed; the global RNG state is restored afterwards) and offered back to the provider.
+2. The pool is ranked by margin (stable sort by (margin, id)) and a δ fraction becomes the validation
+   set: the lowest margins (hard), the highest (easy) or a random subset seeded by the trial seed.
+   Its size is round(δ·N_pool) (Python's round: halves to even), or round(δ·N_c) within every
+   observed class c with `class_balanced`.
+3. LRW (`molere.lrw`) is trained from scratch on the rest with that fixed validation set.
+
+Controls `erm_withheld_{hard,easy,random}`: plain ERM on exactly the training split of the matching LRW
+variant (same ERM ranking, same δ fraction withheld, no reweighting), which separates the effect of
+reweighting from the effect of removing the selected examples from training.
+"""
+from __future__ import annotations
+
+from typing import Literal
+
+import numpy as np
+import torch
+from pydantic import Field
+
+from molere.config import ConfigError, Strict
+from molere.data import ExampleSet, TaskData
+from molere.lrw import LRWHparams, LRWTrainer
+from molere.registry import METHODS, register_method
+from molere.trainer import RunContext, Trainer
+
+Selection = Literal["hard", "easy", "random"]
+
+
+class TrainTwiceOptions(Strict):
+    """Which δ fraction of the pooled data becomes the validation set."""
+    delta: float = Field(0.1, gt=0, lt=1, description="fraction of the pooled train + val data used for validation")
+    class_balanced: bool = Field(False, description="take the δ fraction within every observed class")
+
+
+class TrainTwiceHparams(LRWHparams, TrainTwiceOptions):
+    """LRW's options plus the choice of its validation set."""
+
+
+def pooled(data: TaskData) -> ExampleSet:
+    """Official train + val (train alone when the dataset has no val split)."""
+    return data.train if data.val is None else ExampleSet.concat(data.train, data.val)
+
+
+def select_validation(ids: np.ndarray, margins: np.ndarray, labels: np.ndarray, delta: float,
+                      selection: Selection, seed: int, class_balanced: bool = False) -> np.ndarray:
+    """Sorted pool positions of the validation set (see the module docstring for the rule)."""
+    ids, margins, labels = np.asarray(ids), np.asarray(margins), np.asarray(labels)
+    groups = [np.flatnonzero(labels == c) for c in np.unique(labels)] if class_balanced else [np.arange(len(ids))]
+    rng = np.random.default_rng(seed)
+    chosen = []
+    for pos in groups:
+        k = int(round(delta * len(pos)))
+        if selection == "random":
+            order = pos[np.argsort(ids[pos], kind="stable")]   # canonical order, independent of pool order
+            order = order[rng.permutation(len(order))]
+        else:
+            key = margins[pos] if selection == "hard" else -margins[pos]
+            order = pos[np.lexsort((ids[pos], key))]           # by margin, ties by id
+        chosen.append(order[:k])
+    out = np.sort(np.concatenate(chosen))
+    if not 0 < len(out) < len(ids):
+        raise ConfigError(f"method.hparams.delta: selects {len(out)} of {len(ids)} pooled examples; "
+                          f"needs between 1 and {len(ids) - 1} (got {delta})")
+    return out
+
+
+def align(pool_ids: np.ndarray, ids: np.ndarray, margins: np.ndarray) -> np.ndarray:
+    """`margins` (given for `ids`) in the order of `pool_ids`; every pool id must be present."""
+    order = np.argsort(ids, kind="stable")
+    sorted_ids = np.asarray(ids)[order]
+    at = np.clip(np.searchsorted(sorted_ids, pool_ids), 0, max(len(sorted_ids) - 1, 0))
+    found = sorted_ids[at] == pool_ids if len(sorted_ids) else np.zeros(len(pool_ids), bool)
+    if not found.all():
+        raise ValueError(f"the ERM reference margins miss {int((~found).sum())} of {len(pool_ids)} pooled "
+                         "examples (a different dataset or split?)")
+    return np.asarray(margins)[order][at]
+
+
+class TrainTwiceSplit:
+    """Mixin for a `Trainer`: the ERM margins of the pool and the δ split they define."""
+
+    selection: Selection = "hard"
+
+    def _train_erm(self, pool: ExampleSet) -> np.ndarray:
+        ctx: RunContext = self.context
+        if ctx.model_factory is None:
+            raise ConfigError(f"method {self.registered_name!r}: no reference ERM margins and no "
+                              "model factory to train ERM with (RunContext.model_factory)")
+        devices = [self.device.index or 0] if self.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices):
+            torch.manual_seed(ctx.seed)
+            erm = METHODS.get("erm")(ctx.model_factory(), self.data, self.cfg, None,
+                                     RunContext(seed=ctx.seed, device=ctx.device, model_factory=ctx.model_factory,
+                                                run_config=ctx.run_config))
+            erm.fit()
+            return erm.outputs(pool, true_labels=False).margins
+
+    def erm_margins(self, pool: ExampleSet) -> np.ndarray:
+        """ERM margins (observed labels) of `pool`, in pool order: reused if available, else trained."""
+        ref = self.context.reference
+        pool_ids = pool.ids.numpy()
+        stored = ref.erm_pool_margins() if ref is not None else None
+        if stored is not None:
+            self.info["erm_pass"] = "reused"
+            return align(pool_ids, *stored)
+        margins = self._train_erm(pool)
+        self.info["erm_pass"] = "in_process"
+        if ref is not None:
+            ref.offer_erm_pool_margins(pool_ids, margins)
+        return margins
+
+    def train_twice_split(self) -> tuple[ExampleSet, ExampleSet]:
+        """(rest, validation set) of the pooled data; facts about the selection go to `self.info`."""
+        pool = pooled(self.data)
+        margins = self.erm_margins(pool)
+        val_pos = select_validation(pool.ids.numpy(), margins, pool.labels.numpy(), self.hp.delta,
+                                    self.selection, self.context.seed, self.hp.class_balanced)
+        mask = np.ones(len(pool), dtype=bool)
+        mask[val_pos] = False
+        rest, val = pool.subset(np.flatnonzero(mask)), pool.subset(val_pos)
+        noisy = (pool.labels != pool.true_labels).numpy()
+        self.info.update(selection=self.selection, delta=self.hp.delta, class_balanced=self.hp.class_balanced,
+                         pool_size=len(pool), val_size=len(val), train_size=len(rest),
+                         val_erm_margin_mean=float(margins[val_pos].mean()),
+                         rest_erm_margin_mean=float(margins[mask].mean()),
+                         val_noise_fraction=float(noisy[val_pos].mean()),
+                         rest_noise_fraction=float(noisy[mask].mean()))
+        return rest, val
+
+
+class _LRWTrainTwice(TrainTwiceSplit, LRWTrainer):
+    """LRW from scratch on the rest of the pool, with the selected δ fraction as validation set."""
+    Hparams = TrainTwiceHparams
+
+    def split(self):
+        return self.train_twice_split()
+
+
+class _ERMWithheld(TrainTwiceSplit, Trainer):
+    """ERM on the LRW variant's training split; the selected δ fraction is withheld (`self.withheld`)."""
+    Hparams = TrainTwiceOptions
+
+    def split(self):
+        rest, self.withheld = self.train_twice_split()
+        return rest, None
+
+
+@register_method("lrw_hard")
+class LRWHard(_LRWTrainTwice):
+    """LRW-Hard: LRW validated on the δ fraction with the lowest ERM margins (train-twice)."""
+    selection = "hard"
+
+
+@register_method("lrw_easy")
+class LRWEasy(_LRWTrainTwice):
+    """LRW-Easy: LRW validated on the δ fraction with the highest ERM margins (train-twice)."""
+    selection = "easy"
+
+
+@register_method("lrw_random")
+class LRWRandom(_LRWTrainTwice):
+    """LRW-Random: LRW validated on a random δ fraction of the pooled data (seeded by the trial seed)."""
+    selection = "random"
+
+
+@register_method("erm_withheld_hard")
+class ERMWithheldHard(_ERMWithheld):
+    """Control of lrw_hard: ERM on the same split (lowest-margin δ fraction withheld, no reweighting)."""
+    selection = "hard"
+
+
+@register_method("erm_withheld_easy")
+class ERMWithheldEasy(_ERMWithheld):
+    """Control of lrw_easy: ERM on the same split (highest-margin δ fraction withheld, no reweighting)."""
+    selection = "easy"
+
+
+@register_method("erm_withheld_random")
+class ERMWithheldRandom(_ERMWithheld):
+    """Control of lrw_random: ERM on the same split (the same random δ fraction withheld)."""
+    selection = "random"
