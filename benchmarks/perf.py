@@ -1,0 +1,145 @@
+"""Speed and memory of every method relative to ERM: `python -m benchmarks.perf [--json FILE]`.
+
+All trainers of one setting are built in one process from the same initial weights and timed
+interleaved (one step of each in turn, repeated), so machine noise hits every method alike. Reported:
+median ms per training step with the meta update every step (the meta-step cost), median seconds per
+epoch with each method's default schedule (e.g. Q = 5 for LRW and MOLERE), ratios to ERM, and peak
+memory of a few steps (CUDA: max allocated; CPU: peak resident set of a fresh subprocess).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+
+import numpy as np
+import torch
+
+from molere.config import TrainConfig
+from molere.data import ExampleSet, TaskData
+from molere.registry import METHODS
+from molere.trainer import RunContext
+
+from . import catalog  # noqa: F401
+from .models import model_factory
+
+SETTINGS = {  # name -> (model, input shape, training examples)
+    "cnn-digits": ("cnn", (1, 8, 8), 1280),
+    "cnn-fashion": ("cnn", (1, 28, 28), 1280),
+    "mlp-digits": ("mlp", (1, 8, 8), 1280),
+    "mlp-fashion": ("mlp", (1, 28, 28), 1280),
+}
+# per-step rows: (label, method, hparams) with the meta update at every step
+STEP_ROWS = [("erm", "erm", {}), ("mwn", "mwn", {}), ("l2rw", "l2rw", {}),
+             ("lrw (Q=1)", "lrw", {"meta_every": 1}),
+             ("lrw head-only (Q=1)", "lrw", {"meta_every": 1, "lookahead_scope": "head"}),
+             ("fsr (head-only)", "fsr", {}), ("molere (Q=1)", "molere", {"meta_every": 1})]
+
+
+def synthetic_task(shape: tuple, n: int, classes: int = 10, seed: int = 0) -> TaskData:
+    g = torch.Generator().manual_seed(seed)
+
+    def make(m, offset):
+        y = torch.arange(m) % classes
+        return ExampleSet(y, x=torch.rand(m, *shape, generator=g), ids=torch.arange(m) + offset)
+    return TaskData("perf", train=make(n, 0), val=make(n // 5, n), test=make(256, 2 * n),
+                    num_classes=classes, input_shape=shape)
+
+
+def build(method: str, hparams: dict, setting: str, batch_size: int, epochs: int = 1000):
+    arch, shape, n = SETTINGS[setting]
+    task = synthetic_task(shape, n)
+    factory = model_factory(arch, task.num_classes, shape, {})
+    torch.manual_seed(0)
+    cls = METHODS.get(method)
+    hp = cls.Hparams.model_validate({k: v for k, v in hparams.items() if k in cls.Hparams.model_fields})
+    cfg = TrainConfig(epochs=epochs, batch_size=batch_size, lr=0.05, schedule="constant")
+    return cls(factory(), task, cfg, hp, RunContext(seed=0, model_factory=factory))
+
+
+def _stream(trainer):
+    while True:
+        yield from trainer.train_set.batches(trainer.cfg.batch_size, shuffle=True, generator=trainer.generator,
+                                             drop_last=True)
+
+
+def time_steps(trainers: dict, rounds: int, warmup: int = 5) -> dict[str, float]:
+    """Median ms per real step, interleaved across trainers."""
+    streams = {k: _stream(t) for k, t in trainers.items()}
+    times = {k: [] for k in trainers}
+    for r in range(warmup + rounds):
+        for k, t in trainers.items():
+            batch = next(streams[k])
+            t0 = time.perf_counter()
+            t.train_step(batch)
+            if r >= warmup:
+                times[k].append(time.perf_counter() - t0)
+    return {k: 1e3 * float(np.median(v)) for k, v in times.items()}
+
+
+def time_epochs(trainers: dict, repeats: int) -> dict[str, float]:
+    """Median seconds per epoch (default schedules, hooks included), interleaved across trainers."""
+    times = {k: [] for k in trainers}
+    for _ in range(repeats):
+        for k, t in trainers.items():
+            t0 = time.perf_counter()
+            t.train_epoch()
+            times[k].append(time.perf_counter() - t0)
+    return {k: float(np.median(v)) for k, v in times.items()}
+
+
+def peak_memory_mb(method: str, hparams: dict, setting: str, batch_size: int, device: str) -> float:
+    if device.startswith("cuda"):
+        t = build(method, hparams, setting, batch_size)
+        torch.cuda.reset_peak_memory_stats()
+        time_steps({"m": t}, rounds=5, warmup=1)
+        return torch.cuda.max_memory_allocated() / 2**20
+    code = ("import resource, json, sys; from benchmarks.perf import build, time_steps; "
+            f"t = build({method!r}, {hparams!r}, {setting!r}, {batch_size}); time_steps({{'m': t}}, 5, 1); "
+            "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    return float(out.stdout.strip().splitlines()[-1])
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="benchmarks.perf", description=__doc__.splitlines()[0])
+    p.add_argument("--settings", nargs="+", default=["cnn-digits", "mlp-digits", "cnn-fashion"],
+                   choices=sorted(SETTINGS))
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--rounds", type=int, default=60, help="interleaved timed steps per method")
+    p.add_argument("--epoch-repeats", type=int, default=3)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--no-memory", action="store_true")
+    p.add_argument("--json", help="also write the results to this file")
+    a = p.parse_args(argv)
+    torch.set_num_threads(a.threads)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    report = {"device": device, "threads": a.threads, "batch_size": a.batch_size, "torch": torch.__version__,
+              "settings": {}}
+    for setting in a.settings:
+        steps = time_steps({lbl: build(m, hp, setting, a.batch_size) for lbl, m, hp in STEP_ROWS}, a.rounds)
+        methods = METHODS.names()
+        epochs = time_epochs({m: build(m, {}, setting, a.batch_size) for m in methods}, a.epoch_repeats)
+        memory = {} if a.no_memory else {lbl: peak_memory_mb(m, hp, setting, a.batch_size, device)
+                                         for lbl, m, hp in STEP_ROWS}
+        report["settings"][setting] = {"step_ms": steps, "epoch_s": epochs, "peak_mb": memory}
+        print(f"\n## {setting}  (batch {a.batch_size}, {a.threads} threads, {device})")
+        print(f"{'per step, meta update every step':<34} {'median ms':>10} {'x ERM':>7} {'peak MB':>9}")
+        for lbl, ms in steps.items():
+            mem = f"{memory[lbl]:9.0f}" if lbl in memory else f"{'-':>9}"
+            print(f"{lbl:<34} {ms:10.2f} {ms / steps['erm']:7.2f} {mem}")
+        print(f"{'per epoch, default schedule':<34} {'median s':>10} {'x ERM':>7}")
+        for m, sec in epochs.items():
+            print(f"{m:<34} {sec:10.3f} {sec / epochs['erm']:7.2f}")
+    if a.json:
+        with open(a.json, "w") as f:
+            json.dump(report, f, indent=2)
+    return 0
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("OMP_NUM_THREADS", "2")
+    raise SystemExit(main())

@@ -1,0 +1,33 @@
+"""`python -m benchmarks.report SWEEP_DIR [--out DIR] [--wandb-mode offline|online|disabled]`."""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from . import build_report
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="benchmarks.report", description="Tables, figures and index.html of a sweep.")
+    p.add_argument("sweep_dir", help="the sweep's directory in the result store (holds plan.json and trials/)")
+    p.add_argument("--out", default=None, help="output directory (default: SWEEP_DIR/report)")
+    p.add_argument("--wandb-mode", choices=("offline", "online", "disabled"), default=None,
+                   help="also log the W&B summary run (default: no W&B)")
+    p.add_argument("--wandb-project", default="molere-bench")
+    a = p.parse_args(argv)
+    if not (Path(a.sweep_dir) / "plan.json").exists():
+        print(f"benchmarks.report: error: {a.sweep_dir}: no plan.json (expected a sweep directory of the "
+              "result store)", file=sys.stderr)
+        return 2
+    wb = None if a.wandb_mode is None else {"mode": a.wandb_mode, "project": a.wandb_project}
+    r = build_report(a.sweep_dir, a.out, wb)
+    for n in r["notes"]:
+        print(f"note: {n}")
+    print(f"trials: {', '.join(f'{v} {k}' for k, v in r['counts'].items())}")
+    print(f"report: {r['index']}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,185 @@
+"""Read a sweep's result store (plan.json + trials/<id>/) into one long-form DataFrame, one row per planned trial.
+
+Statuses: done, failed (failed.json), incomplete (a run directory without `done`), missing (no run
+directory). Accuracies stay fractions as stored (`test/acc`, `<split>/acc`, `<split>/worst_group_acc`);
+gains are in accuracy points (x100). A trial's ERM partner is the plan's `erm_trial_id`, or else the ERM
+trial of the same dataset, regime, seed, model and training settings; a train-twice variant's control is
+the `erm_withheld_*` trial of the same key (and the same δ when both record one).
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from molere import margins as M
+
+from ..store import RunDir
+
+# The train-twice variants, their same-split ERM controls, and the display order of methods.
+CONTROLS = {"lrw_easy": "erm_withheld_easy", "lrw_random": "erm_withheld_random", "lrw_hard": "erm_withheld_hard"}
+ORDERING = ("lrw_easy", "lrw_random", "lrw_hard", "molere")       # the paper's claimed order, low -> high
+METHOD_ORDER = ("erm", "lrw", *ORDERING, *CONTROLS.values(), "mwn", "l2rw", "fsr")
+LABELS = ("dataset", "regime", "method", "seed", "hparams_id")
+ACC_SPLITS_SKIP = ("train", "val")                                  # not test accuracies
+MACHINE_TRAIN_FIELDS = ("device", "num_workers")
+
+
+def method_rank(name: str) -> tuple:
+    return (METHOD_ORDER.index(name), name) if name in METHOD_ORDER else (len(METHOD_ORDER), name)
+
+
+def load_plan(sweep_dir: Path) -> list[dict]:
+    path = Path(sweep_dir) / "plan.json"
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: not a sweep directory (plan.json missing)")
+    return json.loads(path.read_text())
+
+
+def is_acc_column(name: str) -> bool:
+    split, _, what = name.partition("/")
+    return what in ("acc", "worst_group_acc") and split not in ACC_SPLITS_SKIP
+
+
+def _key(plan_entry: dict) -> str:
+    """Pairing key: dataset, regime, seed, model and training settings (machine fields dropped)."""
+    lab, cfg = plan_entry["labels"], plan_entry.get("config") or {}
+    train = {k: v for k, v in (cfg.get("train") or {}).items() if k not in MACHINE_TRAIN_FIELDS}
+    return json.dumps([lab["dataset"], lab["regime"], lab["seed"], cfg.get("model"), train], sort_keys=True)
+
+
+def _hparams(plan_entry: dict) -> dict:
+    return ((plan_entry.get("config") or {}).get("method") or {}).get("hparams") or {}
+
+
+def _read_trial(path: Path) -> dict:
+    run = RunDir(path)
+    row: dict = {"status": "missing" if not path.exists() else run.status}
+    if row["status"] == "absent":
+        row["status"] = "incomplete"
+    if row["status"] == "failed":
+        try:
+            row["failure"] = run.failure().get("error", "")
+        except (OSError, ValueError) as exc:
+            row["failure"] = f"unreadable failed.json ({exc})"
+    if row["status"] == "done":
+        try:
+            res = run.result()
+            metrics = res.get("metrics", {})
+            row.update({k: float(v) for k, v in metrics.items() if is_acc_column(k) and v is not None})
+            row["epochs"] = metrics.get("epoch")
+            row["wall_time_s"] = res.get("wall_time_s")
+        except (OSError, ValueError) as exc:
+            row.update(status="incomplete", failure=f"unreadable result.json ({exc})")
+    return row
+
+
+def test_margins(sweep_dir: Path, trial_id: str, split: str = "test"):
+    """(ids, margins) of one trial's split, or None."""
+    path = Path(sweep_dir) / "trials" / trial_id / "margins.npz"
+    if not path.exists():
+        return None
+    with np.load(path) as z:
+        if f"{split}_ids" not in z.files:
+            return None
+        return z[f"{split}_ids"], z[f"{split}_margins"]
+
+
+def collect(sweep_dir: str | Path) -> pd.DataFrame:
+    """The long-form table: labels, hyperparameters, status, accuracies, gains and margin summaries."""
+    sweep_dir = Path(sweep_dir)
+    rows = []
+    for i, entry in enumerate(load_plan(sweep_dir)):
+        lab = entry["labels"]
+        row = {"trial_id": entry["trial_id"], **{k: lab.get(k) for k in LABELS}, "plan_index": i,
+               "hparams": json.dumps(_hparams(entry), sort_keys=True), "key": _key(entry), "failure": "",
+               "planned_erm": entry.get("erm_trial_id")}
+        row.update(_read_trial(sweep_dir / "trials" / entry["trial_id"]))
+        rows.append(row)
+    df = pd.DataFrame(rows)
+    if df.empty:
+        return df
+    df["seed"] = df["seed"].astype(int)
+    df["hparams_id"] = df["hparams_id"].fillna("").astype(str)
+    if "test/acc" not in df:
+        df["test/acc"] = np.nan
+    df["variant"] = _variants(df)
+    _add_partners(df)
+    _add_gains(df)
+    _add_margin_summaries(df, sweep_dir)
+    return df
+
+
+def _variants(df: pd.DataFrame) -> list[str]:
+    """Display name of a (method, hyperparameters) pair: the method, plus the hparams id when it has several."""
+    several = {m for m, g in df.groupby("method") if g["hparams_id"].nunique() > 1}
+    return [f"{m} [{h}]" if m in several else m for m, h in zip(df["method"], df["hparams_id"])]
+
+
+def _add_partners(df: pd.DataFrame) -> None:
+    """Columns erm_trial / control_trial: the trial ids of each row's ERM partner and same-split control."""
+    erm = {k: t for k, t, m in zip(df["key"], df["trial_id"], df["method"]) if m == "erm"}
+    df["erm_trial"] = [None if m == "erm" else p if isinstance(p, str) and p else erm.get(k)
+                       for k, m, p in zip(df["key"], df["method"], df["planned_erm"])]
+    del df["planned_erm"]
+    controls = {}
+    for r in df.itertuples():
+        controls.setdefault((r.key, r.method), []).append(r)
+    picked = []
+    for r in df.itertuples():
+        cands = controls.get((r.key, CONTROLS.get(r.method)), [])
+        delta = json.loads(r.hparams).get("delta")
+        same = [c for c in cands if json.loads(c.hparams).get("delta", delta) == delta] or cands
+        picked.append(same[0].trial_id if same else None)
+    df["control_trial"] = picked
+
+
+def _add_gains(df: pd.DataFrame) -> None:
+    acc = df.set_index("trial_id")["test/acc"] if "test/acc" in df else pd.Series(dtype=float)
+    own = df["trial_id"].map(acc)
+    df["gain_over_erm_pts"] = 100 * (own - df["erm_trial"].map(acc))
+    df["minus_control_pts"] = 100 * (own - df["control_trial"].map(acc))
+
+
+def _add_margin_summaries(df: pd.DataFrame, sweep_dir: Path) -> None:
+    cols = {c: [] for c in ("margin_mean", "margin_median", "margin_frac_negative", "margin_delta_mean",
+                            "margin_delta_median")}
+    done = set(df.loc[df["status"] == "done", "trial_id"])
+    for r in df.itertuples():
+        got = test_margins(sweep_dir, r.trial_id) if r.trial_id in done else None
+        s = M.summary(got[1]) if got is not None and len(got[1]) else {}
+        ref = test_margins(sweep_dir, r.erm_trial) if got is not None and r.erm_trial in done else None
+        d = M.paired_deltas(got[0], got[1], *ref)[1] if ref is not None else None
+        cols["margin_mean"].append(s.get("mean", np.nan))
+        cols["margin_median"].append(s.get("median", np.nan))
+        cols["margin_frac_negative"].append(s.get("frac_negative", np.nan))
+        cols["margin_delta_mean"].append(float(d.mean()) if d is not None else np.nan)
+        cols["margin_delta_median"].append(float(np.median(d)) if d is not None else np.nan)
+    for c, v in cols.items():
+        df[c] = v
+
+
+def acc_columns(df: pd.DataFrame) -> list[str]:
+    """Accuracy columns present: test/acc first, then other test splits, then worst-group ones."""
+    return order_metrics(c for c in df.columns if is_acc_column(c))
+
+
+def order_metrics(names) -> list[str]:
+    return sorted(names, key=lambda c: (c != "test/acc", c.endswith("worst_group_acc"), c))
+
+
+def ood_datasets(df: pd.DataFrame) -> set[str]:
+    """Datasets with accuracies beyond test/acc (extra OOD test splits or worst-group accuracy)."""
+    extra = [c for c in acc_columns(df) if c != "test/acc"]
+    return {d for d, g in df.groupby("dataset") if extra and g[extra].notna().any().any()}
+
+
+CSV_COLUMNS = ("trial_id", *LABELS, "hparams", "status", "failure")
+
+
+def trials_csv(df: pd.DataFrame) -> pd.DataFrame:
+    """The stable machine-readable long form: one row per planned trial, in plan order."""
+    rest = [c for c in df.columns if c not in CSV_COLUMNS and c not in ("key", "plan_index")]
+    return df.sort_values("plan_index")[[*CSV_COLUMNS, *rest]]

@@ -1,0 +1,137 @@
+"""Seed-paired comparisons: mean difference in accuracy points, 95% t-interval and paired t-test p-value.
+
+With fewer than two pairs the interval and p-value are NaN (shown as n/a), never invented.
+"""
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pandas as pd
+from scipy import stats as sps
+
+from .collect import CONTROLS, ORDERING, acc_columns, method_rank
+
+TEST_NAME = "paired t-test (scipy.stats.ttest_rel), 95% CI from the t distribution"
+NON_DONE = ("failed", "missing", "incomplete")
+
+
+def paired(a, b) -> dict:
+    """Mean of 100*(a - b) over pairs, its 95% t-interval and the two-sided paired t-test p-value."""
+    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    ok = ~(np.isnan(a) | np.isnan(b))
+    a, b = a[ok], b[ok]
+    d = 100 * (a - b)
+    n = len(d)
+    out = {"n": n, "mean": float(d.mean()) if n else np.nan, "lo": np.nan, "hi": np.nan, "p": np.nan}
+    if n >= 2:
+        half = sps.t.ppf(0.975, n - 1) * d.std(ddof=1) / np.sqrt(n)
+        out.update(lo=out["mean"] - half, hi=out["mean"] + half)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            out["p"] = float(sps.ttest_rel(a, b).pvalue)
+    return out
+
+
+def status_note(sub: pd.DataFrame) -> str:
+    """'2 failed, 1 missing' for the trials of `sub` that did not finish ('' when all did)."""
+    counts = sub["status"].value_counts()
+    return ", ".join(f"{counts[s]} {s}" for s in NON_DONE if counts.get(s, 0))
+
+
+def _pairs(df: pd.DataFrame, partner_col: str, metric: str = "test/acc"):
+    done = df[df["status"] == "done"]
+    acc = done.set_index("trial_id")[metric] if metric in done else pd.Series(dtype=float)
+    return lambda sub: (sub["trial_id"].map(acc).to_numpy(float), sub[partner_col].map(acc).to_numpy(float))
+
+
+def cells(df: pd.DataFrame) -> pd.DataFrame:
+    """One row per dataset x regime x variant: accuracy mean/std/n per metric, status counts, gain over ERM
+    in test accuracy ("gain mean/lo/hi/p/n") and in every other accuracy present ("gain[<metric>] mean", ...)."""
+    rows = []
+    metrics = acc_columns(df)
+    erm_pairs = {m: _pairs(df, "erm_trial", m) for m in metrics}
+    for (dataset, regime, variant), sub in df.groupby(["dataset", "regime", "variant"], sort=False):
+        done = sub[sub["status"] == "done"]
+        row = {"dataset": dataset, "regime": regime, "variant": variant, "method": sub["method"].iloc[0],
+               "planned": len(sub), "done": len(done), "note": status_note(sub)}
+        for s in NON_DONE:
+            row[s] = int((sub["status"] == s).sum())
+        for m in metrics:
+            v = done[m].dropna().to_numpy(float) if m in done else np.array([])
+            row[f"{m} mean"] = float(v.mean()) if len(v) else np.nan
+            row[f"{m} std"] = float(v.std(ddof=1)) if len(v) > 1 else np.nan
+            row[f"{m} n"] = len(v)
+        if row["method"] != "erm":
+            row.update({f"gain {k}": v for k, v in paired(*erm_pairs["test/acc"](sub)).items()})
+            for m in metrics[1:]:
+                if row[f"{m} n"]:
+                    row.update({f"gain[{m}] {k}": v for k, v in paired(*erm_pairs[m](sub)).items()})
+        rows.append(row)
+    out = pd.DataFrame(rows)
+    if out.empty:
+        return out
+    order = {k: i for i, k in enumerate(dict.fromkeys(zip(df["dataset"], df["regime"])))}
+    out["_o"] = [(order[(d, r)], method_rank(m), v) for d, r, m, v in
+                 zip(out["dataset"], out["regime"], out["method"], out["variant"])]
+    return out.sort_values("_o").drop(columns="_o").reset_index(drop=True)
+
+
+def _by_method(sub: pd.DataFrame, method: str) -> pd.DataFrame:
+    """The trials of `method` under its first hyperparameter setting (plan order)."""
+    m = sub[sub["method"] == method]
+    return m[m["hparams_id"] == m["hparams_id"].iloc[0]] if len(m) else m
+
+
+def ordering(df: pd.DataFrame) -> pd.DataFrame:
+    """Per dataset x regime: means of Easy/Random/Hard/MOLERE, whether Easy < Random < Hard <= MOLERE holds,
+    and for each adjacent pair of present methods the paired gap (later - earlier) with CI and p."""
+    rows = []
+    for (dataset, regime), sub in df.groupby(["dataset", "regime"], sort=False):
+        parts = {m: _by_method(sub, m) for m in ORDERING}
+        means = {m: p.loc[p["status"] == "done", "test/acc"].mean() * 100 if len(p) and "test/acc" in p else np.nan
+                 for m, p in parts.items()}
+        present = [m for m in ORDERING if not np.isnan(means[m])]
+        if len(present) < 2:
+            continue
+        row = {"dataset": dataset, "regime": regime, **{f"{m} mean": means[m] for m in ORDERING}}
+        holds = True
+        for lo, hi in zip(present, present[1:]):
+            strict = hi != "molere"
+            ok = means[hi] > means[lo] if strict else means[hi] >= means[lo]
+            holds &= bool(ok)
+            a, b = _paired_by_key(parts[hi], parts[lo])
+            row[f"{hi} - {lo}"] = {**paired(a, b), "relation": "<" if strict else "≤", "holds": bool(ok)}
+        absent = [m for m in ORDERING if m not in present]
+        row["holds"] = ("yes" if holds else "no") + (f" (without {', '.join(absent)})" if absent else "")
+        row["note"] = "; ".join(f"{m}: {n}" for m in ORDERING if (n := status_note(parts[m])))
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def _paired_by_key(a: pd.DataFrame, b: pd.DataFrame):
+    """Test accuracies of two methods' done trials matched on the pairing key (seed, model, training)."""
+    av = a[a["status"] == "done"].set_index("key")["test/acc"]
+    bv = b[b["status"] == "done"].set_index("key")["test/acc"]
+    common = av.index.intersection(bv.index)
+    return av[common].to_numpy(float), bv[common].to_numpy(float)
+
+
+def meta_effect(df: pd.DataFrame) -> pd.DataFrame:
+    """Per dataset x regime x train-twice variant: its gain over ERM, the control's gain over ERM and the
+    variant minus its same-split ERM control (all paired by seed)."""
+    rows = []
+    erm_pairs, ctl_pairs = _pairs(df, "erm_trial"), _pairs(df, "control_trial")
+    for (dataset, regime, variant), sub in df.groupby(["dataset", "regime", "variant"], sort=False):
+        method = sub["method"].iloc[0]
+        if method not in CONTROLS:
+            continue
+        ctl = df[(df["dataset"] == dataset) & (df["regime"] == regime) & (df["method"] == CONTROLS[method])]
+        ctl_erm = erm_pairs(ctl) if len(ctl) else ([], [])
+        notes = [f"{w}: {n}" for n, w in ((status_note(sub), variant), (status_note(ctl), CONTROLS[method])) if n]
+        if not len(ctl):
+            notes.append(f"{CONTROLS[method]} not planned")
+        rows.append({"dataset": dataset, "regime": regime, "variant": variant, "control": CONTROLS[method],
+                     "gain": paired(*erm_pairs(sub)), "control gain": paired(*ctl_erm),
+                     "minus control": paired(*ctl_pairs(sub)), "note": "; ".join(notes)})
+    return pd.DataFrame(rows)

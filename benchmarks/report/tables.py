@@ -1,0 +1,188 @@
+"""Report tables as display frames of strings, written as Markdown, CSV and LaTeX.
+
+Accuracies and gains are in percent / accuracy points. A cell whose trials did not all finish says so
+with counts ("1 failed, 1 missing"); "n/a" marks a statistic that needs two or more seeds.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from .collect import ORDERING, order_metrics
+from .stats import TEST_NAME
+
+SHORT = {"lrw_easy": "LRW-Easy", "lrw_random": "LRW-Random", "lrw_hard": "LRW-Hard", "molere": "MOLERE",
+         "erm": "ERM", "lrw": "LRW", "mwn": "MWN", "l2rw": "L2RW", "fsr": "FSR",
+         "erm_withheld_easy": "ERM, Easy withheld", "erm_withheld_random": "ERM, Random withheld",
+         "erm_withheld_hard": "ERM, Hard withheld"}
+
+
+@dataclass
+class Table:
+    name: str
+    title: str
+    caption: str
+    frame: pd.DataFrame                       # strings only
+    bold: set = field(default_factory=set)    # (row index, column name) cells to mark as best
+
+    def markdown(self) -> str:
+        cols = list(self.frame.columns)
+        cell = lambda i, c: f"**{self.frame.at[i, c]}**" if (i, c) in self.bold else self.frame.at[i, c]
+        lines = [f"### {self.title}", "", "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+        lines += ["| " + " | ".join(cell(i, c).replace("|", "\\|") for c in cols) + " |" for i in self.frame.index]
+        return "\n".join(lines + ["", self.caption, ""])
+
+    def csv(self) -> str:
+        out = self.frame.copy()
+        if self.bold:
+            out["best"] = [", ".join(c for c in self.frame.columns if (i, c) in self.bold) for i in out.index]
+        return out.to_csv(index=False)
+
+    def latex(self) -> str:
+        cols = list(self.frame.columns)
+        cell = lambda i, c: (f"\\textbf{{{_tex(self.frame.at[i, c])}}}" if (i, c) in self.bold
+                             else _tex(self.frame.at[i, c]))
+        body = [" & ".join(_tex(c) for c in cols) + r" \\", r"\midrule"]
+        body += [" & ".join(cell(i, c) for c in cols) + r" \\" for i in self.frame.index]
+        return "\n".join([r"\begin{table}[t]", r"\centering", r"\small", f"\\caption{{{_tex(self.caption)}}}",
+                          f"\\label{{tab:{self.name}}}", f"\\begin{{tabular}}{{{'l' * len(cols)}}}", r"\toprule",
+                          *body, r"\bottomrule", r"\end{tabular}", r"\end{table}", ""])
+
+    def write(self, folder: Path) -> dict[str, str]:
+        folder.mkdir(parents=True, exist_ok=True)
+        paths = {}
+        for ext, text in (("md", self.markdown()), ("csv", self.csv()), ("tex", self.latex())):
+            (folder / f"{self.name}.{ext}").write_text(text)
+            paths[ext] = str(folder / f"{self.name}.{ext}")
+        return paths
+
+
+_TEX = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_", "{": r"\{",
+        "}": r"\}", "~": r"\textasciitilde{}", "^": r"\^{}", "±": r"$\pm$", "≤": r"$\leq$", "−": "-", "—": "--",
+        "<": r"$<$", ">": r"$>$"}
+
+
+def _tex(text: str) -> str:
+    return "".join(_TEX.get(ch, ch) for ch in str(text))
+
+
+def num(x, digits: int = 2, sign: bool = False) -> str:
+    if x is None or (isinstance(x, float) and math.isnan(x)):
+        return "n/a"
+    return f"{x:+.{digits}f}" if sign else f"{x:.{digits}f}"
+
+
+def pval(p) -> str:
+    if p is None or (isinstance(p, float) and math.isnan(p)):
+        return "n/a"
+    return "<0.001" if p < 1e-3 else f"{p:.3f}"
+
+
+def stat(s: dict) -> str:
+    """'+1.20 [-0.31, +2.71], p=0.090 (n=3)' for a paired comparison."""
+    if not s or s.get("n", 0) == 0:
+        return "no pairs"
+    return f"{num(s['mean'], sign=True)} [{num(s['lo'], sign=True)}, {num(s['hi'], sign=True)}], " \
+           f"p={pval(s['p'])} (n={int(s['n'])})"
+
+
+def _acc(row, metric: str) -> str:
+    n = row.get(f"{metric} n", 0)
+    text = "—" if not n else f"{100 * row[f'{metric} mean']:.2f} ± {num(100 * row[f'{metric} std'])} (n={n})"
+    return f"{text}; {row['note']}" if row["note"] else text
+
+
+def _metric_label(metric: str) -> str:
+    split, _, what = metric.partition("/")
+    return f"{split} {'worst-group acc' if what == 'worst_group_acc' else 'acc'} (%)"
+
+
+def results_table(cells: pd.DataFrame, metrics: list[str]) -> Table:
+    """Long form: one row per dataset x regime x method; best test accuracy of each dataset x regime marked."""
+    rows, bold = [], set()
+    for i, r in cells.iterrows():
+        row = {"dataset": r["dataset"], "regime": r["regime"], "method": r["variant"]}
+        for m in metrics:
+            if m == "test/acc" or r.get(f"{m} n", 0):
+                row[_metric_label(m)] = _acc(r, m)
+        row["gain over ERM (pts) [95% CI], p"] = "reference" if r["method"] == "erm" else stat(
+            {k[5:]: r[k] for k in r.index if k.startswith("gain ")})
+        row["trials"] = f"{r['done']}/{r['planned']} done" + (f" ({r['note']})" if r["note"] else "")
+        rows.append(row)
+    cols = ["dataset", "regime", "method", *dict.fromkeys(k for r in rows for k in r if k.endswith("(%)")),
+            "gain over ERM (pts) [95% CI], p", "trials"]
+    frame = pd.DataFrame(rows).reindex(columns=cols).fillna("")
+    for _, g in cells.groupby(["dataset", "regime"], sort=False):
+        best = g["test/acc mean"].max() if "test/acc mean" in g else float("nan")
+        bold |= {(i, _metric_label("test/acc")) for i in g.index if g.at[i, "test/acc mean"] == best}
+    return Table("results", "Test accuracy and gain over ERM",
+                 "Accuracy: mean ± std over seeds in percent (n = finished seeds). Gain: method minus ERM of the "
+                 f"same seed in accuracy points, mean with 95% CI and p-value of a {TEST_NAME}; n/a with fewer "
+                 "than two pairs. Best test accuracy per dataset and regime in bold. Trials that did not finish "
+                 "are counted (failed / missing / incomplete).", frame, bold)
+
+
+def accuracy_table(cells: pd.DataFrame, metric: str) -> Table:
+    """Wide form: rows dataset x regime, one column per method, best per row marked."""
+    variants = list(dict.fromkeys(cells["variant"]))
+    rows, bold = [], set()
+    groups = [(k, g) for k, g in cells.groupby(["dataset", "regime"], sort=False) if g[f"{metric} n"].sum()
+              or metric == "test/acc"]
+    for n, ((dataset, regime), g) in enumerate(groups):
+        row = {"dataset": dataset, "regime": regime, **{v: "" for v in variants}}
+        for _, r in g.iterrows():
+            row[r["variant"]] = _acc(r, metric)
+        best = g[f"{metric} mean"].max()
+        bold |= {(n, r["variant"]) for _, r in g.iterrows() if r[f"{metric} mean"] == best}
+        rows.append(row)
+    name = "accuracy_" + metric.replace("/", "_")
+    return Table(name, f"{_metric_label(metric)} by method",
+                 f"{_metric_label(metric)}: mean ± std over seeds (n = finished seeds); best per row in bold; "
+                 "blank = not planned; unfinished trials counted.", pd.DataFrame(rows), bold)
+
+
+def ordering_table(order: pd.DataFrame) -> Table:
+    rows = []
+    for _, r in order.iterrows():
+        row = {"dataset": r["dataset"], "regime": r["regime"],
+               **{f"{SHORT[m]} (%)": num(r[f"{m} mean"]) for m in ORDERING},
+               "Easy < Random < Hard ≤ MOLERE": r["holds"]}
+        for col in r.index:
+            if " - " in col and isinstance(r[col], dict):
+                hi, lo = col.split(" - ")
+                s = r[col]
+                row[f"{SHORT[hi]} − {SHORT[lo]} (pts)"] = f"{stat(s)}; {lo} {s['relation']} {hi}: " \
+                                                         f"{'yes' if s['holds'] else 'no'}"
+        row["not finished"] = r["note"]
+        rows.append(row)
+    return Table("ordering", "Ordering check: LRW-Easy < LRW-Random < LRW-Hard ≤ MOLERE",
+                 "Means of test accuracy (%); each adjacent pair: later minus earlier method, paired by seed, in "
+                 f"accuracy points with 95% CI and p-value ({TEST_NAME}). 'yes/no' judges the means only.",
+                 pd.DataFrame(rows).fillna(""))
+
+
+def meta_table(meta: pd.DataFrame) -> Table:
+    rows = [{"dataset": r["dataset"], "regime": r["regime"], "method": r["variant"],
+             "gain over ERM (pts)": stat(r["gain"]), "control": r["control"],
+             "control − ERM (pts)": stat(r["control gain"]), "method − control (pts)": stat(r["minus control"]),
+             "not finished": r["note"]} for _, r in meta.iterrows()]
+    return Table("meta_effect", "Meta-learning effect: train-twice variants against their same-split ERM control",
+                 "Gain over ERM = effect of withholding the δ split + reweighting; control − ERM = effect of "
+                 "withholding alone; method − control = effect of the reweighting. Paired by seed, accuracy "
+                 f"points, 95% CI, {TEST_NAME}.", pd.DataFrame(rows))
+
+
+def build_tables(cells: pd.DataFrame, order: pd.DataFrame, meta: pd.DataFrame) -> list[Table]:
+    if cells.empty:
+        return []
+    metrics = order_metrics(c[:-5] for c in cells.columns if c.endswith(" mean") and not c.startswith("gain"))
+    tables = [results_table(cells, metrics)]
+    tables += [accuracy_table(cells, m) for m in metrics if cells[f"{m} n"].sum() or m == "test/acc"]
+    if not order.empty:
+        tables.append(ordering_table(order))
+    if not meta.empty:
+        tables.append(meta_table(meta))
+    return tables
