@@ -130,7 +130,7 @@ class MOLERE(LRWTrainer):
     def setup(self) -> None:
         super().setup()
         if self.hp.val_term == "lookahead":
-            self.lookahead = _RecordingLookAhead(self.model, scope=self.hp.lookahead_scope, val_bn=self.hp.val_bn)
+            self.lookahead = self.make_lookahead(engine=_RecordingLookAhead)
         self.splitter = Splitter(self.hp, self.model, self.data.input_shape, self.data.num_classes)
         self.splitter_opt = self.splitter.make_optimizer()
 

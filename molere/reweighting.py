@@ -54,10 +54,10 @@ class MetaSetMixin:
     def lookahead_lr(self) -> float:
         return self.hp.lookahead_lr or self.lr
 
-    def make_lookahead(self, **overrides) -> LookAhead:
-        """The look-ahead engine configured by the method's shared options."""
+    def make_lookahead(self, engine: type[LookAhead] = LookAhead, **overrides) -> LookAhead:
+        """The look-ahead engine (or a subclass) configured by the method's shared options."""
         opts = dict(scope=self.hp.lookahead_scope, val_bn=self.hp.val_bn, mode=self.hp.hypergrad)
-        return LookAhead(self.model, **{**opts, **overrides})
+        return engine(self.model, **{**opts, **overrides})
 
 
 class ReweightingTrainer(MetaSetMixin, Trainer):
