@@ -1,0 +1,160 @@
+"""Run a sweep: `python -m benchmarks.run sweeps/NAME.yaml [--set k=v ...] [--only method=a,b ...] [--dry-run]`.
+
+The sweep is validated completely before anything starts (bad input: one line, exit 2). Trials whose
+run directory is done are skipped, so re-running the command after an interruption redoes only the
+unfinished ones. Exit 0 when every trial is done, 1 when any failed.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+
+import yaml
+
+from . import catalog
+from .cli import bad_input_exits
+from .datasets.common import DataMissingError
+from .store import RunDir, _atomic_write, write_json
+from .sweep import Sweep, expand_trials, load_sweep, missing_data, parse_only, select
+from .sweep_trial import trial_spec
+from .wandb_log import resolve_mode
+
+PROG = "benchmarks.run"
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog=PROG, description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("sweep", help="sweep file, e.g. sweeps/quickstart.yaml")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a field before validation (YAML value), e.g. train.epochs=2, "
+                        "datasets.fashion_mnist.options.train_subset=null; repeatable")
+    p.add_argument("--only", nargs="+", default=[], metavar="KEY=V1,V2",
+                   help="run a subset: method=..., dataset=..., regime=..., seed=... (ERM partners are kept)")
+    p.add_argument("--dry-run", action="store_true", help="print the plan and exit (starts nothing)")
+    p.add_argument("--address", default=None, help="Ray cluster address (default: RAY_ADDRESS, else local Ray)")
+    p.add_argument("--results", default=None, help="results directory (overrides results_dir)")
+    return p.parse_args(argv)
+
+
+def _hp_text(method: str, hp: dict, width: int = 48) -> str:
+    """The hyperparameters that differ from the method's defaults."""
+    defaults = catalog.METHODS.get(method).Hparams().model_dump(mode="json")
+    text = json.dumps({k: v for k, v in hp.items() if defaults.get(k) != v}, separators=(",", ":"), sort_keys=True)
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def print_plan(trials, status: dict[str, str], out=None) -> None:
+    out = out or sys.stdout
+    rows = [(t.trial_id, t.labels["dataset"], t.labels["regime"], t.labels["method"], str(t.labels["seed"]),
+             _hp_text(t.labels["method"], t.config.method.hparams), status[t.trial_id]) for t in trials]
+    head = ("trial", "dataset", "regime", "method", "seed", "hparams (non-default)", "status")
+    widths = [max(len(r[i]) for r in rows + [head]) for i in range(len(head))]
+    for r in [head] + rows:
+        print("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip(), file=out)
+
+
+def counts(status: dict[str, str]) -> str:
+    n = {s: sum(v == s for v in status.values()) for s in ("done", "failed", "incomplete", "absent")}
+    return (f"{len(status)} trials: {n['done']} done, {n['failed']} failed, {n['incomplete']} incomplete, "
+            f"{n['absent']} not started")
+
+
+def wandb_settings(sweep: Sweep) -> dict:
+    w = sweep.wandb
+    return {"project": w.project, "entity": w.entity, "mode": resolve_mode(w.mode),
+            "dir": str(sweep.directory.resolve() if w.dir is None else w.dir)}
+
+
+def write_plan(sweep: Sweep, trials) -> None:
+    d = sweep.directory
+    (d / "trials").mkdir(parents=True, exist_ok=True)
+    write_json(d / "plan.json", [t.record() for t in trials])
+    _atomic_write(d / "sweep.yaml", yaml.safe_dump(sweep.model_dump(mode="json"), sort_keys=False).encode())
+
+
+def summarize(sweep: Sweep, trials, lost: dict[str, str], elapsed: float) -> int:
+    """Print the end-of-sweep summary from the store; returns the exit code."""
+    status = {t.trial_id: RunDir(sweep.directory / "trials" / t.trial_id).status for t in trials}
+    print(f"{sweep.name}: {counts(status)} ({elapsed:.0f} s); results in {sweep.directory}")
+    bad = [t for t in trials if status[t.trial_id] != "done"]
+    unfinished = 0
+    for t in bad:
+        run = RunDir(sweep.directory / "trials" / t.trial_id)
+        if run.status == "failed":
+            reason = run.failure().get("error") or "?"
+        elif t.trial_id in lost:
+            reason = lost[t.trial_id]
+        else:
+            unfinished += 1
+            continue
+        lab = t.labels
+        print(f"  FAILED {t.trial_id} {lab['dataset']}/{lab['regime']}/{lab['method']}/seed {lab['seed']}: "
+              f"{reason.splitlines()[0]}")
+    if unfinished:
+        print(f"  {unfinished} trials did not finish (interrupted?); run the same command again to continue")
+    return 1 if bad else 0
+
+
+def report(sweep: Sweep, settings: dict) -> None:
+    """Build the sweep report when the report module exists; a report failure never loses results."""
+    try:
+        from .report import build_report
+    except (ImportError, AttributeError):
+        return
+    try:
+        build_report(sweep.directory, wandb_settings=settings)
+    except Exception as exc:  # noqa: BLE001
+        print(f"{PROG}: warning: the report failed ({type(exc).__name__}: {exc}); results are intact",
+              file=sys.stderr)
+
+
+def main(argv=None) -> int:
+    a = parse_args(argv)
+    os.environ.setdefault("WANDB_SILENT", "true")
+    with bad_input_exits(PROG):
+        sweep = load_sweep(a.sweep, a.set, a.results)
+        only = parse_only(a.only)
+        plan = expand_trials(sweep)
+        chosen = select(plan, only)
+        missing = missing_data(sweep, {t.labels["dataset"] for t in chosen})
+        if missing and not a.dry_run:
+            raise DataMissingError(f"{a.sweep}: {missing[0]}")
+    status = {t.trial_id: RunDir(sweep.directory / "trials" / t.trial_id).status for t in chosen}
+    if a.dry_run:
+        print_plan(chosen, status)
+        for m in missing:
+            print(f"warning: {m}", file=sys.stderr)
+        print(f"{sweep.name}: {counts(status)}; would run {sum(s != 'done' for s in status.values())}")
+        return 0
+    write_plan(sweep, plan)
+    settings = wandb_settings(sweep)
+    todo = [t for t in chosen if status[t.trial_id] != "done"]
+    t0 = time.monotonic()
+    lost: dict[str, str] = {}
+    if todo:
+        print(f"{sweep.name}: running {len(todo)} of {len(chosen)} trials "
+              f"({len(chosen) - len(todo)} already done); W&B {settings['mode']}", file=sys.stderr)
+        from .scheduler import run_trials
+        ids = {t.trial_id for t in todo}
+        # ERM trials first; every other trial of a key waits for that key's ERM trial when it runs now
+        ordered = sorted(todo, key=lambda t: t.erm_id != t.trial_id)
+        waits = {t.trial_id: (t.erm_id if t.erm_id != t.trial_id and t.erm_id in ids else None) for t in ordered}
+        specs = [trial_spec(t, sweep, settings) for t in ordered]
+        try:
+            lost = run_trials(specs, waits, resources=sweep.resources.model_dump(),
+                              storage=str((sweep.directory / ".ray").resolve()), address=a.address)
+        except ConnectionError as exc:
+            print(f"{PROG}: error: cannot reach the Ray cluster ({a.address or os.environ.get('RAY_ADDRESS')}): "
+                  f"{str(exc).splitlines()[0]}; check --address / RAY_ADDRESS", file=sys.stderr)
+            return 2
+    code = summarize(sweep, chosen, lost, time.monotonic() - t0)
+    report(sweep, settings)
+    return code
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,195 @@
+"""Run planned trials as Ray Tune trials (the only module that imports Ray).
+
+Ray only schedules: what is done is decided by the result store, never by Ray's experiment state.
+Trials that wait for the ERM run of their key are handed out by a small searcher once that ERM trial
+has finished, so ERM runs first and exactly once per key while the other trials fill free slots.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import socket
+import sys
+import time
+
+import ray
+from ray import tune
+from ray.tune.search import Searcher
+
+RAY_ENV = {"RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "disabled",
+           "RAY_AIR_NEW_OUTPUT": "0", "WANDB_SILENT": "true"}   # silent Ray; our own progress line
+FORWARD = ("WANDB_", "HF_", "TORCH_HOME", "OMP_NUM_THREADS")
+
+
+def tune_domain(kind: str, arg):
+    """Ray Tune's search-space object for one of our YAML search spaces (see search_space.py)."""
+    if kind == "grid":
+        return tune.grid_search(list(arg))
+    if kind == "choice":
+        return tune.choice(list(arg))
+    return {"uniform": tune.uniform, "loguniform": tune.loguniform, "randint": tune.randint}[kind](*arg)
+
+
+def worker_env() -> dict[str, str]:
+    """The environment every worker gets (local or on a cluster): Ray settings, W&B/HF settings, paths."""
+    for k, v in RAY_ENV.items():
+        os.environ.setdefault(k, v)
+    env = {k: v for k, v in os.environ.items() if k in RAY_ENV or k.startswith(FORWARD)}
+    path = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p] + [os.getcwd()]
+    env["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(path))
+    env["RAY_CHDIR_TO_TRIAL_DIR"] = "0"
+    return env
+
+
+def _reachable(address: str) -> None:
+    """Fail fast (ConnectionError) when a host:port address does not answer; Ray would retry for minutes."""
+    host, sep, port = address.removeprefix("ray://").rpartition(":")
+    if not sep or not port.isdigit():
+        return   # "auto", "local", ...: left to Ray
+    with socket.create_connection((host, int(port)), timeout=5):
+        pass
+
+
+def start_ray(address: str | None) -> None:
+    env = worker_env()
+    common = dict(log_to_driver=False, logging_level=logging.WARNING, runtime_env={"env_vars": env})
+    address = address or os.environ.get("RAY_ADDRESS")
+    if address:
+        _reachable(address)
+        ray.init(address=address, **common)
+    else:
+        ray.init(num_cpus=os.cpu_count(), include_dashboard=False, _node_ip_address="127.0.0.1", **common)
+
+
+def _trainable(config: dict) -> None:
+    from .sweep_trial import run_one
+    ctx = ray.get_runtime_context()
+    tune.report(run_one(config["spec"], {"node_id": ctx.get_node_id()}))
+
+
+class _Queue(Searcher):
+    """Hands out the trials in order; one waiting for an ERM trial of this run goes once that is over."""
+
+    def __init__(self, specs: list[dict], waits_on: dict[str, str | None]):
+        super().__init__()
+        self.pending, self.waits_on = list(specs), waits_on
+        self.finished: set[str] = set()
+        self.ours: dict[str, str] = {}
+
+    def set_search_properties(self, metric, mode, config, **spec) -> bool:
+        return True
+
+    def suggest(self, trial_id: str):
+        for i, spec in enumerate(self.pending):
+            dep = self.waits_on.get(spec["trial_id"])
+            if dep is None or dep in self.finished:
+                self.pending.pop(i)
+                self.ours[trial_id] = spec["trial_id"]
+                return {"spec": spec}
+        return Searcher.FINISHED if not self.pending else None
+
+    def on_trial_complete(self, trial_id: str, result=None, error: bool = False) -> None:
+        self.finished.add(self.ours.get(trial_id, ""))
+
+    def save(self, checkpoint_path: str) -> None:
+        pass   # the result store, not Ray's experiment state, says what is done
+
+    def restore(self, checkpoint_path: str) -> None:
+        pass
+
+
+def _clock(seconds: float) -> str:
+    s = int(seconds)
+    return f"{s // 3600}:{s // 60 % 60:02d}:{s % 60:02d}" if s >= 3600 else f"{s // 60}:{s % 60:02d}"
+
+
+class Progress(tune.Callback):
+    """A live line on stderr: trials pending / running / done / failed, elapsed time and ETA."""
+
+    def __init__(self, total: int, stream=None):
+        self.total, self.stream = total, stream or sys.stderr
+        self.running: set[str] = set()
+        self.done = self.failed = 0
+        self.t0, self.shown, self.last = time.monotonic(), 0.0, ""
+        self.tty = hasattr(self.stream, "isatty") and self.stream.isatty()
+        self.status: dict[str, str] = {}
+
+    def line(self) -> str:
+        finished = self.done + self.failed
+        elapsed = time.monotonic() - self.t0
+        pending = self.total - finished - len(self.running)
+        eta = _clock(elapsed / finished * (self.total - finished)) if finished else "?"
+        return (f"[sweep] {pending} pending · {len(self.running)} running · {self.done} done · "
+                f"{self.failed} failed · {_clock(elapsed)} elapsed · ETA {eta}")
+
+    def show(self, force: bool = False) -> None:
+        now = time.monotonic()
+        line = self.line()
+        if self.tty and (force or now - self.shown >= 1.0):
+            self.stream.write("\r" + line + "\x1b[K")
+        elif not self.tty and force and line.split(" · ")[:4] != self.last.split(" · ")[:4]:
+            self.stream.write(line + "\n")
+        else:
+            return
+        self.stream.flush()
+        self.shown, self.last = now, line
+
+    def on_trial_start(self, iteration, trials, trial, **info):
+        self.running.add(trial.trial_id)
+        self.show(force=True)
+
+    def on_trial_result(self, iteration, trials, trial, result, **info):
+        self.status[trial.trial_id] = result.get("status", "failed")
+
+    def _over(self, trial, ok: bool) -> None:
+        self.running.discard(trial.trial_id)
+        if ok and self.status.get(trial.trial_id) == "done":
+            self.done += 1
+        else:
+            self.failed += 1
+        self.show(force=True)
+
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        self._over(trial, ok=True)
+
+    def on_trial_error(self, iteration, trials, trial, **info):
+        self._over(trial, ok=False)
+
+    def on_step_end(self, iteration, trials, **info):
+        self.show()
+
+    def close(self) -> None:
+        if self.tty:
+            self.stream.write("\n")
+            self.stream.flush()
+
+
+def run_trials(specs: list[dict], waits_on: dict[str, str | None], *, resources: dict, storage: str,
+               address: str | None = None) -> dict[str, str]:
+    """Run every spec as a Ray Tune trial; returns {trial id: error} for trials Ray itself lost."""
+    start_ray(address)
+    progress = Progress(len(specs))
+    try:
+        tuner = tune.Tuner(
+            tune.with_resources(_trainable, {k: v for k, v in resources.items() if v}),
+            tune_config=tune.TuneConfig(search_alg=_Queue(specs, waits_on), num_samples=len(specs),
+                                        reuse_actors=True,
+                                        trial_name_creator=lambda t: t.config["spec"]["trial_id"],
+                                        trial_dirname_creator=lambda t: t.config["spec"]["trial_id"]),
+            run_config=tune.RunConfig(name="tune", storage_path=storage, verbose=0, callbacks=[progress],
+                                      failure_config=tune.FailureConfig(max_failures=2)))
+        grid = tuner.fit()
+        lost = {}
+        for r in grid:
+            if r.error is not None:
+                lost[r.config["spec"]["trial_id"]] = f"{type(r.error).__name__}: {r.error}".splitlines()[0]
+        return lost
+    finally:
+        progress.close()
+        ray.shutdown()
+        shutil.rmtree(os.path.join(storage, "tune"), ignore_errors=True)   # Ray's state is not the record
+        try:
+            os.rmdir(storage)
+        except OSError:
+            pass

@@ -1,0 +1,377 @@
+"""Sweep files: the schema, `--set` overrides, complete validation and the expansion into trials.
+
+A sweep is datasets x regimes x methods (x hyperparameter draws) x seeds, each a resolved TrialConfig.
+Everything is checked here, before anything starts; bad input raises one line naming the file, the
+field and what is allowed.
+"""
+from __future__ import annotations
+
+import difflib
+import hashlib
+import json
+import os
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, Field, ValidationError, field_validator
+
+from molere.config import ConfigError, Strict, TrainConfig
+from molere.registry import UnknownNameError
+
+from . import catalog
+from .config import MethodConfig, ModelConfig, TrialConfig, erm_reference_config, resolve, trial_id
+from .data import DatasetConfig, check_dataset
+from .datasets.common import DataMissingError
+from .regimes import RegimeConfig
+from .search_space import expand
+
+
+# ---- schema -------------------------------------------------------------------------------------
+class SweepDataset(Strict):
+    name: str
+    root: str | None = Field(None, description="folder holding the data (datasets read from disk)")
+    options: dict = Field(default_factory=dict, description="the dataset's Options")
+    train: dict = Field(default_factory=dict, description="training settings overriding the sweep's for this dataset")
+
+
+class SearchConfig(Strict):
+    hparam_seed: int = Field(0, ge=0, description="seed of the random hyperparameter draws (not a trial seed)")
+    num_samples: int = Field(1, gt=0, description="random draws per method (grids are crossed with them)")
+
+
+class Resources(Strict):
+    cpu: float = Field(1.0, gt=0, description="CPUs per trial (also the trial's torch threads)")
+    gpu: float = Field(0.0, ge=0, description="GPUs per trial; fractions pack trials on one GPU")
+
+
+class WandbConfig(Strict):
+    project: str = "molere-bench"
+    entity: str | None = None
+    mode: Literal["auto", "offline", "online", "disabled"] = Field(
+        "auto", description="auto: online when an API key is configured, else offline")
+    dir: str | None = Field(None, description="where runs are written (default: the sweep directory)")
+
+
+class StoreConfig(Strict):
+    checkpoint: bool = Field(False, description="checkpoint every epoch so an interrupted trial resumes")
+
+
+class Sweep(Strict):
+    """One benchmark: what to run, how often, with what resources, logged where."""
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    results_dir: str = "results"
+    datasets: list[SweepDataset] = Field(min_length=1)
+    regimes: list[RegimeConfig] = Field(default_factory=lambda: [RegimeConfig()], min_length=1)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    methods: dict[str, dict | None] = Field(min_length=1, description="method name -> hyperparameters")
+    seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    search: SearchConfig = Field(default_factory=SearchConfig)
+    resources: Resources = Field(default_factory=Resources)
+    wandb: WandbConfig = Field(default_factory=WandbConfig)
+    plugins: list[str] = Field(default_factory=list, description="modules registering extra methods")
+    store: StoreConfig = Field(default_factory=StoreConfig)
+
+    @field_validator("seeds")
+    @classmethod
+    def _seeds(cls, seeds: list[int]) -> list[int]:
+        if any(s < 0 for s in seeds):
+            raise ValueError("seeds must be integers >= 0")
+        if len(set(seeds)) != len(seeds):
+            raise ValueError("duplicate seeds; list every seed once")
+        return seeds
+
+    @field_validator("datasets")
+    @classmethod
+    def _unique_datasets(cls, datasets: list[SweepDataset]) -> list[SweepDataset]:
+        names = [d.name for d in datasets]
+        dup = sorted({n for n in names if names.count(n) > 1})
+        if dup:
+            raise ValueError(f"duplicate dataset entries {dup}; list each dataset once")
+        return datasets
+
+    @field_validator("regimes")
+    @classmethod
+    def _unique_regimes(cls, regimes: list[RegimeConfig]) -> list[RegimeConfig]:
+        labels = [regime_label(r) for r in regimes]
+        dup = sorted({n for n in labels if labels.count(n) > 1})
+        if dup:
+            raise ValueError(f"duplicate regimes {dup}; list each regime once")
+        return regimes
+
+    @property
+    def directory(self) -> Path:
+        return Path(self.results_dir) / self.name
+
+
+def regime_label(r: RegimeConfig) -> str:
+    if r.kind == "clean":
+        return "clean"
+    value = r.imbalance if r.kind == "longtail" else r.rate
+    return f"{r.kind}-{value:g}"
+
+
+# ---- one-line errors ----------------------------------------------------------------------------
+def _submodel(annotation) -> type[BaseModel] | None:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in typing.get_args(annotation):
+        found = _submodel(arg)
+        if found is not None:
+            return found
+    return None
+
+
+def _model_at(model: type[BaseModel] | None, loc: tuple) -> type[BaseModel] | None:
+    for part in loc:
+        if isinstance(part, int):
+            continue
+        if model is None or part not in model.model_fields:
+            return None
+        model = _submodel(model.model_fields[part].annotation)
+    return model
+
+
+def explain(exc: ValidationError, model: type[BaseModel], prefix: str = "") -> str:
+    """One line per pydantic error, naming the field; unknown keys get the allowed names."""
+    parts = []
+    for err in exc.errors():
+        loc = tuple(err["loc"])
+        where = ".".join(str(p) for p in ((prefix,) if prefix else ()) + loc) or "sweep"
+        if err["type"] == "extra_forbidden":
+            allowed = list((_model_at(model, loc[:-1]) or model).model_fields)
+            close = difflib.get_close_matches(str(loc[-1]), allowed, n=1)
+            hint = f"did you mean {close[0]!r}? " if close else ""
+            parts.append(f"{where}: unknown field ({hint}allowed: {', '.join(allowed)})")
+            continue
+        got = err.get("input")
+        shown = "" if err["type"] == "missing" or isinstance(got, dict) else f" (got {got!r})"
+        msg = "required field missing" if err["type"] == "missing" else err["msg"].removeprefix("Value error, ")
+        parts.append(f"{where}: {msg}{shown}")
+    return "; ".join(parts)
+
+
+def check(model: type[BaseModel], data, prefix: str) -> BaseModel:
+    try:
+        return model.model_validate(data if data is not None else {})
+    except ValidationError as exc:
+        raise ConfigError(explain(exc, model, prefix)) from None
+
+
+# ---- loading -------------------------------------------------------------------------------------
+def _step(node, key: str, path: str):
+    """The child of `node` at `key`: a dict key, a list index, or the list entry whose `name` is key."""
+    if isinstance(node, list):
+        if key.lstrip("-").isdigit() and -len(node) <= int(key) < len(node):
+            return int(key)
+        named = [i for i, item in enumerate(node) if isinstance(item, dict) and item.get("name") == key]
+        if named:
+            return named[0]
+        raise ConfigError(f"--set {path}: {key!r} is neither an index below {len(node)} nor a listed name")
+    if isinstance(node, dict):
+        return key
+    raise ConfigError(f"--set {path}: cannot go into {key!r}, the value above it is {node!r}")
+
+
+def apply_override(raw: dict, text: str) -> None:
+    """Apply one `a.b.c=value` (value parsed as YAML) to the raw sweep dict, creating missing keys."""
+    if "=" not in text:
+        raise ConfigError(f"--set: expected key=value (got {text!r})")
+    path, value = text.split("=", 1)
+    keys = path.split(".")
+    if not all(keys):
+        raise ConfigError(f"--set: bad key {path!r}")
+    node = raw
+    for key in keys[:-1]:
+        k = _step(node, key, path)
+        if isinstance(node, dict) and not isinstance(node.get(k), (dict, list)):
+            node[k] = {}
+        node = node[k]
+    node[_step(node, keys[-1], path)] = yaml.safe_load(value)
+
+
+def read_raw(path: str | os.PathLike) -> dict:
+    try:
+        raw = yaml.safe_load(Path(path).read_text())
+    except FileNotFoundError:
+        raise ConfigError("sweep file not found; give the path of a YAML file such as sweeps/quickstart.yaml") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"not valid YAML: {' '.join(str(exc).split())}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"the file must hold a mapping with name, datasets, methods, ... (got {type(raw).__name__})")
+    return raw
+
+
+def needs_reference(method: str) -> bool:
+    """Whether the method reuses the ERM run of its key (train-twice methods)."""
+    flag = getattr(catalog.METHODS.get(method), "needs_reference", None)
+    return bool(flag) if flag is not None else method.startswith(("lrw_", "erm_withheld_"))
+
+
+def _method_configs(sweep: Sweep, name: str) -> list[dict]:
+    try:
+        cls = catalog.METHODS.get(name)
+    except UnknownNameError as exc:
+        raise ConfigError(f"methods.{name}: {exc}") from None
+    hp = sweep.methods[name] or {}
+    draws = expand(hp, method=name, hparam_seed=sweep.search.hparam_seed, num_samples=sweep.search.num_samples)
+    out = []
+    for d in draws:
+        out.append(check(cls.Hparams, d, f"methods.{name}").model_dump(mode="json"))
+    return out
+
+
+def _dataset_train(sweep: Sweep, ds: SweepDataset) -> TrainConfig:
+    merged = {**sweep.train.model_dump(), **ds.train}
+    return check(TrainConfig, merged, f"datasets.{ds.name}.train")
+
+
+def _check_names(sweep: Sweep) -> None:
+    for ds in sweep.datasets:
+        try:
+            cls = catalog.DATASETS.get(ds.name)
+        except UnknownNameError as exc:
+            raise ConfigError(f"datasets.{ds.name}: {exc}") from None
+        check(cls.Options, ds.options, f"datasets.{ds.name}.options")
+        _dataset_train(sweep, ds)
+    name, opts = sweep.model.name, dict(sweep.model.options)
+    if name.startswith("timm/"):
+        name, opts["arch"] = "timm", opts.get("arch") or name[len("timm/"):]
+    try:
+        entry = catalog.MODELS.get(name)
+    except UnknownNameError as exc:
+        raise ConfigError(f"model.name: {exc}") from None
+    check(entry.Options, opts, "model.options")
+    for method in sweep.methods:
+        _method_configs(sweep, method)
+
+
+def load_sweep(path: str | os.PathLike, sets: list[str] = (), results: str | None = None) -> Sweep:
+    """Read, override and validate a sweep file completely (names, hyperparameters, draws)."""
+    try:
+        raw = read_raw(path)
+        raw.setdefault("name", Path(path).stem)
+        for text in sets or ():
+            apply_override(raw, text)
+        if results is not None:
+            raw["results_dir"] = results
+        plugins = raw.get("plugins") or []
+        if not (isinstance(plugins, list) and all(isinstance(p, str) for p in plugins)):
+            raise ConfigError(f"plugins: a list of importable module names (got {plugins!r})")
+        try:
+            catalog.load_plugins(plugins)
+        except ImportError as exc:
+            raise ConfigError(f"plugins: {exc}; make the module importable (PYTHONPATH) or fix its name") from None
+        sweep = check(Sweep, raw, "")
+        _check_names(sweep)
+    except (ConfigError, UnknownNameError) as exc:
+        raise ConfigError(f"{path}: {exc}") from None
+    for ds in sweep.datasets:   # trials may run in other working directories
+        if ds.root is not None:
+            ds.root = os.path.abspath(os.path.expanduser(ds.root))
+    if sweep.wandb.dir is not None:
+        sweep.wandb.dir = os.path.abspath(sweep.wandb.dir)
+    return sweep
+
+
+def missing_data(sweep: Sweep, names: set[str] | None = None) -> list[str]:
+    """One message per dataset (of `names`, default all) whose data is not reachable."""
+    out = []
+    for ds in sweep.datasets:
+        if names is not None and ds.name not in names:
+            continue
+        try:
+            check_dataset(DatasetConfig(name=ds.name, root=ds.root, options=ds.options))
+        except DataMissingError as exc:
+            out.append(f"datasets.{ds.name}.root: {exc}")
+    return out
+
+
+# ---- expansion ----------------------------------------------------------------------------------
+@dataclass
+class PlannedTrial:
+    trial_id: str
+    labels: dict
+    config: TrialConfig
+    erm_id: str                       # the ERM trial of the same key (itself for ERM)
+    needs_reference: bool = False
+    extra: dict = field(default_factory=dict)
+
+    def record(self) -> dict:
+        return {"trial_id": self.trial_id, "labels": self.labels, "erm_trial_id": self.erm_id,
+                "needs_reference": self.needs_reference, "config": self.config.model_dump(mode="json")}
+
+
+def hparams_id(hparams: dict) -> str:
+    return hashlib.sha256(json.dumps(hparams, sort_keys=True).encode()).hexdigest()[:8]
+
+
+def _planned(cfg: TrialConfig) -> PlannedTrial:
+    cfg = resolve(cfg)
+    labels = {"dataset": cfg.dataset.name, "regime": regime_label(cfg.regime), "method": cfg.method.name,
+              "seed": cfg.seed, "hparams_id": hparams_id(cfg.method.hparams)}
+    return PlannedTrial(trial_id(cfg), labels, cfg, trial_id(erm_reference_config(cfg)),
+                        needs_reference(cfg.method.name))
+
+
+def expand_trials(sweep: Sweep) -> list[PlannedTrial]:
+    """datasets x regimes x methods x draws x seeds, in that order, without duplicates."""
+    trials: dict[str, PlannedTrial] = {}
+    draws = {m: _method_configs(sweep, m) for m in sweep.methods}
+    for ds in sweep.datasets:
+        data = DatasetConfig(name=ds.name, root=ds.root, options=ds.options)
+        train = _dataset_train(sweep, ds)
+        for regime in sweep.regimes:
+            for method, configs in draws.items():
+                for hp in configs:
+                    for seed in sweep.seeds:
+                        t = _planned(TrialConfig(dataset=data, regime=regime, model=sweep.model,
+                                                 method=MethodConfig(name=method, hparams=hp), train=train,
+                                                 seed=seed, plugins=sweep.plugins))
+                        trials.setdefault(t.trial_id, t)
+    return with_references(list(trials.values()))
+
+
+def with_references(trials: list[PlannedTrial]) -> list[PlannedTrial]:
+    """Add the ERM trial of every key that a train-twice method needs, when it is not there yet."""
+    ids = {t.trial_id for t in trials}
+    out = list(trials)
+    for t in trials:
+        if t.needs_reference and t.erm_id not in ids:
+            erm = _planned(erm_reference_config(t.config))
+            ids.add(erm.trial_id)
+            out.append(erm)
+    return out
+
+
+ONLY_KEYS = ("method", "dataset", "regime", "seed")
+
+
+def parse_only(items: list[str]) -> dict[str, set[str]]:
+    only: dict[str, set[str]] = {}
+    for item in items or ():
+        key, sep, values = item.partition("=")
+        if not sep or key not in ONLY_KEYS or not values:
+            raise ConfigError(f"--only: expected KEY=V1,V2 with KEY one of {', '.join(ONLY_KEYS)} (got {item!r})")
+        only.setdefault(key, set()).update(v for v in values.split(",") if v)
+    return only
+
+
+def select(trials: list[PlannedTrial], only: dict[str, set[str]]) -> list[PlannedTrial]:
+    """The trials matching every `--only` filter, plus the ERM trials they need."""
+    for key, values in only.items():
+        known = {str(t.labels[key]) for t in trials}
+        unknown = sorted(values - known)
+        if unknown:
+            raise ConfigError(f"--only {key}: {', '.join(unknown)} not in this sweep (it has {', '.join(sorted(known))})")
+    keep = [t for t in trials if all(str(t.labels[k]) in v for k, v in only.items())]
+    by_id = {t.trial_id: t for t in trials}
+    ids = {t.trial_id for t in keep}
+    for t in list(keep):
+        if t.needs_reference and t.erm_id not in ids and t.erm_id in by_id:
+            keep.append(by_id[t.erm_id])
+            ids.add(t.erm_id)
+    return keep

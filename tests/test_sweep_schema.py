@@ -1,0 +1,234 @@
+"""Sweep files: validation (a corpus of malformed files), overrides, filters, expansion, dry runs."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from benchmarks import run
+from benchmarks.search_space import expand
+from benchmarks.sweep import apply_override, expand_trials, load_sweep, parse_only, select
+from molere.config import ConfigError
+
+ROOT = Path(__file__).resolve().parents[1]
+SHIPPED = sorted((ROOT / "sweeps").glob("*.yaml"))
+
+BASE = {"name": "t", "datasets": [{"name": "digits"}], "model": {"name": "mlp"},
+        "methods": {"erm": {}, "mwn": {}}, "seeds": [0], "train": {"epochs": 1}}
+
+
+@pytest.fixture
+def no_launch(monkeypatch):
+    """Fail the test if anything is launched (the scheduler's entry points replaced)."""
+    from benchmarks import scheduler
+
+    def launched(*a, **k):
+        raise AssertionError("a trial was launched")
+    monkeypatch.setattr(scheduler, "run_trials", launched)
+    monkeypatch.setattr(scheduler, "start_ray", launched)
+
+
+def write(tmp_path, data, name="sweep.yaml") -> Path:
+    path = tmp_path / name
+    path.write_text(data if isinstance(data, str) else yaml.safe_dump(data))
+    return path
+
+
+def with_(**changes) -> dict:
+    d = yaml.safe_load(yaml.safe_dump(BASE))
+    for key, value in changes.items():
+        d[key] = value
+    return d
+
+
+def without(key) -> dict:
+    d = dict(BASE)
+    d.pop(key)
+    return d
+
+
+MALFORMED = [
+    ("typo_top", with_(seed=[0]), "seed: unknown field (did you mean 'seeds'?"),
+    ("typo_train", with_(train={"epoch": 1}), "train.epoch: unknown field (did you mean 'epochs'?"),
+    ("typo_dataset_key", with_(datasets=[{"nme": "digits"}]), "datasets.0.nme: unknown field"),
+    ("typo_hparam", with_(methods={"mwn": {"meta_lrr": 0.1}}), "methods.mwn.meta_lrr: unknown field (did you mean 'meta_lr'?"),
+    ("wrong_type_epochs", with_(train={"epochs": "many"}), "train.epochs: Input should be a valid integer"),
+    ("wrong_type_seeds", with_(seeds="0,1"), "seeds: Input should be a valid list"),
+    ("wrong_type_hparam", with_(methods={"mwn": {"meta_lr": "fast"}}), "methods.mwn.meta_lr: Input should be a valid number"),
+    ("unknown_method", with_(methods={"mwm": {}}), "methods.mwm: unknown method 'mwm'; known:"),
+    ("unknown_dataset", with_(datasets=[{"name": "digitz"}]), "datasets.digitz: unknown dataset 'digitz'; known:"),
+    ("unknown_model", with_(model={"name": "mpl"}), "model.name: unknown model 'mpl'; known:"),
+    ("bad_model_option", with_(model={"name": "mlp", "options": {"hiden": [3]}}), "model.options.hiden: unknown field"),
+    ("bad_dataset_option", with_(datasets=[{"name": "digits", "options": {"val_fraction": 2}}]),
+     "datasets.digits.options.val_fraction: Input should be less than 1"),
+    ("negative_cpu", with_(resources={"cpu": -1}), "resources.cpu: Input should be greater than 0"),
+    ("negative_gpu", with_(resources={"gpu": -0.5}), "resources.gpu: Input should be greater than or equal to 0"),
+    ("typo_resources", with_(resources={"cpus": 2}), "resources.cpus: unknown field (did you mean 'cpu'?"),
+    ("uniform_reversed", with_(methods={"mwn": {"meta_lr": {"uniform": [1, 0]}}}), "methods.mwn.meta_lr: {uniform: [lo, hi]} needs lo < hi"),
+    ("loguniform_zero", with_(methods={"mwn": {"meta_lr": {"loguniform": [0, 1]}}}), "methods.mwn.meta_lr: {loguniform: [lo, hi]} needs 0 < lo"),
+    ("grid_empty", with_(methods={"mwn": {"hidden": {"grid": []}}}), "methods.mwn.hidden: {grid: [...]} needs a non-empty list"),
+    ("randint_floats", with_(methods={"mwn": {"hidden": {"randint": [1.5, 9]}}}), "methods.mwn.hidden: {randint: [lo, hi]} needs integers"),
+    ("drawn_value_invalid", with_(methods={"mwn": {"meta_lr": {"choice": [0.1, -1.0]}}}, search={"num_samples": 8}),
+     "methods.mwn.meta_lr: Input should be greater than 0"),
+    ("typo_search_space", with_(methods={"mwn": {"hidden": {"gird": [10, 20]}}}),
+     "methods.mwn.hidden: unknown search space 'gird' (did you mean 'grid'?"),
+    ("empty_methods", with_(methods={}), "methods: Dictionary should have at least 1 item"),
+    ("empty_datasets", with_(datasets=[]), "datasets: List should have at least 1 item"),
+    ("empty_seeds", with_(seeds=[]), "seeds: List should have at least 1 item"),
+    ("duplicate_dataset", with_(datasets=[{"name": "digits"}, {"name": "digits"}]), "datasets: duplicate dataset entries ['digits']"),
+    ("duplicate_seeds", with_(seeds=[0, 0]), "seeds: duplicate seeds"),
+    ("duplicate_regime", with_(regimes=[{"kind": "clean"}, {"kind": "clean"}]), "regimes: duplicate regimes ['clean']"),
+    ("bad_regime_rate", with_(regimes=[{"kind": "symmetric", "rate": 1.5}]), "regimes.0.rate: must be in [0, 1)"),
+    ("bad_wandb_mode", with_(wandb={"mode": "cloud"}), "wandb.mode: Input should be 'auto', 'offline', 'online' or 'disabled'"),
+    ("bad_search", with_(search={"num_samples": 0}), "search.num_samples: Input should be greater than 0"),
+    ("missing_datasets", without("datasets"), "datasets: required field missing"),
+    ("bad_plugin", with_(plugins=["no_such_plugin_module"]), "plugins: plugin 'no_such_plugin_module' could not be imported"),
+    ("bad_name", with_(name="a b/c"), "name: String should match pattern"),
+    ("per_dataset_train", with_(datasets=[{"name": "digits", "train": {"lr": 0}}]), "datasets.digits.train.lr: Input should be greater than 0"),
+    ("missing_root", with_(datasets=[{"name": "cifar10", "root": "/nonexistent/cifar"}]),
+     "datasets.cifar10.root: dataset 'cifar10': /nonexistent/cifar not found"),
+    ("not_a_mapping", "- just\n- a list\n", "the file must hold a mapping"),
+    ("bad_yaml", "name: [unclosed\n", "not valid YAML"),
+]
+
+
+@pytest.mark.parametrize("case,data,expected", MALFORMED, ids=[c[0] for c in MALFORMED])
+def test_malformed_sweep_is_one_line_exit_2_and_launches_nothing(case, data, expected, tmp_path, capsys, no_launch,
+                                                                monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    path = write(tmp_path, data, f"{case}.yaml")
+    with pytest.raises(SystemExit) as exc:
+        run.main([str(path)])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1, err
+    assert err.startswith(f"benchmarks.run: error: {path}: "), err
+    assert expected in err, err
+    assert not (tmp_path / "results").exists()
+    ray = sys.modules.get("ray")
+    assert ray is None or not ray.is_initialized()
+
+
+def test_corpus_is_large_enough():
+    assert len(MALFORMED) >= 20
+
+
+def test_set_overrides_any_field_and_by_name(tmp_path):
+    path = write(tmp_path, with_(datasets=[{"name": "digits"}, {"name": "mnist1d"}]))
+    sweep = load_sweep(path, ["train.epochs=3", "datasets.mnist1d.options.num_samples=500",
+                              "datasets.0.root=/x", "seeds=[4, 5]", "methods.mwn.meta_lr=0.01"])
+    assert sweep.train.epochs == 3 and sweep.seeds == [4, 5]
+    assert sweep.datasets[1].options == {"num_samples": 500} and sweep.datasets[0].root == "/x"
+    assert sweep.methods["mwn"] == {"meta_lr": 0.01}
+    with pytest.raises(ConfigError, match="train.epochs: Input should be greater than 0"):
+        load_sweep(path, ["train.epochs=0"])
+    with pytest.raises(ConfigError, match="'cifar' is neither an index"):
+        load_sweep(path, ["datasets.cifar.root=/x"])
+
+
+def test_apply_override_creates_missing_blocks():
+    raw = {"name": "x"}
+    apply_override(raw, "wandb.mode=disabled")
+    apply_override(raw, "methods.mwn={meta_lr: 0.1}")
+    assert raw == {"name": "x", "wandb": {"mode": "disabled"}, "methods": {"mwn": {"meta_lr": 0.1}}}
+
+
+def test_full_data_override_of_fashion_mnist_sweep():
+    path = ROOT / "sweeps" / "fashion_mnist.yaml"
+    sweep = load_sweep(path, ["datasets.fashion_mnist.options.train_subset=null", "train.epochs=30"])
+    assert sweep.datasets[0].options["train_subset"] is None and sweep.train.epochs == 30
+    full = {t.trial_id for t in expand_trials(sweep)}
+    assert full.isdisjoint(t.trial_id for t in expand_trials(load_sweep(path)))
+
+
+def test_expansion_counts_grid_and_draws_independent_of_seeds(tmp_path):
+    spaces = {"meta_lr": {"loguniform": [1e-4, 1e-2]}, "hidden": {"grid": [10, 20, 30]}}
+    d = with_(methods={"mwn": spaces}, seeds=[0, 1], search={"num_samples": 2, "hparam_seed": 7},
+              regimes=[{"kind": "clean"}, {"kind": "symmetric", "rate": 0.4}])
+    trials = expand_trials(load_sweep(write(tmp_path, d)))
+    assert len(trials) == 2 * 3 * 2 * 2            # regimes x grid x draws x seeds
+    by_seed = {s: sorted((t.config.method.hparams["meta_lr"], t.config.method.hparams["hidden"])
+                         for t in trials if t.labels["seed"] == s) for s in (0, 1)}
+    assert by_seed[0] == by_seed[1]                 # every configuration on every seed
+    lrs = {t.config.method.hparams["meta_lr"] for t in trials}
+    assert len(lrs) == 2 and all(1e-4 <= v < 1e-2 for v in lrs)
+    d["seeds"] = [5]
+    assert {t.config.method.hparams["meta_lr"] for t in expand_trials(load_sweep(write(tmp_path, d)))} == lrs
+    d["search"]["hparam_seed"] = 8
+    assert {t.config.method.hparams["meta_lr"] for t in expand_trials(load_sweep(write(tmp_path, d)))} != lrs
+
+
+def test_search_spaces_draw_within_bounds_and_types():
+    hp = {"a": {"uniform": [0.5, 1.0]}, "b": {"randint": [2, 4]}, "c": {"choice": ["x", 3]}, "d": 1}
+    draws = expand(hp, method="m", hparam_seed=0, num_samples=50)
+    assert len(draws) == 50 and all(d["d"] == 1 for d in draws)
+    assert all(0.5 <= d["a"] < 1.0 and type(d["a"]) is float for d in draws)
+    assert {d["b"] for d in draws} == {2, 3} and all(type(d["b"]) is int for d in draws)
+    assert {d["c"] for d in draws} == {"x", 3}
+    assert expand(hp, method="m", hparam_seed=0, num_samples=50) == draws
+    assert expand({"g": {"grid": [1, 2]}}, method="m", hparam_seed=0, num_samples=5) == [{"g": 1}, {"g": 2}]
+
+
+def test_train_twice_methods_get_their_erm_trial_once(tmp_path):
+    d = with_(methods={"lrw_easy": {}, "lrw_hard": {}, "lrw_random": {}}, seeds=[0, 1])
+    trials = expand_trials(load_sweep(write(tmp_path, d)))
+    erm = [t for t in trials if t.labels["method"] == "erm"]
+    assert len(trials) == 8 and len(erm) == 2
+    assert {t.erm_id for t in trials} == {t.trial_id for t in erm}
+    kept = select(trials, parse_only(["method=lrw_easy", "seed=1"]))
+    assert sorted(t.labels["method"] for t in kept) == ["erm", "lrw_easy"]
+    assert all(t.labels["seed"] == 1 for t in kept)
+    with pytest.raises(ConfigError, match="--only method: mwn not in this sweep"):
+        select(trials, parse_only(["method=mwn"]))
+    with pytest.raises(ConfigError, match="--only: expected KEY=V1,V2"):
+        parse_only(["colour=red"])
+
+
+def test_dry_run_prints_plan_and_store_status(tmp_path, capsys, no_launch):
+    path = write(tmp_path, with_(results_dir=str(tmp_path / "res"), seeds=[0, 1]))
+    assert run.main([str(path), "--dry-run", "--only", "method=mwn"]) == 0
+    out = capsys.readouterr().out
+    assert out.count(" mwn ") == 2 and " erm " not in out and "2 trials: 0 done" in out
+    assert not (tmp_path / "res").exists()
+
+
+@pytest.mark.parametrize("path", SHIPPED, ids=[p.stem for p in SHIPPED])
+def test_dry_run_of_every_shipped_sweep(path, capsys, no_launch, tmp_path):
+    assert run.main([str(path), "--dry-run", "--results", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    n = int(out.strip().splitlines()[-1].split(": ")[1].split()[0])
+    assert n >= 12 and len(out.strip().splitlines()) == n + 2
+
+
+def test_shipped_quickstart_covers_every_registered_method():
+    from benchmarks import catalog
+    sweep = load_sweep(ROOT / "sweeps" / "quickstart.yaml")
+    assert sorted(sweep.methods) == catalog.METHODS.names()
+
+
+def test_missing_data_stops_before_ray_and_dry_run_warns(tmp_path, capsys, no_launch):
+    path = ROOT / "sweeps" / "imagenet.yaml"
+    root = tmp_path / "nowhere"
+    with pytest.raises(SystemExit) as exc:
+        run.main([str(path), "--results", str(tmp_path), "--set", f"datasets.imagenet.root={root}"])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert f"datasets.imagenet.root: dataset 'imagenet': {root} not found; download ILSVRC2012" in err
+    assert run.main([str(path), "--dry-run", "--results", str(tmp_path)]) == 0
+    assert "warning: datasets.imagenet.root" in capsys.readouterr().err
+
+
+def test_dry_run_with_fake_data_roots_has_no_warning(tmp_path, capsys, no_launch):
+    from tests import fakes
+    cifar, inet, cloth = tmp_path / "cifar", tmp_path / "imagenet", tmp_path / "clothing"
+    fakes.make_fake_cifar100(cifar)
+    fakes.make_fake_imagenet(inet, train_per_class=1, val_per_class=1)
+    fakes.make_fake_clothing1m(cloth, train_per_class=1)
+    for name, sets in (("cifar100", [f"datasets.cifar100.root={cifar}"]),
+                       ("imagenet", [f"datasets.imagenet.root={inet}"]),
+                       ("clothing1m", [f"datasets.clothing1m.root={cloth}"])):
+        args = [str(ROOT / "sweeps" / f"{name}.yaml"), "--dry-run", "--results", str(tmp_path / "r")]
+        assert run.main(args + [x for s in sets for x in ("--set", s)]) == 0
+        assert "warning" not in capsys.readouterr().err
