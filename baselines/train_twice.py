@@ -87,6 +87,7 @@ class TrainTwiceSplit:
     """Mixin for a `Trainer`: the ERM margins of the pool and the δ split they define."""
 
     selection: Selection = "hard"
+    needs_reference = True   # the sweep runner schedules the ERM trial of the same key first
 
     def _train_erm(self, pool: ExampleSet) -> np.ndarray:
         ctx: RunContext = self.context

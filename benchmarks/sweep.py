@@ -207,8 +207,7 @@ def read_raw(path: str | os.PathLike) -> dict:
 
 def needs_reference(method: str) -> bool:
     """Whether the method reuses the ERM run of its key (train-twice methods)."""
-    flag = getattr(catalog.METHODS.get(method), "needs_reference", None)
-    return bool(flag) if flag is not None else method.startswith(("lrw_", "erm_withheld_"))
+    return bool(getattr(catalog.METHODS.get(method), "needs_reference", False))
 
 
 def _method_configs(sweep: Sweep, name: str) -> list[dict]:

@@ -98,7 +98,9 @@ def run_trial(cfg: TrialConfig, out_dir: str | os.PathLike, *, callbacks: tuple 
         if resume:
             trainer.load_state_dict(torch.load(run.file("checkpoint.pt"), map_location=device, weights_only=False))
         final = trainer.fit()
-        metrics, outs = trainer.evaluate()
+        last = trainer.last_evaluation
+        metrics, outs = last[1:] if last and last[0] == trainer.epoch else trainer.evaluate()
+        metrics = dict(metrics)
         train_out = trainer.outputs(trainer.train_set, true_labels=False)
         metrics["train/acc_observed"] = float((train_out.preds == train_out.labels).mean())
         metrics["train/acc_true"] = float((train_out.preds == trainer.train_set.true_labels.numpy()).mean())

@@ -74,6 +74,7 @@ class Trainer:
 
     Hparams: type[Strict] = NoHparams
     uses_meta_set: bool = False   # True when `split()` returns a validation/meta set
+    needs_reference: bool = False  # True when it reuses the ERM run of its key (RunContext.reference)
 
     def __init__(self, model: nn.Module, data: TaskData, train: TrainConfig, hparams: Strict | None = None,
                  context: RunContext | None = None):
@@ -87,6 +88,7 @@ class Trainer:
         self.schedule = make_schedule(self.optimizer, train)
         self.epoch, self.global_step = 0, 0
         self.info: dict[str, Any] = {}   # method facts reported with the result (split sizes, ...)
+        self.last_evaluation: tuple[int, dict, dict] | None = None   # (epoch, metrics, outputs)
         self._step_logs: dict[str, list[float]] = defaultdict(list)
         self.train_set, self.meta_set = self.split()
         self.setup()
@@ -161,7 +163,8 @@ class Trainer:
         while self.epoch < self.cfg.epochs:
             metrics = self.train_epoch()
             if self.epoch % self.cfg.eval_every == 0 or self.epoch == self.cfg.epochs:
-                metrics.update(self.evaluate()[0])
+                self.last_evaluation = (self.epoch, *self.evaluate())
+                metrics.update(self.last_evaluation[1])
             for cb in self.context.callbacks:
                 cb.on_epoch_end(self, self.epoch, metrics)
         return metrics
