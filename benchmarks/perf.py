@@ -4,7 +4,8 @@ All trainers of one setting are built in one process from the same initial weigh
 interleaved (one step of each in turn, repeated), so machine noise hits every method alike. Reported:
 median ms per training step with the meta update every step (the meta-step cost), median seconds per
 epoch with each method's default schedule (e.g. Q = 5 for LRW and MOLERE), ratios to ERM, and peak
-memory of a few steps (CUDA: max allocated; CPU: peak resident set of a fresh subprocess).
+memory of a few steps (CUDA: max allocated; CPU: the peak resident memory the steps add, measured in a
+fresh process).
 Train-twice methods get fixed reference margins (their ERM pass is a separate trial) and MOLERE is
 timed past its warm-up (splitter active), so each row is the method's steady-state cost.
 """
@@ -110,15 +111,31 @@ def time_epochs(trainers: dict, repeats: int) -> dict[str, float]:
     return {k: float(np.median(v)) for k, v in times.items()}
 
 
+def _status_mb(field: str) -> float:
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith(field)) / 1024
+
+
+def step_peak_mb(method: str, hparams: dict, setting: str, batch_size: int) -> float:
+    """Peak resident memory a few steps add on top of the built trainer (Linux: VmHWM reset)."""
+    t = build(method, hparams, setting, batch_size)
+    time_steps({"m": t}, rounds=1, warmup=0)
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")          # reset the high-water mark to the current resident set
+    base = _status_mb("VmRSS:")
+    time_steps({"m": t}, rounds=5, warmup=0)
+    return _status_mb("VmHWM:") - base
+
+
 def peak_memory_mb(method: str, hparams: dict, setting: str, batch_size: int, device: str) -> float:
+    """CUDA: max allocated over a few steps; CPU: extra peak RSS of the steps, in a fresh process."""
     if device.startswith("cuda"):
         t = build(method, hparams, setting, batch_size)
         torch.cuda.reset_peak_memory_stats()
         time_steps({"m": t}, rounds=5, warmup=1)
         return torch.cuda.max_memory_allocated() / 2**20
-    code = ("import resource, json, sys; from benchmarks.perf import build, time_steps; "
-            f"t = build({method!r}, {hparams!r}, {setting!r}, {batch_size}); time_steps({{'m': t}}, 5, 1); "
-            "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)")
+    code = ("from benchmarks.perf import step_peak_mb; "
+            f"print(step_peak_mb({method!r}, {hparams!r}, {setting!r}, {batch_size}))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     return float(out.stdout.strip().splitlines()[-1])
 
@@ -129,7 +146,7 @@ def main(argv=None) -> int:
                    choices=sorted(SETTINGS))
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--rounds", type=int, default=60, help="interleaved timed steps per method")
-    p.add_argument("--epoch-repeats", type=int, default=3)
+    p.add_argument("--epoch-repeats", type=int, default=5)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--no-memory", action="store_true")
     p.add_argument("--json", help="also write the results to this file")
@@ -146,7 +163,7 @@ def main(argv=None) -> int:
                                          for lbl, m, hp in STEP_ROWS}
         report["settings"][setting] = {"step_ms": steps, "epoch_s": epochs, "peak_mb": memory}
         print(f"\n## {setting}  (batch {a.batch_size}, {a.threads} threads, {device})")
-        print(f"{'per step, meta update every step':<34} {'median ms':>10} {'x ERM':>7} {'peak MB':>9}")
+        print(f"{'per step, meta update every step':<34} {'median ms':>10} {'x ERM':>7} {'+peak MB':>9}")
         for lbl, ms in steps.items():
             mem = f"{memory[lbl]:9.0f}" if lbl in memory else f"{'-':>9}"
             print(f"{lbl:<34} {ms:10.2f} {ms / steps['erm']:7.2f} {mem}")
