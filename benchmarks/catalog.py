@@ -2,15 +2,10 @@
 from __future__ import annotations
 
 import baselines  # noqa: F401  (registers the baselines)
+import molere.method  # noqa: F401  (registers MOLERE)
 from molere.registry import METHODS, load_plugins
 
 from . import datasets, models  # noqa: F401  (register datasets and models)
 from .registry import DATASETS, MODELS
-
-try:
-    import molere.method  # noqa: F401  (registers MOLERE)
-except ModuleNotFoundError as exc:  # TODO(lead): drop once molere/method.py exists
-    if exc.name != "molere.method":
-        raise
 
 __all__ = ["METHODS", "DATASETS", "MODELS", "load_plugins"]

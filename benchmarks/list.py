@@ -19,9 +19,9 @@ def main(argv=None) -> int:
             continue
         print(f"{kind}:")
         for name, doc, defaults in reg.describe():
-            print(f"  {name:<14} {doc}")
+            print(f"  {name:<20} {doc}")
             if defaults:
-                print(f"  {'':<14} defaults: {json.dumps(defaults, default=str)}")
+                print(f"  {'':<20} defaults: {json.dumps(defaults, default=str)}")
     return 0
 
 
