@@ -46,6 +46,16 @@ class _Features(nn.Module):
         return self.m.forward_features(x)
 
 
+def cloned_buffers(model: nn.Module) -> dict[str, torch.Tensor]:
+    """Copies of the model's buffers: forwards on them leave its BatchNorm statistics untouched."""
+    return {n: b.detach().clone() for n, b in model.named_buffers()}
+
+
+def features_on(model: nn.Module, buffers: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+    """`model.forward_features(x)` with `buffers` standing in for the model's own buffers."""
+    return functional_call(_Features(model), {f"m.{n}": b for n, b in buffers.items()}, (x,))
+
+
 def head_parameter_names(model: nn.Module) -> list[str]:
     """Names (in `model.named_parameters()`) of the classifier head's parameters."""
     names = getattr(model, "head_param_names", None)
@@ -99,14 +109,12 @@ class LookAhead:
             params = dict(model.named_parameters())
             self._head_names = {n: by_id[id(params[n])] for n in self.names}
 
-    def _buffers(self) -> dict[str, torch.Tensor]:
-        return {n: b.detach().clone() for n, b in self.model.named_buffers()}
-
-    def _train_mode_forward(self, module: nn.Module, tensors: dict, x: torch.Tensor, training: bool):
+    def _in_mode(self, training: bool, fn, *args):
+        """fn(*args) with the model temporarily in train (batch statistics) or eval mode."""
         was = self.model.training
         self.model.train(training)
         try:
-            return functional_call(module, tensors, (x,))
+            return fn(*args)
         finally:
             self.model.train(was)
 
@@ -115,12 +123,11 @@ class LookAhead:
         model, training = self.model, self.val_bn == "batch"
         if self.scope == "head":
             with torch.no_grad():
-                hv = self._train_mode_forward(_Features(model), {f"m.{n}": b for n, b in self._buffers().items()},
-                                              x_val, training)
+                hv = self._in_mode(training, features_on, model, cloned_buffers(model), x_val)
             head = {self._head_names[n]: v for n, v in fast.items()}
             return F.cross_entropy(functional_call(model.get_classifier(), head, (hv,)), y_val)
-        tensors = {**dict(model.named_parameters()), **fast, **self._buffers()}
-        return F.cross_entropy(self._train_mode_forward(model, tensors, x_val, training), y_val)
+        tensors = {**dict(model.named_parameters()), **fast, **cloned_buffers(model)}
+        return F.cross_entropy(self._in_mode(training, functional_call, model, tensors, (x_val,)), y_val)
 
     def hypergradient(self, x: torch.Tensor, y: torch.Tensor, weight_fn, x_val: torch.Tensor,
                       y_val: torch.Tensor, lr: float) -> Hypergradient:
@@ -130,14 +137,12 @@ class LookAhead:
         model = self.model
         params = dict(model.named_parameters())
         scoped = {n: params[n] for n in self.names}
-        train_bufs = self._buffers()
+        train_bufs = cloned_buffers(model)   # the real step's forward: its statistics are committed later
         if self.scope == "head":
-            feats = self._train_mode_forward(_Features(model), {f"m.{n}": b for n, b in train_bufs.items()},
-                                             x, model.training)
+            feats = features_on(model, train_bufs, x)
             losses = F.cross_entropy(model.forward_head(feats), y, reduction="none")
         else:
-            losses = F.cross_entropy(self._train_mode_forward(model, {**params, **train_bufs}, x, model.training),
-                                     y, reduction="none")
+            losses = F.cross_entropy(functional_call(model, {**params, **train_bufs}, (x,)), y, reduction="none")
         scale = 1.0 / len(y) if self.reduction == "mean" else 1.0
         weights = None if weight_fn is None else weight_fn(losses.detach())
         w = torch.zeros_like(losses) if weights is None else weights.detach()
@@ -175,8 +180,8 @@ class LookAhead:
             if self.scope == "head":
                 head = {self._head_names[n]: t for n, t in p.items()}
                 return F.cross_entropy(functional_call(model.get_classifier(), head, (h,)), y, reduction="none")
-            tensors = {**params, **p, **self._buffers()}
-            return F.cross_entropy(self._train_mode_forward(model, tensors, x, model.training), y, reduction="none")
+            tensors = {**params, **p, **cloned_buffers(model)}
+            return F.cross_entropy(functional_call(model, tensors, (x,)), y, reduction="none")
 
         primals = {n: p.detach() for n, p in scoped.items()}
         _, directional = jvp(per_example, (primals,), (dict(zip(fast, v)),))

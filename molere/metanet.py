@@ -22,10 +22,9 @@ from typing import Literal
 import torch
 from pydantic import Field, PositiveInt
 from torch import nn
-from torch.func import functional_call
 
 from .config import Strict
-from .lookahead import _Features
+from .lookahead import cloned_buffers, features_on
 
 
 class MetaNetOptions(Strict):
@@ -87,9 +86,8 @@ class MetaNet(nn.Module):
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """Detached classifier features; BatchNorm runs on cloned buffers (running stats untouched)."""
         model = self.classifier
-        bufs = {f"m.{n}": b.detach().clone() for n, b in model.named_buffers()}
         with torch.no_grad():
-            return functional_call(_Features(model), bufs, (x,)).flatten(1)
+            return features_on(model, cloned_buffers(model), x).flatten(1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.weights(x)
