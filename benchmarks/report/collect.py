@@ -8,6 +8,7 @@ the `erm_withheld_*` trial of the same key (and the same δ when both record one
 """
 from __future__ import annotations
 
+import functools
 import json
 from pathlib import Path
 
@@ -77,10 +78,15 @@ def _read_trial(path: Path) -> dict:
 
 
 def test_margins(sweep_dir: Path, trial_id: str, split: str = "test"):
-    """(ids, margins) of one trial's split, or None."""
+    """(ids, margins) of one trial's split, or None (read once: every ERM run is paired many times)."""
     path = Path(sweep_dir) / "trials" / trial_id / "margins.npz"
     if not path.exists():
         return None
+    return _load_margins(str(path), path.stat().st_mtime_ns, split)
+
+
+@functools.lru_cache(maxsize=128)
+def _load_margins(path: str, mtime_ns: int, split: str):
     with np.load(path) as z:
         if f"{split}_ids" not in z.files:
             return None
