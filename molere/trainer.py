@@ -10,7 +10,6 @@ Hooks a method may override (all optional except `training_step`):
 """
 from __future__ import annotations
 
-import math
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -219,9 +218,3 @@ class Trainer:
         self.epoch, self.global_step = state["epoch"], state["global_step"]
         self.generator.set_state(state["generator"])
         self.load_extra_state(state["extra"])
-
-
-def finite_or_raise(value: float, what: str) -> float:
-    if not math.isfinite(value):
-        raise NonFiniteLossError(f"non-finite {what}: {value}")
-    return value
