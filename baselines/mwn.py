@@ -9,6 +9,10 @@ weight. Every iteration (the shared `ReweightingTrainer`):
 
 Defaults from the paper: meta_every=1, meta_lr=1e-3, meta_weight_decay=1e-4, hidden=100, meta batch
 100 (the paper's batch size for both sets), look-ahead step α = the classifier's current lr.
+`normalize` (default False, the paper's Eq. and the ResNet-32 script `MW-Net.py`): True rescales each
+batch's weights to mean 1, in the look-ahead and the real step, i.e. the loss Σ_i V_i ℓ_i / Σ_j V_j of the
+official WRN-28-10 script `train_WRN-28-10_Meta_PGC.py`. It makes the objective invariant to a common
+scale of V, so the meta-gradient can only reshape V(ℓ), not raise every weight towards 1.
 Differences from the paper: the look-ahead is plain SGD as in the paper, but the real step uses the
 run's optimiser (`TrainConfig`), whose momentum and weight decay the look-ahead ignores; the meta set
 is the dataset's val split or a per-class hold-out of train (`meta_source`), not a fixed 1000-image
@@ -46,13 +50,19 @@ class MWN(MetaSourceMixin, ReweightingTrainer):
         meta_lr: float = Field(1e-3, gt=0, description="Adam learning rate of the weight net")
         meta_weight_decay: float = Field(1e-4, ge=0, description="Adam weight decay of the weight net")
         hidden: int = Field(100, gt=0, description="hidden width of the weight net")
+        normalize: bool = Field(False, description="weights rescaled to mean 1 per batch (Σ V ℓ / Σ V, official "
+                                                   "WRN-28-10 script); False = mean of V ℓ (paper, MW-Net.py)")
 
     def setup(self) -> None:
         self.weight_net = WeightNet(self.hp.hidden).to(self.device)
         super().setup()
 
     def example_weights(self, batch: Batch, losses: torch.Tensor) -> torch.Tensor:
-        return self.weight_net(losses)
+        w = self.weight_net(losses)
+        if self.hp.normalize:
+            total = w.sum()
+            w = w * (len(w) / total) if total.item() != 0 else w
+        return w
 
     def meta_parameters(self) -> list[nn.Parameter]:
         return list(self.weight_net.parameters())
