@@ -7,11 +7,14 @@ Because θ̂ is linear in w, the meta-gradient is exact in closed form:
 
     ∂L_val/∂w_i = −(α/B) · ⟨∇θ L_val(θ̂), ∇θ ℓ_i(θ)⟩
 
-Two exact ways to compute it (`mode`):
+Two exact ways to compute it and one approximate (`mode`):
   "reverse" (default): the classic second-order graph — ∇θ Σ w ℓ with `create_graph=True` for a leaf w,
-      the validation loss at θ̂, one backward to w. Fastest measured on CPU (see benchmarks.perf).
-  "forward": first-order graphs only — θ̂ by one plain backward, ∇L_val(θ̂) by one forward/backward,
-      and the per-example inner products by one forward-mode `torch.func.jvp`. Less memory.
+      the validation loss at θ̂, one backward to w.
+  "forward": first-order graphs only — θ̂ by one plain backward, v = ∇L_val(θ̂) by one forward/backward,
+      and the per-example inner products ⟨v, ∇ℓ_i⟩ by one forward-mode `torch.func.jvp`. Less memory.
+  "finite_diff": as "forward", but ⟨v, ∇ℓ_i⟩ ≈ (ℓ_i(θ + εv) − ℓ_i(θ − εv)) / 2ε, ε = fd_eps / ‖v‖ (the
+      DARTS approximation): two no-grad forwards replace every second-order term. Error O(ε²); the
+      fastest (see benchmarks.perf), and not exact.
 Any weighting w = g_φ(·) then gets ∂L_val/∂φ by one cheap backward through g_φ
 (`Hypergradient.backward_to`). The per-example training losses of the real forward are returned with
 their graph, so the real step reuses that forward instead of recomputing it.
@@ -93,12 +96,14 @@ class LookAhead:
     """Meta-gradients of a validation loss w.r.t. per-example training weights, via a virtual step."""
 
     def __init__(self, model: nn.Module, scope: Scope = "all", val_bn: Literal["batch", "running"] = "batch",
-                 reduction: Literal["mean", "sum"] = "mean", mode: Literal["reverse", "forward"] = "reverse"):
+                 reduction: Literal["mean", "sum"] = "mean",
+                 mode: Literal["reverse", "forward", "finite_diff"] = "reverse", fd_eps: float = 0.01):
         if scope not in ("all", "head"):
             raise ValueError(f"lookahead scope must be 'all' or 'head' (got {scope!r})")
-        if mode not in ("reverse", "forward"):
-            raise ValueError(f"hypergradient mode must be 'reverse' or 'forward' (got {mode!r})")
+        if mode not in ("reverse", "forward", "finite_diff"):
+            raise ValueError(f"hypergradient mode must be 'reverse', 'forward' or 'finite_diff' (got {mode!r})")
         self.model, self.scope, self.val_bn, self.reduction, self.mode = model, scope, val_bn, reduction, mode
+        self.fd_eps = fd_eps
         all_names = [n for n, p in model.named_parameters() if p.requires_grad]
         self.names = head_parameter_names(model) if scope == "head" else all_names
         if not self.names:
@@ -149,7 +154,7 @@ class LookAhead:
         if self.mode == "reverse":
             dw, val_loss = self._reverse(losses, w, scoped, scale, lr, x_val, y_val)
         else:
-            dw, val_loss = self._forward(losses, feats.detach() if self.scope == "head" else None, x, y, w,
+            dw, val_loss = self._first_order(losses, feats.detach() if self.scope == "head" else None, x, y, w,
                                          scoped, scale, lr, x_val, y_val)
         return Hypergradient(dw=dw, weights=weights, val_loss=val_loss.detach(), train_losses=losses,
                              _model=model, _buffers=train_bufs)
@@ -163,8 +168,9 @@ class LookAhead:
         (dw,) = torch.autograd.grad(val_loss, w, retain_graph=True)   # keep the forward for the real step
         return dw.detach(), val_loss
 
-    def _forward(self, losses, h, x, y, w, scoped, scale, lr, x_val, y_val):
-        """First-order graphs only: θ̂ by one backward, then −α⟨∇L_val(θ̂), ∇ℓ_i⟩ by one `jvp`."""
+    def _first_order(self, losses, h, x, y, w, scoped, scale, lr, x_val, y_val):
+        """First-order graphs only: θ̂ by one backward, v = ∇L_val(θ̂), then −α⟨v, ∇ℓ_i⟩ by a `jvp`
+        ("forward") or by a central difference of ℓ_i along v ("finite_diff")."""
         model = self.model
         if w.abs().sum() == 0:
             fast = {n: p.detach() for n, p in scoped.items()}
@@ -184,5 +190,14 @@ class LookAhead:
             return F.cross_entropy(functional_call(model, tensors, (x,)), y, reduction="none")
 
         primals = {n: p.detach() for n, p in scoped.items()}
-        _, directional = jvp(per_example, (primals,), (dict(zip(fast, v)),))
-        return (-lr * scale) * directional.detach(), val_loss
+        if self.mode == "forward":
+            _, directional = jvp(per_example, (primals,), (dict(zip(fast, v)),))
+            return (-lr * scale) * directional.detach(), val_loss
+        norm = torch.sqrt(sum(t.pow(2).sum() for t in v))
+        if norm == 0:
+            return torch.zeros_like(losses.detach()), val_loss
+        eps = self.fd_eps / norm
+        with torch.no_grad():
+            plus = per_example({n: p + eps * t for (n, p), t in zip(primals.items(), v)})
+            minus = per_example({n: p - eps * t for (n, p), t in zip(primals.items(), v)})
+        return (-lr * scale) * (plus - minus) / (2 * eps), val_loss

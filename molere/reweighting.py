@@ -27,7 +27,10 @@ class MetaHparams(Strict):
     weights_after_meta: bool = Field(True, description="real step uses the weights after the meta update (L2RW/MWN order)")
     meta_labels: Literal["observed", "true"] = Field("observed", description="labels of the meta set: observed (realistic) or true (oracle)")
     val_bn: Literal["batch", "running"] = Field("batch", description="BatchNorm statistics of the look-ahead's validation forward")
-    hypergrad: Literal["reverse", "forward"] = Field("reverse", description="exact meta-gradient by second-order reverse mode (faster on CPU) or first-order + jvp (less memory)")
+    hypergrad: Literal["reverse", "forward", "finite_diff"] = Field(
+        "reverse", description="meta-gradient: exact by second-order reverse mode or first-order + jvp (less memory), "
+                               "or approximate by a central difference along ∇L_val (DARTS; fastest)")
+    fd_eps: float = Field(0.01, gt=0, description="finite_diff step: ε = fd_eps / ‖∇L_val‖ (DARTS' 0.01)")
 
 
 def weight_stats(w: torch.Tensor) -> dict[str, float]:
@@ -56,7 +59,7 @@ class MetaSetMixin:
 
     def make_lookahead(self, engine: type[LookAhead] = LookAhead, **overrides) -> LookAhead:
         """The look-ahead engine (or a subclass) configured by the method's shared options."""
-        opts = dict(scope=self.hp.lookahead_scope, val_bn=self.hp.val_bn, mode=self.hp.hypergrad)
+        opts = dict(scope=self.hp.lookahead_scope, val_bn=self.hp.val_bn, mode=self.hp.hypergrad, fd_eps=self.hp.fd_eps)
         return engine(self.model, **{**opts, **overrides})
 
 
