@@ -13,8 +13,9 @@ Two exact ways to compute it and one approximate (`mode`):
   "forward": first-order graphs only — θ̂ by one plain backward, v = ∇L_val(θ̂) by one forward/backward,
       and the per-example inner products ⟨v, ∇ℓ_i⟩ by one forward-mode `torch.func.jvp`. Less memory.
   "finite_diff": as "forward", but ⟨v, ∇ℓ_i⟩ ≈ (ℓ_i(θ + εv) − ℓ_i(θ − εv)) / 2ε, ε = fd_eps / ‖v‖ (the
-      DARTS approximation): two no-grad forwards replace every second-order term. Error O(ε²); the
-      fastest (see benchmarks.perf), and not exact.
+      DARTS approximation): two no-grad forwards replace every second-order term, error O(ε²);
+      `fd_scheme="one_sided"` uses (ℓ_i(θ + εv) − ℓ_i(θ)) / ε with the training forward's ℓ_i(θ): one
+      forward, error O(ε). Fastest (see benchmarks.perf), and not exact.
 Any weighting w = g_φ(·) then gets ∂L_val/∂φ by one cheap backward through g_φ
 (`Hypergradient.backward_to`). The per-example training losses of the real forward are returned with
 their graph, so the real step reuses that forward instead of recomputing it.
@@ -97,13 +98,16 @@ class LookAhead:
 
     def __init__(self, model: nn.Module, scope: Scope = "all", val_bn: Literal["batch", "running"] = "batch",
                  reduction: Literal["mean", "sum"] = "mean",
-                 mode: Literal["reverse", "forward", "finite_diff"] = "reverse", fd_eps: float = 0.01):
+                 mode: Literal["reverse", "forward", "finite_diff"] = "reverse", fd_eps: float = 0.01,
+                 fd_scheme: Literal["central", "one_sided"] = "central"):
         if scope not in ("all", "head"):
             raise ValueError(f"lookahead scope must be 'all' or 'head' (got {scope!r})")
         if mode not in ("reverse", "forward", "finite_diff"):
             raise ValueError(f"hypergradient mode must be 'reverse', 'forward' or 'finite_diff' (got {mode!r})")
         self.model, self.scope, self.val_bn, self.reduction, self.mode = model, scope, val_bn, reduction, mode
-        self.fd_eps = fd_eps
+        if fd_scheme not in ("central", "one_sided"):
+            raise ValueError(f"finite-difference scheme must be 'central' or 'one_sided' (got {fd_scheme!r})")
+        self.fd_eps, self.fd_scheme = fd_eps, fd_scheme
         all_names = [n for n, p in model.named_parameters() if p.requires_grad]
         self.names = head_parameter_names(model) if scope == "head" else all_names
         if not self.names:
@@ -199,5 +203,7 @@ class LookAhead:
         eps = self.fd_eps / norm
         with torch.no_grad():
             plus = per_example({n: p + eps * t for (n, p), t in zip(primals.items(), v)})
+            if self.fd_scheme == "one_sided":   # ℓ_i(θ) is the training forward's: one extra forward
+                return (-lr * scale) * (plus - losses.detach()) / eps, val_loss
             minus = per_example({n: p - eps * t for (n, p), t in zip(primals.items(), v)})
         return (-lr * scale) * (plus - minus) / (2 * eps), val_loss

@@ -31,6 +31,8 @@ class MetaHparams(Strict):
         "reverse", description="meta-gradient: exact by second-order reverse mode or first-order + jvp (less memory), "
                                "or approximate by a central difference along ∇L_val (DARTS; fastest)")
     fd_eps: float = Field(0.01, gt=0, description="finite_diff step: ε = fd_eps / ‖∇L_val‖ (DARTS' 0.01)")
+    fd_scheme: Literal["central", "one_sided"] = Field(
+        "central", description="finite_diff: central difference (2 forwards, error O(ε²)) or one-sided (1 forward, O(ε))")
 
 
 def weight_stats(w: torch.Tensor) -> dict[str, float]:
@@ -59,7 +61,8 @@ class MetaSetMixin:
 
     def make_lookahead(self, engine: type[LookAhead] = LookAhead, **overrides) -> LookAhead:
         """The look-ahead engine (or a subclass) configured by the method's shared options."""
-        opts = dict(scope=self.hp.lookahead_scope, val_bn=self.hp.val_bn, mode=self.hp.hypergrad, fd_eps=self.hp.fd_eps)
+        opts = dict(scope=self.hp.lookahead_scope, val_bn=self.hp.val_bn, mode=self.hp.hypergrad, fd_eps=self.hp.fd_eps,
+                    fd_scheme=self.hp.fd_scheme)
         return engine(self.model, **{**opts, **overrides})
 
 

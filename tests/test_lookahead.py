@@ -152,7 +152,8 @@ def test_forward_and_reverse_modes_agree(scope):
 
 @pytest.mark.parametrize("scope", ["all", "head"])
 @pytest.mark.parametrize("weighted", [True, False])   # False: L2RW's ε = 0 look-ahead
-def test_finite_difference_mode_converges_to_the_exact_meta_gradient(scope, weighted):
+@pytest.mark.parametrize("scheme,order", [("central", 2), ("one_sided", 1)])
+def test_finite_difference_mode_converges_to_the_exact_meta_gradient(scope, weighted, scheme, order):
     torch.manual_seed(3)
     model = TinyNet().double()
     x, y, xv, yv, w = _data(3)
@@ -160,10 +161,11 @@ def test_finite_difference_mode_converges_to_the_exact_meta_gradient(scope, weig
     exact = LookAhead(model, scope=scope).hypergradient(x, y, fn, xv, yv, 0.4).dw
 
     def error(fd_eps):
-        approx = LookAhead(model, scope=scope, mode="finite_diff", fd_eps=fd_eps).hypergradient(x, y, fn, xv, yv, 0.4)
-        return ((approx.dw - exact).norm() / exact.norm()).item()
+        la = LookAhead(model, scope=scope, mode="finite_diff", fd_eps=fd_eps, fd_scheme=scheme)
+        return ((la.hypergradient(x, y, fn, xv, yv, 0.4).dw - exact).norm() / exact.norm()).item()
 
     coarse, fine = error(1e-1), error(1e-2)
     assert exact.abs().max() > 1e-4
-    assert coarse < 1e-2 and fine < 1e-4
-    assert fine < coarse / 30          # central difference: the error falls as ε² (100× for 10× smaller ε)
+    assert coarse < 10 ** -order and fine < 10 ** (-2 * order)
+    # the error falls as ε^order: 10× smaller ε, 10^order× smaller error (within a factor 3)
+    assert fine < coarse / (10 ** order / 3)

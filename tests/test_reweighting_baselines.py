@@ -107,9 +107,9 @@ def test_mwn_meta_step_updates_weight_net_and_leaves_classifier_grads(monkeypatc
     assert losses.grad_fn is not None and losses.shape == (16,)
 
 
-@pytest.mark.parametrize("normalize", [False, True])
-def test_mwn_weight_net_gradient_matches_finite_differences(monkeypatch, normalize):
-    tr = trainer("mwn", normalize=normalize)
+@pytest.mark.parametrize("normalize,hypergrad", [(False, "reverse"), (True, "reverse"), (False, "finite_diff")])
+def test_mwn_weight_net_gradient_matches_finite_differences(monkeypatch, normalize, hypergrad):
+    tr = trainer("mwn", normalize=normalize, hypergrad=hypergrad)
     tr.weight_net.double()
     xv, yv = fixed_meta_batch(tr, monkeypatch)
     grads = {}
