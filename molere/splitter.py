@@ -141,14 +141,24 @@ class Splitter(nn.Module):
 
 # ---------------------------------------------------------------------------- hard split
 def choose_validation(p_val: torch.Tensor, cap: int, fill: str = "rank", rule: str = "threshold",
-                      generator: torch.Generator | None = None) -> torch.Tensor:
+                      generator: torch.Generator | None = None, labels: torch.Tensor | None = None) -> torch.Tensor:
     """Positions of the validation split (sorted) from P(val) over the pool.
 
     Candidates are P(val) > 0.5 (`rule="threshold"`, the student's reading) or z ~ Bernoulli(P(val))
     (`"sample"`, LS). Over `cap` candidates the top `cap` by P(val) are kept; under it, `fill="rank"`
-    tops up by P(val) ranking (§7.3) and `"none"` keeps the candidates only."""
+    tops up by P(val) ranking (§7.3) and `"none"` keeps the candidates only. With `labels`, the rule runs
+    within every class c with the cap round(cap · n_c / n), so the split keeps the pool's class shares."""
     p_val = p_val.detach().float().cpu()
     chosen = p_val > 0.5 if rule == "threshold" else torch.bernoulli(p_val, generator=generator).bool()
-    n = cap if fill == "rank" else min(int(chosen.sum()), cap)
-    order = torch.argsort(p_val + 2.0 * chosen.float(), descending=True, stable=True)
-    return order[:n].sort().values
+    if labels is None:
+        groups, caps = [torch.arange(len(p_val))], [cap]
+    else:
+        labels = labels.cpu()
+        groups = [torch.nonzero(labels == c).flatten() for c in torch.unique(labels)]
+        caps = [int(round(cap * len(g) / len(p_val))) for g in groups]
+    picked = []
+    for pos, k in zip(groups, caps):
+        n = k if fill == "rank" else min(int(chosen[pos].sum()), k)
+        order = torch.argsort(p_val[pos] + 2.0 * chosen[pos].float(), descending=True, stable=True)
+        picked.append(pos[order[:n]])
+    return torch.cat(picked).sort().values

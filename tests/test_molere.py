@@ -71,6 +71,14 @@ def test_choose_validation_caps_and_fills_by_rank():
     assert len(s) == 4 and len(set(s.tolist())) == 4
 
 
+def test_choose_validation_class_balanced_ranks_within_every_class():
+    p = torch.tensor([0.9, 0.8, 0.7, 0.6, 0.1, 0.2, 0.3, 0.05])
+    y = torch.tensor([0, 0, 0, 0, 1, 1, 1, 1])
+    assert choose_validation(p, 4).tolist() == [0, 1, 2, 3]                 # one ranking: all of class 0
+    assert choose_validation(p, 4, labels=y).tolist() == [0, 1, 5, 6]       # two per class, top P(val) in each
+    assert choose_validation(p, 4, fill="none", labels=y).tolist() == [0, 1]   # candidates only
+
+
 # ---------------------------------------------------------------------------- configuration
 @pytest.mark.parametrize("field,value", [("delta", 1.0), ("delta", 0.0), ("w_ratio", -1.0), ("w_bal", -0.5),
                                          ("lambda_val", -1.0), ("meta_every", 0), ("fill", "random"),
@@ -155,6 +163,18 @@ def test_warmup_split_is_fixed_and_random():
     again, _ = make_trainer(task, epochs=2, warmup_epochs=2)
     assert set(again.meta_set.ids.tolist()) == first                      # seeded
     assert abs(task.val.ids.float().mean() - t.meta_set.ids.float().mean()) > 1  # not the official val
+
+
+def test_class_balanced_split_keeps_the_pool_class_shares():
+    task = load_task(DatasetConfig(name="digits"), RegimeConfig(kind="symmetric", rate=0.4), 0)
+    t, rec = make_trainer(task, epochs=2, warmup_epochs=1, meta_every=1, class_balanced=True)
+    t.fit()
+    after = rec.rows[-1]["metrics"]
+    assert after["split/warmup"] == 0.0 and abs(after["split/val_fraction"] - 0.1) <= 0.02
+    assert after["split/val_class_tv"] < 0.03          # per-class rounding only
+    val = t.pool.labels[t.val_mask]
+    shares = torch.bincount(val, minlength=10) / len(val) - torch.bincount(t.pool.labels, minlength=10) / len(t.pool)
+    assert shares.abs().max() < 0.01
 
 
 def test_fill_none_never_exceeds_cap():
