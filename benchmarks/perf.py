@@ -40,6 +40,14 @@ STEP_ROWS = [("erm", "erm", {}), ("mwn", "mwn", {}), ("l2rw", "l2rw", {}),
              ("lrw (Q=1)", "lrw", {"meta_every": 1}),
              ("lrw head-only (Q=1)", "lrw", {"meta_every": 1, "lookahead_scope": "head"}),
              ("fsr (head-only)", "fsr", {}), ("molere (Q=1)", "molere", {"meta_every": 1})]
+FD = {"hypergrad": "finite_diff"}                    # central difference
+FD1 = {"hypergrad": "finite_diff", "fd_scheme": "one_sided"}
+STEP_ROWS += [(f"{lbl}, {name}", m, {**hp, **fd}) for name, fd in (("finite_diff", FD), ("one-sided fd", FD1))
+              for lbl, m, hp in STEP_ROWS if m in ("mwn", "l2rw", "lrw", "molere")]
+# per-epoch rows beyond every method's defaults: (label, method, hparams)
+EPOCH_ROWS = [("lrw head-only", "lrw", {"lookahead_scope": "head"}),
+              ("lrw, finite_diff", "lrw", FD), ("lrw, one-sided fd", "lrw", FD1),
+              ("molere, finite_diff", "molere", FD), ("molere, one-sided fd", "molere", FD1)]
 
 
 def synthetic_task(shape: tuple, n: int, classes: int = 10, seed: int = 0) -> TaskData:
@@ -157,8 +165,8 @@ def main(argv=None) -> int:
               "settings": {}}
     for setting in a.settings:
         steps = time_steps({lbl: build(m, hp, setting, a.batch_size) for lbl, m, hp in STEP_ROWS}, a.rounds)
-        methods = METHODS.names()
-        epochs = time_epochs({m: build(m, {}, setting, a.batch_size) for m in methods}, a.epoch_repeats)
+        rows = [(m, m, {}) for m in METHODS.names()] + EPOCH_ROWS
+        epochs = time_epochs({lbl: build(m, hp, setting, a.batch_size) for lbl, m, hp in rows}, a.epoch_repeats)
         memory = {} if a.no_memory else {lbl: peak_memory_mb(m, hp, setting, a.batch_size, device)
                                          for lbl, m, hp in STEP_ROWS}
         report["settings"][setting] = {"step_ms": steps, "epoch_s": epochs, "peak_mb": memory}
