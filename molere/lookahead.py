@@ -28,6 +28,7 @@ sharing): the backbone forward is the real one and the head maths is tiny.
 """
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Literal
 
@@ -40,14 +41,16 @@ Scope = Literal["all", "head"]
 
 
 class _Features(nn.Module):
-    """`forward_features` of a model as a module, so `functional_call` can feed it cloned buffers."""
+    """A model's pre-logit features (the classifier head's input) as a module, so `functional_call` can
+    feed it cloned buffers: `forward_head(forward_features(x), pre_logits=True)`, timm's protocol (pooling,
+    norms and dropout of the head included; for timm models `forward_features` alone is unpooled)."""
 
     def __init__(self, model: nn.Module):
         super().__init__()
         self.m = model
 
     def forward(self, x):
-        return self.m.forward_features(x)
+        return self.m.forward_head(self.m.forward_features(x), pre_logits=True)
 
 
 def cloned_buffers(model: nn.Module) -> dict[str, torch.Tensor]:
@@ -56,8 +59,26 @@ def cloned_buffers(model: nn.Module) -> dict[str, torch.Tensor]:
 
 
 def features_on(model: nn.Module, buffers: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
-    """`model.forward_features(x)` with `buffers` standing in for the model's own buffers."""
+    """Pre-logit features of x (`get_classifier()` maps them to the logits), with `buffers` standing in
+    for the model's own buffers."""
     return functional_call(_Features(model), {f"m.{n}": b for n, b in buffers.items()}, (x,))
+
+
+def rng_state(device: torch.device) -> tuple:
+    """The random state a forward starts from (CPU, and the device's on CUDA)."""
+    return torch.get_rng_state(), torch.cuda.get_rng_state(device) if device.type == "cuda" else None
+
+
+@contextmanager
+def replaying(state: tuple, device: torch.device):
+    """Run the block from `state` — the same dropout masks as the forward that started there — and leave
+    the global random state as it was."""
+    cpu, cuda = state
+    with torch.random.fork_rng(devices=[device.index or 0] if cuda is not None else []):
+        torch.set_rng_state(cpu)
+        if cuda is not None:
+            torch.cuda.set_rng_state(cuda, device)
+        yield
 
 
 def head_parameter_names(model: nn.Module) -> list[str]:
@@ -147,9 +168,10 @@ class LookAhead:
         params = dict(model.named_parameters())
         scoped = {n: params[n] for n in self.names}
         train_bufs = cloned_buffers(model)   # the real step's forward: its statistics are committed later
+        start = rng_state(x.device)          # first-order modes re-run this forward with the same dropout masks
         if self.scope == "head":
             feats = features_on(model, train_bufs, x)
-            losses = F.cross_entropy(model.forward_head(feats), y, reduction="none")
+            losses = F.cross_entropy(model.get_classifier()(feats), y, reduction="none")
         else:
             losses = F.cross_entropy(functional_call(model, {**params, **train_bufs}, (x,)), y, reduction="none")
         scale = 1.0 / len(y) if self.reduction == "mean" else 1.0
@@ -159,7 +181,7 @@ class LookAhead:
             dw, val_loss = self._reverse(losses, w, scoped, scale, lr, x_val, y_val)
         else:
             dw, val_loss = self._first_order(losses, feats.detach() if self.scope == "head" else None, x, y, w,
-                                         scoped, scale, lr, x_val, y_val)
+                                             scoped, scale, lr, x_val, y_val, start)
         return Hypergradient(dw=dw, weights=weights, val_loss=val_loss.detach(), train_losses=losses,
                              _model=model, _buffers=train_bufs)
 
@@ -172,7 +194,7 @@ class LookAhead:
         (dw,) = torch.autograd.grad(val_loss, w, retain_graph=True)   # keep the forward for the real step
         return dw.detach(), val_loss
 
-    def _first_order(self, losses, h, x, y, w, scoped, scale, lr, x_val, y_val):
+    def _first_order(self, losses, h, x, y, w, scoped, scale, lr, x_val, y_val, start):
         """First-order graphs only: θ̂ by one backward, v = ∇L_val(θ̂), then −α⟨v, ∇ℓ_i⟩ by a `jvp`
         ("forward") or by a central difference of ℓ_i along v ("finite_diff")."""
         model = self.model
@@ -186,12 +208,13 @@ class LookAhead:
         v = torch.autograd.grad(val_loss, list(fast.values()))
         params = dict(model.named_parameters())
 
-        def per_example(p):   # ℓ_i as a function of the scoped parameters (buffers cloned inside)
+        def per_example(p):   # ℓ_i as a function of the scoped parameters: the training forward, replayed
             if self.scope == "head":
                 head = {self._head_names[n]: t for n, t in p.items()}
                 return F.cross_entropy(functional_call(model.get_classifier(), head, (h,)), y, reduction="none")
-            tensors = {**params, **p, **cloned_buffers(model)}
-            return F.cross_entropy(functional_call(model, tensors, (x,)), y, reduction="none")
+            with replaying(start, x.device):
+                tensors = {**params, **p, **cloned_buffers(model)}
+                return F.cross_entropy(functional_call(model, tensors, (x,)), y, reduction="none")
 
         primals = {n: p.detach() for n, p in scoped.items()}
         if self.mode == "forward":

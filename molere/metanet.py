@@ -4,10 +4,11 @@ The paper's weighting function takes x only (g_φ(x), Eq. 13) and its architectu
 (§7.1). Two readings are offered:
 
 - ``meta_net="input"``: a small MLP on the flattened input (``hidden`` widths, ReLU).
-- ``meta_net="features"``: an MLP (``hidden=[]``: linear) on the classifier's *detached* features
-  ``forward_features(x)``. The features are computed without gradient and with cloned BatchNorm
-  buffers, in the classifier's current train/eval mode, so the meta-network never changes the
-  classifier's running statistics and its loss never reaches the classifier's parameters.
+- ``meta_net="features"``: an MLP (``hidden=[]``: linear) on the classifier's *detached* pre-logit
+  features ``forward_head(forward_features(x), pre_logits=True)``. They are computed without gradient
+  and with cloned BatchNorm buffers, in the classifier's current train/eval mode, so the meta-network
+  never changes the classifier's running statistics and its loss never reaches the classifier's
+  parameters.
 
 The last layer gives one unit, made positive by ``sigmoid`` (the paper's [I] reading, weights in
 (0, 1)) or ``softplus``. ``normalize`` rescales the batch's weights to mean 1 (§7.1 lists it as an
@@ -74,7 +75,8 @@ class MetaNet(nn.Module):
         try:
             with torch.no_grad():
                 dev = next(classifier.parameters()).device
-                f = classifier.forward_features(torch.zeros(2, *input_shape, device=dev))
+                f = classifier.forward_head(classifier.forward_features(torch.zeros(2, *input_shape, device=dev)),
+                                            pre_logits=True)
         finally:
             classifier.train(was)
         return int(f.flatten(1).shape[1])

@@ -5,7 +5,8 @@ classifier is correct", so z = 1 (`TRAIN`) means training split and z = 0 (`VALI
 validation split; misclassified examples are pushed to validation.
 
 Architectures (`splitter_net`):
-- ``features`` (paper/LS): the classifier's detached features ⊕ one-hot(y) -> Linear -> 2-way softmax.
+- ``features`` (paper/LS): the classifier's detached pre-logit features ⊕ one-hot(y) -> Linear -> 2-way
+  softmax.
 - ``input``: a small MLP on the flattened input ⊕ one-hot(y).
 `splitter_head: per_class` scores features ⊗ one-hot(y) instead (one linear score pair per label),
 which, unlike the concatenation, can express "the label disagrees with the features".
@@ -91,8 +92,8 @@ def frozen_forward(model: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, tor
     model.eval()
     try:
         with torch.no_grad():
-            h = model.forward_features(x)
-            return h.flatten(1), model.forward_head(h)
+            h = model.forward_head(model.forward_features(x), pre_logits=True)
+            return h.flatten(1), model.get_classifier()(h)
     finally:
         model.train(was)
 

@@ -18,8 +18,8 @@ class TinyNet(nn.Module):
     def forward_features(self, x):
         return self.body(x)
 
-    def forward_head(self, h):
-        return self.fc(h)
+    def forward_head(self, h, pre_logits=False):
+        return h if pre_logits else self.fc(h)
 
     def forward(self, x):
         return self.fc(self.body(x))
