@@ -88,6 +88,7 @@ class TrainTwiceSplit:
 
     selection: Selection = "hard"
     needs_reference = True   # the sweep runner schedules the ERM trial of the same key first
+    trains_on_val = True     # the pool is train + official val
 
     def _train_erm(self, pool: ExampleSet) -> np.ndarray:
         ctx: RunContext = self.context

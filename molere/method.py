@@ -99,6 +99,7 @@ class MOLERE(LRWTrainer):
     """MOLERE: a learned splitter picks the hardest δ-fraction validation split; LRW trains on the rest."""
 
     Hparams = MOLEREHparams
+    trains_on_val = True   # the pool S is train + official val
 
     # ---- split ---------------------------------------------------------------------------------
     def split(self):

@@ -74,6 +74,7 @@ class Trainer:
     Hparams: type[Strict] = NoHparams
     uses_meta_set: bool = False   # True when `split()` returns a validation/meta set
     needs_reference: bool = False  # True when it reuses the ERM run of its key (RunContext.reference)
+    trains_on_val: bool = False   # True when the official val split is pooled into training: no val/* metrics
 
     def __init__(self, model: nn.Module, data: TaskData, train: TrainConfig, hparams: Strict | None = None,
                  context: RunContext | None = None):
@@ -190,7 +191,11 @@ class Trainer:
     def evaluate(self, splits: dict[str, ExampleSet] | None = None) -> tuple[dict[str, float], dict[str, Outputs]]:
         """Accuracy (and worst-group accuracy, official metrics) on every evaluation split."""
         metrics, outs = {}, {}
-        for name, ex in (splits or self.data.eval_splits()).items():
+        if splits is None:
+            splits = self.data.eval_splits()
+            if self.trains_on_val:   # its val/* would not be held-out numbers
+                splits.pop("val", None)
+        for name, ex in splits.items():
             if len(ex) == 0:
                 continue
             o = outs[name] = self.outputs(ex)

@@ -50,6 +50,10 @@ def test_every_method_trains_and_evaluates(name):
     assert len(trainer.train_set) > 0
     if method.uses_meta_set:
         assert trainer.meta_set is not None and len(trainer.meta_set) > 0
+    # a method that trains on official val examples declares it, and then reports no (non-held-out) val/*
+    trains_on_val = bool(set(task.val.ids.tolist()) & set(trainer.train_set.ids.tolist()))
+    assert method.trains_on_val == trains_on_val
+    assert ("val/acc" in metrics) == (not trains_on_val)
 
 
 def test_registry_lists_every_method_with_doc_and_defaults():
