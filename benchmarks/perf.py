@@ -6,8 +6,9 @@ median ms per training step with the meta update every step (the meta-step cost)
 epoch with each method's default schedule (e.g. Q = 5 for LRW and MOLERE), ratios to ERM, and peak
 memory of a few steps (CUDA: max allocated; CPU: the peak resident memory the steps add, measured in a
 fresh process).
-Train-twice methods get fixed reference margins (their ERM pass is a separate trial) and MOLERE is
-timed past its warm-up (splitter active), so each row is the method's steady-state cost.
+Train-twice methods get fixed reference margins (their ERM pass is a separate trial), MOLERE and FSR
+are timed past their warm-ups (splitter active, probe set filled) and every trainer has run its first
+`on_epoch_start` before a step is timed, so each row is the method's steady-state cost.
 """
 from __future__ import annotations
 
@@ -85,7 +86,9 @@ def build(method: str, hparams: dict, setting: str, batch_size: int, epochs: int
     hp = cls.Hparams.model_validate({k: v for k, v in hparams.items() if k in cls.Hparams.model_fields})
     cfg = TrainConfig(epochs=epochs, batch_size=batch_size, lr=0.05, schedule="constant")
     context = RunContext(seed=0, model_factory=factory, reference=FixedReference(task))
-    return cls(factory(), task, cfg, hp, context)
+    trainer = cls(factory(), task, cfg, hp, context)
+    trainer.on_epoch_start(0)   # steady state before any step is timed (e.g. FSR's probe set, MOLERE's split)
+    return trainer
 
 
 def _stream(trainer):
