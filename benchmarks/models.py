@@ -1,9 +1,10 @@
 """Model layer: small built-in networks and any timm model behind one `build_model` call.
 
 Every model follows timm's split, which the meta-learning engine relies on:
-``forward(x) == forward_head(forward_features(x))``, ``get_classifier()`` is the final linear layer,
-and ``head_param_names`` lists that layer's parameter names (as in ``named_parameters()``), i.e. the
-parameters of a head-only look-ahead.
+``forward(x) == forward_head(forward_features(x))``, ``forward_head(h, pre_logits=True)`` gives the
+pre-logit features (pooled, what the head consumes), ``get_classifier()`` is the final linear layer
+that maps them to the logits, and ``head_param_names`` lists that layer's parameter names (as in
+``named_parameters()``), i.e. the parameters of a head-only look-ahead.
 
 A registry entry is a callable ``entry(num_classes, input_shape, opts) -> nn.Module`` with a nested
 ``Options(Strict)`` class; it may also define ``check(num_classes, input_shape, opts)`` to reject bad

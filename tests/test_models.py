@@ -15,14 +15,17 @@ SMALL = [("mlp", {"hidden": [32, 16]}), ("mlp", {"hidden": [32], "batchnorm": Tr
 
 
 def check_split(model, shape, num_classes, batch=4):
-    """forward shape, forward == forward_head(forward_features), head names == classifier params."""
+    """forward shape, forward == forward_head(forward_features) == classifier(pre-logits), head names ==
+    classifier params."""
     model.eval()
     x = torch.randn(batch, *shape)
     with torch.no_grad():
         out = model(x)
         split = model.forward_head(model.forward_features(x))
+        via_pre_logits = model.get_classifier()(model.forward_head(model.forward_features(x), pre_logits=True))
     assert out.shape == (batch, num_classes)
     assert torch.allclose(out, split, atol=1e-6)
+    assert torch.allclose(out, via_pre_logits, atol=1e-5)   # the head-only look-ahead's view of the model
     names = dict(model.named_parameters())
     head = model.head_param_names
     clf_ids = {id(p) for p in model.get_classifier().parameters()}
