@@ -59,9 +59,9 @@ class MWN(MetaSourceMixin, ReweightingTrainer):
 
     def example_weights(self, batch: Batch, losses: torch.Tensor) -> torch.Tensor:
         w = self.weight_net(losses)
-        if self.hp.normalize:
+        if self.hp.normalize:   # Σ V = 0 (every weight underflowed) keeps the zeros, as the official code
             total = w.sum()
-            w = w * (len(w) / total) if total.item() != 0 else w
+            w = torch.where(total > 0, w * (len(w) / total.clamp_min(torch.finfo(w.dtype).tiny)), w)
         return w
 
     def meta_parameters(self) -> list[nn.Parameter]:

@@ -74,7 +74,8 @@ def replaying(state: tuple, device: torch.device):
     """Run the block from `state` — the same dropout masks as the forward that started there — and leave
     the global random state as it was."""
     cpu, cuda = state
-    with torch.random.fork_rng(devices=[device.index or 0] if cuda is not None else []):
+    index = device.index if device.index is not None or cuda is None else torch.cuda.current_device()
+    with torch.random.fork_rng(devices=[index] if cuda is not None else []):
         torch.set_rng_state(cpu)
         if cuda is not None:
             torch.cuda.set_rng_state(cuda, device)
