@@ -8,11 +8,12 @@ from molere.lookahead import LookAhead
 
 
 class TinyNet(nn.Module):
-    """Linear -> BatchNorm -> tanh -> linear head, in double precision."""
+    """Linear -> BatchNorm -> tanh (-> dropout) -> linear head, in double precision."""
 
-    def __init__(self):
+    def __init__(self, dropout: float = 0.0):
         super().__init__()
-        self.body = nn.Sequential(nn.Linear(5, 8), nn.BatchNorm1d(8), nn.Tanh())
+        layers = [nn.Linear(5, 8), nn.BatchNorm1d(8), nn.Tanh()] + ([nn.Dropout(dropout)] if dropout else [])
+        self.body = nn.Sequential(*layers)
         self.fc = nn.Linear(8, 3)
 
     def forward_features(self, x):
@@ -169,3 +170,17 @@ def test_finite_difference_mode_converges_to_the_exact_meta_gradient(scope, weig
     assert coarse < 10 ** -order and fine < 10 ** (-2 * order)
     # the error falls as ε^order: 10× smaller ε, 10^order× smaller error (within a factor 3)
     assert fine < coarse / (10 ** order / 3)
+
+
+@pytest.mark.parametrize("mode,fd", [("forward", {}), ("finite_diff", {"fd_eps": 1e-4})])
+def test_first_order_modes_replay_the_training_forwards_dropout_masks(mode, fd):
+    torch.manual_seed(0)
+    model = TinyNet(dropout=0.3).double().train()
+    x, y, xv, yv, w = _data(4)
+
+    def dw(**kw):
+        torch.manual_seed(5)     # the same masks for the training and validation forwards of each run
+        return LookAhead(model, **kw).hypergradient(x, y, lambda losses: w, xv, yv, 0.5).dw
+
+    exact, approx = dw(), dw(mode=mode, **fd)
+    assert ((approx - exact).norm() / exact.norm()).item() < 1e-5

@@ -1,11 +1,12 @@
 """The meta machinery on timm models: the head is fed pre-logit features (pooled; timm's `forward_features`
-alone is not), and dropout does not break the first-order hypergradients."""
+alone is not)."""
 import copy
 
 import pytest
 import torch
 import torch.nn.functional as F
 
+from benchmarks import catalog  # noqa: F401  (registers the methods)
 from benchmarks.models import build_model
 from molere.config import TrainConfig
 from molere.data import ExampleSet, TaskData
@@ -59,41 +60,3 @@ def test_feature_based_meta_networks_train_on_timm(method, hp):
     final = trainer.fit()
     assert torch.isfinite(torch.tensor(final["train/loss"]))
     assert all(torch.isfinite(p).all() for p in model.parameters())
-
-
-class DropNet(torch.nn.Module):
-    """Linear -> tanh -> dropout -> linear head, double precision."""
-
-    def __init__(self):
-        super().__init__()
-        self.body = torch.nn.Sequential(torch.nn.Linear(5, 16), torch.nn.Tanh(), torch.nn.Dropout(0.3))
-        self.fc = torch.nn.Linear(16, 3)
-
-    def forward_features(self, x):
-        return self.body(x)
-
-    def forward_head(self, h, pre_logits=False):
-        return h if pre_logits else self.fc(h)
-
-    def forward(self, x):
-        return self.fc(self.body(x))
-
-    def get_classifier(self):
-        return self.fc
-
-
-@pytest.mark.parametrize("mode,fd", [("forward", {}), ("finite_diff", {"fd_eps": 1e-4})])
-def test_first_order_modes_replay_the_training_forwards_dropout_masks(mode, fd):
-    torch.manual_seed(0)
-    model = DropNet().double().train()
-    g = torch.Generator().manual_seed(1)
-    x, xv = torch.randn(8, 5, generator=g, dtype=torch.float64), torch.randn(6, 5, generator=g, dtype=torch.float64)
-    y, yv = torch.randint(0, 3, (8,), generator=g), torch.randint(0, 3, (6,), generator=g)
-    w = torch.rand(8, generator=g, dtype=torch.float64)
-
-    def dw(**kw):
-        torch.manual_seed(5)     # the same masks for the training and validation forwards of each run
-        return LookAhead(model, **kw).hypergradient(x, y, lambda losses: w, xv, yv, 0.5).dw
-
-    exact, approx = dw(), dw(mode=mode, **fd)
-    assert ((approx - exact).norm() / exact.norm()).item() < 1e-5
