@@ -26,7 +26,7 @@ from torch import nn
 
 from molere.data import Batch
 from molere.registry import register_method
-from molere.reweighting import MetaHparams, MetaSourceHparams, MetaSourceMixin, ReweightingTrainer
+from molere.reweighting import MetaHparams, MetaSourceHparams, MetaSourceMixin, ReweightingTrainer, mean_one
 
 
 class WeightNet(nn.Module):
@@ -59,10 +59,7 @@ class MWN(MetaSourceMixin, ReweightingTrainer):
 
     def example_weights(self, batch: Batch, losses: torch.Tensor) -> torch.Tensor:
         w = self.weight_net(losses)
-        if self.hp.normalize:   # Σ V = 0 (every weight underflowed) keeps the zeros, as the official code
-            total = w.sum()
-            w = torch.where(total > 0, w * (len(w) / total.clamp_min(torch.finfo(w.dtype).tiny)), w)
-        return w
+        return mean_one(w) if self.hp.normalize else w   # Σ V = 0 keeps the zeros, as the official code
 
     def meta_parameters(self) -> list[nn.Parameter]:
         return list(self.weight_net.parameters())

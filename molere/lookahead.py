@@ -169,7 +169,8 @@ class LookAhead:
         params = dict(model.named_parameters())
         scoped = {n: params[n] for n in self.names}
         train_bufs = cloned_buffers(model)   # the real step's forward: its statistics are committed later
-        start = rng_state(x.device)          # first-order modes re-run this forward with the same dropout masks
+        # first-order modes re-run this forward later, with the same dropout masks
+        start = None if self.mode == "reverse" else rng_state(x.device)
         if self.scope == "head":
             feats = features_on(model, train_bufs, x)
             losses = F.cross_entropy(model.get_classifier()(feats), y, reduction="none")

@@ -26,6 +26,7 @@ from torch import nn
 
 from .config import Strict
 from .lookahead import cloned_buffers, features_on
+from .reweighting import mean_one
 
 
 class MetaNetOptions(Strict):
@@ -99,9 +100,7 @@ class MetaNet(nn.Module):
         h = self.features(x) if self.options.meta_net == "features" else x
         z = self.net(h).squeeze(1)
         w = torch.sigmoid(z) if self.options.output == "sigmoid" else nn.functional.softplus(z)
-        if self.options.normalize:
-            w = w / w.mean().clamp_min(1e-12)
-        return w
+        return mean_one(w) if self.options.normalize else w
 
     def make_optimizer(self) -> torch.optim.Optimizer:
         o = self.options

@@ -170,6 +170,12 @@ class MetaSourceMixin:
         return train, meta
 
 
+def mean_one(w: torch.Tensor) -> torch.Tensor:
+    """A batch's weights rescaled to mean 1 (graph kept); all-zero weights stay zero."""
+    total = w.sum()
+    return torch.where(total > 0, w * (len(w) / total.clamp_min(torch.finfo(w.dtype).tiny)), w)
+
+
 def clamped_normalised(dw: torch.Tensor) -> torch.Tensor:
     """L2RW's weights from meta-gradients: max(−∂L_val/∂w, 0), normalised to sum 1 (all zero stays zero)."""
     w = (-dw).clamp_min(0)
