@@ -7,7 +7,8 @@ The meta set is the official `val` split with observed labels (`meta_labels: tru
 
 Differs from / fills in for the paper: φ's architecture was not recovered — a small MLP on the
 flattened input by default, or on the classifier's detached features (`meta_net: features`); sigmoid
-output; no per-batch normalisation by default (see `molere.metanet`).
+output; weights rescaled to mean 1 per batch by default (`normalize: true`, ERM's step size; `false` =
+Eq. 13 literally, which measured as a halved learning rate, not reweighting: see `molere.metanet`).
 """
 from __future__ import annotations
 

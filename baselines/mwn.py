@@ -5,14 +5,17 @@ A weight net V(ℓ; Φ) (MLP 1→100→1, ReLU, sigmoid) maps each example's det
 weight. Every iteration (the shared `ReweightingTrainer`):
   1. look ahead θ̂(Φ) = θ − α · Σ_i V(ℓ_i) ∇ℓ_i / B,
   2. Φ ← Adam(lr 1e-3, weight decay 1e-4) on the meta-set cross-entropy of f_θ̂,
-  3. the real step on Σ_i V(ℓ_i; Φ_new) ℓ_i / B with the weights detached (no normalisation).
+  3. the real step on Σ_i V(ℓ_i; Φ_new) ℓ_i / Σ_j V_j with the weights detached (mean-1 weights).
 
 Defaults from the paper: meta_every=1, meta_lr=1e-3, meta_weight_decay=1e-4, hidden=100, meta batch
 100 (the paper's batch size for both sets), look-ahead step α = the classifier's current lr.
-`normalize` (default False, the paper's Eq. and the ResNet-32 script `MW-Net.py`): True rescales each
-batch's weights to mean 1, in the look-ahead and the real step, i.e. the loss Σ_i V_i ℓ_i / Σ_j V_j of the
-official WRN-28-10 script `train_WRN-28-10_Meta_PGC.py`. It makes the objective invariant to a common
-scale of V, so the meta-gradient can only reshape V(ℓ), not raise every weight towards 1.
+`normalize` (default True, a deviation from the paper's Eq. and the ResNet-32 script `MW-Net.py`, which
+is `normalize: false`): each batch's weights are rescaled to mean 1, in the look-ahead and the real step,
+i.e. the loss Σ_i V_i ℓ_i / Σ_j V_j of the official WRN-28-10 script `train_WRN-28-10_Meta_PGC.py`. It
+gives the classifier ERM's effective step size (sigmoid weights start at ≈ 0.5, which otherwise halves
+it) and makes the objective invariant to a common scale of V, so the meta-gradient can only reshape
+V(ℓ), not raise every weight towards 1. Measured on digits with 40% noise: +18.9 points over ERM with
+it, −1.2 without (docs/results/mwn_noisy_digits.md).
 Differences from the paper: the look-ahead is plain SGD as in the paper, but the real step uses the
 run's optimiser (`TrainConfig`), whose momentum and weight decay the look-ahead ignores; the meta set
 is the dataset's val split or a per-class hold-out of train (`meta_source`), not a fixed 1000-image
@@ -50,8 +53,8 @@ class MWN(MetaSourceMixin, ReweightingTrainer):
         meta_lr: float = Field(1e-3, gt=0, description="Adam learning rate of the weight net")
         meta_weight_decay: float = Field(1e-4, ge=0, description="Adam weight decay of the weight net")
         hidden: int = Field(100, gt=0, description="hidden width of the weight net")
-        normalize: bool = Field(False, description="weights rescaled to mean 1 per batch (Σ V ℓ / Σ V, official "
-                                                   "WRN-28-10 script); False = mean of V ℓ (paper, MW-Net.py)")
+        normalize: bool = Field(True, description="weights rescaled to mean 1 per batch (Σ V ℓ / Σ V, official "
+                                                  "WRN-28-10 script; ERM's step size); False = mean of V ℓ (paper)")
 
     def setup(self) -> None:
         self.weight_net = WeightNet(self.hp.hidden).to(self.device)
@@ -60,6 +63,9 @@ class MWN(MetaSourceMixin, ReweightingTrainer):
     def example_weights(self, batch: Batch, losses: torch.Tensor) -> torch.Tensor:
         w = self.weight_net(losses)
         return mean_one(w) if self.hp.normalize else w   # Σ V = 0 keeps the zeros, as the official code
+
+    def raw_weights(self, batch: Batch, losses: torch.Tensor) -> torch.Tensor:
+        return self.weight_net(losses)
 
     def meta_parameters(self) -> list[nn.Parameter]:
         return list(self.weight_net.parameters())

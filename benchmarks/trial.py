@@ -11,6 +11,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from baselines.crossfit import crossfit_margins
+from baselines.train_twice import TrainTwiceOptions
 from molere.registry import METHODS
 from molere.trainer import RunContext, Trainer
 
@@ -57,6 +59,13 @@ class StoreReference:
             return None
         m = self.erm_dir.margins()
         return (m["pool_ids"], m["pool_margins"]) if "pool_ids" in m else None
+
+    def erm_crossfit_margins(self, folds: int):
+        if self.erm_dir is None or self.erm_dir.status != "done":
+            return None
+        m = self.erm_dir.margins()
+        ok = "pool_oof_margins" in m and int(m["pool_oof_folds"]) == folds
+        return (m["pool_ids"], m["pool_oof_margins"]) if ok else None
 
     def offer_erm_pool_margins(self, ids, margins) -> None:
         pass   # an in-process pass is not a complete ERM trial; the store only holds real trials
@@ -113,9 +122,14 @@ def run_trial(cfg: TrialConfig, out_dir: str | os.PathLike, *, callbacks: tuple 
             pool = task.train if task.val is None else ExampleSet.concat(task.train, task.val)
             p = trainer.outputs(pool, true_labels=False)
             arrays.update({"pool_ids": p.ids, "pool_margins": p.margins})
+            folds = TrainTwiceOptions().crossfit_folds   # the default ranking of the train-twice methods
+            arrays.update({"pool_oof_folds": np.array(folds), "pool_oof_margins": crossfit_margins(
+                pool, task, trainer.cfg, trainer.context, folds, trainer.device)})
         run.save_margins(arrays)
+        diagnostics = getattr(trainer, "reweighting_diagnostics", None)
         result = {"trial_id": tid, "status": "done", "metrics": {**final, **metrics},
                   "info": task.info, "method_info": getattr(trainer, "info", {}),
+                  "reweighting": diagnostics() if diagnostics else None,
                   "wall_time_s": time.perf_counter() - t0}
         run.finish(result)
         return result

@@ -33,6 +33,9 @@ class LRWTrainer(ReweightingTrainer):
     def example_weights(self, batch: Batch, losses: torch.Tensor) -> torch.Tensor:
         return self.metanet.weights(batch.x)
 
+    def raw_weights(self, batch: Batch, losses: torch.Tensor) -> torch.Tensor:
+        return self.metanet.weights(batch.x, normalize=False)
+
     def meta_parameters(self):
         return list(self.metanet.parameters())
 

@@ -62,8 +62,11 @@ class MOLEREHparams(LRWHparams, SplitterOptions):
     split_rule: Literal["threshold", "sample"] = Field(
         "threshold", description="candidates: P(val) > 0.5 (student's reading) or z ~ P_Θ (LS)")
     class_balanced: bool = Field(
-        False, description="materialise the split within every observed class (each keeps its pool share of "
-                           "the validation split); False = one ranking over the pool (paper)")
+        True, description="materialise the split within every observed class (each keeps its pool share of "
+                          "the validation split, the balance L_Θ's KL aims at); False = one ranking over the pool")
+    splitter_warmup: bool = Field(
+        True, description="Θ trains during warm-up (correctness CE on pool batches + size/balance KLs: no split "
+                          "needed) so the first split is informed; False = Θ untouched until then")
 
 
 class _RecordingLookAhead(LookAhead):
@@ -75,17 +78,24 @@ class _RecordingLookAhead(LookAhead):
         return self.last
 
 
+def class_tv(labels: torch.Tensor, val_mask: torch.Tensor, num_classes: int) -> float:
+    """Total-variation distance between the class shares of the validation split and of the pool."""
+    q_val = torch.bincount(labels[val_mask], minlength=num_classes).float() / max(int(val_mask.sum()), 1)
+    q_all = torch.bincount(labels, minlength=num_classes).float() / len(labels)
+    return 0.5 * (q_val - q_all).abs().sum().item()
+
+
 def split_stats(pool: ExampleSet, val_mask: torch.Tensor, p_val: torch.Tensor, logits: torch.Tensor,
                 num_classes: int) -> dict[str, float]:
-    """Size, class balance, misclassification, margin, label noise and P(val) of val vs train."""
+    """Size, class balance, misclassification, margin, label noise and P(val) of val vs train and pool
+    (the pool's value is what a random split of any size has in expectation)."""
     y = pool.labels
     wrong, margin, noisy = logits.argmax(1) != y, probabilistic_margin(logits, y), y != pool.true_labels
     n_val = int(val_mask.sum())
-    q_val = torch.bincount(y[val_mask], minlength=num_classes).float() / max(n_val, 1)
-    q_all = torch.bincount(y, minlength=num_classes).float() / len(y)
     out = {"split/val_size": float(n_val), "split/val_fraction": n_val / len(y),
-           "split/val_class_tv": 0.5 * (q_val - q_all).abs().sum().item()}
-    for name, m in (("val", val_mask), ("train", ~val_mask)):
+           "split/val_class_tv": class_tv(y, val_mask, num_classes)}
+    everything = torch.ones_like(val_mask)
+    for name, m in (("val", val_mask), ("train", ~val_mask), ("pool", everything)):
         if m.any():
             out.update({f"split/{name}_misclassified": wrong[m].float().mean().item(),
                         f"split/{name}_margin": margin[m].mean().item(),
@@ -152,20 +162,33 @@ class MOLERE(LRWTrainer):
         return torch.cat(p), torch.cat(z)
 
     def on_epoch_start(self, epoch: int) -> None:
+        if epoch == 0 and not hasattr(self, "_split_stats"):
+            p_val, logits = self.pool_pass()           # the random warm-up split, with the initial classifier
+            self._split_stats = split_stats(self.pool, self.val_mask, p_val, logits, self.data.num_classes)
         if epoch < self.warmup_epochs:
             return
         cached = self._cache is not None and self._cache[0] == self.global_step
-        p_val = self._cache[1] if cached else self.pool_pass()[0]
-        idx = choose_validation(p_val, self.val_cap, self.hp.fill, self.hp.split_rule, self._split_gen,
-                                labels=self.pool.labels if self.hp.class_balanced else None)
+        p_val, logits = self._cache[1:] if cached else self.pool_pass()
+        labels = self.pool.labels if self.hp.class_balanced else None
+        one_ranking = torch.Generator().set_state(self._split_gen.get_state())
+        unbalanced = choose_validation(p_val, self.val_cap, self.hp.fill, self.hp.split_rule, one_ranking)
+        idx = choose_validation(p_val, self.val_cap, self.hp.fill, self.hp.split_rule, self._split_gen, labels=labels)
+        before = self.val_mask
         self.train_set, self.meta_set = self._assign(idx)
+        # hardness of the new split under the classifier state that will now train on it
+        stats = split_stats(self.pool, self.val_mask, p_val, logits, self.data.num_classes)
+        mask = torch.zeros_like(self.val_mask)
+        mask[unbalanced] = True
+        stats["split/val_class_tv_one_ranking"] = class_tv(self.pool.labels, mask, self.data.num_classes)
+        stats["split/overlap_prev"] = (before & self.val_mask).sum().item() / max(int(self.val_mask.sum()), 1)
+        self._split_stats = stats
 
     # ---- steps ---------------------------------------------------------------------------------
     def meta_step_due(self) -> bool:
         return super().meta_step_due() and (self.hp.warmup_meta or not self.in_warmup)
 
     def training_step(self, batch: Batch) -> torch.Tensor:
-        splitter_due = not self.in_warmup and self.global_step % self.hp.meta_every == 0
+        splitter_due = (self.hp.splitter_warmup or not self.in_warmup) and self.global_step % self.hp.meta_every == 0
         if hasattr(self.lookahead, "last"):
             self.lookahead.last = None        # option B only ever uses this step's look-ahead
         loss = super().training_step(batch)   # φ step (if due), then the φ-weighted loss of θ's step
@@ -185,25 +208,27 @@ class MOLERE(LRWTrainer):
         return self.splitter(x, y, f), logits, F.cross_entropy(logits, y, reduction="none")
 
     def splitter_losses(self, batch: Batch | None = None) -> dict[str, torch.Tensor]:
-        """The terms of L_Θ on a pool batch and (when the split has one) a validation batch."""
-        hp = self.hp
+        """The terms of L_Θ on a pool batch and (when the split has one) a validation batch. In warm-up the
+        split is random, so only the terms that need none apply: correctness CE on the pool batch and KLs."""
+        hp, warm = self.hp, self.in_warmup
         xp, yp = self._next("pool", self.pool)
         sp, zp, lp = self._scored(xp, yp)
         p_train = F.softmax(sp, 1)[:, TRAIN]
         terms = {"ratio": split_size_kl(p_train, 1 - hp.delta), "bal": label_balance_kl(p_train, yp)}
         on = {"pool": (sp, zp, lp, yp)}
-        if len(self.meta_set) > 0:
+        if len(self.meta_set) > 0 and not warm:
             xv, yv = self._next("val", self.meta_set)
             sv, zv, lv = self._scored(xv, yv)
             on["val"] = (sv, zv, lv, yv)
-        if hp.gap_on in on:
-            s, z, _, y = on[hp.gap_on]
+        gap_on = "pool" if warm else hp.gap_on
+        if gap_on in on:
+            s, z, _, y = on[gap_on]
             terms["gap"] = F.cross_entropy(s, (z.argmax(1) == y).long())   # target 1 = correct = train
         if hp.val_term == "membership" and hp.val_term_on in on:
             s, _, losses, _ = on[hp.val_term_on]
             terms["val"] = membership_weighted_loss(F.softmax(s, 1)[:, VALIDATION], losses)
         hg = getattr(self.lookahead, "last", None)
-        if hg is not None and batch is not None:
+        if hg is not None and batch is not None and not warm:
             # L_val depends on Θ through the training weights p_train·g_φ: ∂L_val/∂Θ = Σ dw_j g_j ∂p_j/∂Θ
             pt = F.softmax(self.splitter(batch.x, batch.y), 1)[:, TRAIN]
             terms["val"] = (hg.dw * hg.weights.detach() * pt).sum()
@@ -227,20 +252,20 @@ class MOLERE(LRWTrainer):
     # ---- reporting and checkpoints -------------------------------------------------------------
     def on_epoch_end(self, epoch: int) -> dict[str, float]:
         p_val, logits = self.pool_pass()
-        self._cache = (self.global_step, p_val)   # the next epoch's split uses this same state
-        stats = split_stats(self.pool, self.val_mask, p_val, logits, self.data.num_classes)
-        stats["split/warmup"] = float(epoch < self.warmup_epochs)
+        self._cache = (self.global_step, p_val, logits)   # the next epoch's split uses this same state
+        stats = {**self._split_stats, "split/warmup": float(epoch < self.warmup_epochs)}
         self.info["split_history"].append({"epoch": epoch + 1, **stats})
         return stats
 
     def extra_state(self) -> dict:
         return {**super().extra_state(), "splitter": self.splitter.state_dict(),
                 "splitter_opt": self.splitter_opt.state_dict(), "val_mask": self.val_mask.clone(),
-                "split_gen": self._split_gen.get_state()}
+                "split_gen": self._split_gen.get_state(), "split_stats": getattr(self, "_split_stats", {})}
 
     def load_extra_state(self, state: dict) -> None:
         super().load_extra_state(state)
         self.splitter.load_state_dict(state["splitter"])
         self.splitter_opt.load_state_dict(state["splitter_opt"])
         self._split_gen.set_state(state["split_gen"])
+        self._split_stats = state.get("split_stats", {})
         self.train_set, self.meta_set = self._assign(torch.nonzero(state["val_mask"]).flatten())

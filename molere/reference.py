@@ -17,3 +17,10 @@ class ReferenceProvider(Protocol):
 
     def offer_erm_pool_margins(self, ids: np.ndarray, margins: np.ndarray) -> None:
         """Keep margins computed by an in-process ERM pass for later trials of the same key."""
+
+    # optional (looked up with getattr): cross-fitted margins of `baselines.crossfit`
+    def erm_crossfit_margins(self, folds: int) -> tuple[np.ndarray, np.ndarray] | None:
+        """(ids, out-of-fold margins) of the pool with `folds` folds, or None when not stored."""
+
+    def offer_erm_crossfit_margins(self, folds: int, ids: np.ndarray, margins: np.ndarray) -> None:
+        """Keep cross-fitted margins computed in-process for later trials of the same key."""

@@ -8,12 +8,14 @@ from __future__ import annotations
 
 from typing import Iterator, Literal
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from pydantic import Field
 
 from .config import ConfigError, Strict
 from .data import Batch, ExampleSet, forever
+from .diagnostics import aligned, eval_losses, relative_displacement, weight_diagnostics
 from .lookahead import LookAhead
 from .trainer import Trainer
 
@@ -84,9 +86,42 @@ class ReweightingTrainer(MetaSetMixin, Trainer):
         raise NotImplementedError
 
     # ---- shared ------------------------------------------------------------------------------
+    def raw_weights(self, batch: Batch, losses: torch.Tensor) -> torch.Tensor:
+        """g_φ before any per-batch rescaling (for the diagnostics); default: `example_weights`."""
+        return self.example_weights(batch, losses)
+
+    # ---- shared ------------------------------------------------------------------------------
     def setup(self) -> None:
         self.lookahead = self.make_lookahead()
         self.meta_opt = self.meta_optimizer()
+        self.meta_init = [p.detach().clone() for p in self.meta_parameters()]
+
+    def reference_margins(self) -> tuple[np.ndarray, np.ndarray] | None:
+        """(ids, ERM margins) to correlate the weights with: the method's own ranking margins if it has
+        them (train-twice), else the stored ERM run of the key (never trained for this)."""
+        own = getattr(self, "ranking_margins", None)
+        if own is not None:
+            return own
+        ref = self.context.reference
+        return ref.erm_pool_margins() if ref is not None else None
+
+    @torch.no_grad()
+    def reweighting_diagnostics(self) -> dict[str, float]:
+        """`molere.diagnostics` on the training split with the final θ and φ."""
+        ws, ls = [], []
+        for b in self.train_set.batches(512, train=False, num_workers=self.cfg.num_workers):
+            b = b.to(self.device)
+            losses = eval_losses(self.model, b.x, b.y)
+            ws.append(self.raw_weights(b, losses).float().cpu())
+            ls.append(losses.float().cpu())
+        ex = self.train_set
+        ref = self.reference_margins()
+        erm = aligned(ex.ids.numpy(), *ref) if ref is not None else None
+        out = weight_diagnostics(torch.cat(ws).numpy(), torch.cat(ls).numpy(),
+                                 (ex.labels != ex.true_labels).numpy(), erm)
+        out["meta_displacement"] = relative_displacement(self.meta_parameters(), self.meta_init)
+        out["examples"] = len(ex)
+        return out
 
     def meta_step_due(self) -> bool:
         return self.meta_set is not None and len(self.meta_set) > 0 and self.global_step % self.hp.meta_every == 0
@@ -118,13 +153,14 @@ class ReweightingTrainer(MetaSetMixin, Trainer):
         return (w.detach() * losses).mean()
 
     def extra_state(self) -> dict:
-        return {"meta_opt": self.meta_opt.state_dict(),
+        return {"meta_opt": self.meta_opt.state_dict(), "meta_init": self.meta_init,
                 "meta_params": [p.detach().clone() for p in self.meta_parameters()]}
 
     def load_extra_state(self, state: dict) -> None:
         with torch.no_grad():
             for p, v in zip(self.meta_parameters(), state["meta_params"]):
                 p.copy_(v)
+        self.meta_init = state.get("meta_init", self.meta_init)
         self.meta_opt.load_state_dict(state["meta_opt"])
 
 

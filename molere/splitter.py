@@ -39,6 +39,9 @@ class SplitterOptions(Strict):
         "concat", description="features ⊕ one-hot(y) (LS) or one score pair per label (features ⊗ one-hot(y))")
     splitter_hidden: int | None = Field(
         None, ge=0, description="hidden width of Θ; None = 128 for input (small MLP), 0 = linear for features (LS)")
+    splitter_init: Literal["zero", "default"] = Field(
+        "zero", description="Θ's output layer starts at zero (an untrained Θ prefers no example, so the split ranks "
+                            "by what it learned) or with PyTorch's default random init (whose ranking is arbitrary)")
     splitter_lr: float = Field(1e-3, gt=0, description="learning rate β1 of Θ (paper §2.4: SGD, fixed 1e-3)")
     splitter_optimizer: Literal["sgd", "adam"] = Field("sgd", description="optimiser of Θ (paper: SGD; LS: Adam)")
     w_gap: float = Field(1.0, ge=0, description="weight of CE(P_Θ, classifier correctness) (Eq. 11)")
@@ -116,6 +119,9 @@ class Splitter(nn.Module):
             width = hidden
         layers.append(nn.Linear(width, 2 if concat else 2 * num_classes))
         self.net = nn.Sequential(*layers)
+        if options.splitter_init == "zero":
+            nn.init.zeros_(self.net[-1].weight)
+            nn.init.zeros_(self.net[-1].bias)
         self.to(next(classifier.parameters()).device)
 
     def classify(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -141,6 +147,16 @@ class Splitter(nn.Module):
 
 
 # ---------------------------------------------------------------------------- hard split
+def apportion(total: int, sizes: list[int]) -> list[int]:
+    """Split `total` over groups in proportion to `sizes` (largest-remainder method; sums to `total`)."""
+    n = sum(sizes)
+    quota = [total * s / n for s in sizes]
+    out = [int(q) for q in quota]
+    for i in sorted(range(len(sizes)), key=lambda i: -(quota[i] - out[i]))[:total - sum(out)]:
+        out[i] += 1
+    return out
+
+
 def choose_validation(p_val: torch.Tensor, cap: int, fill: str = "rank", rule: str = "threshold",
                       generator: torch.Generator | None = None, labels: torch.Tensor | None = None) -> torch.Tensor:
     """Positions of the validation split (sorted) from P(val) over the pool.
@@ -148,7 +164,8 @@ def choose_validation(p_val: torch.Tensor, cap: int, fill: str = "rank", rule: s
     Candidates are P(val) > 0.5 (`rule="threshold"`, the student's reading) or z ~ Bernoulli(P(val))
     (`"sample"`, LS). Over `cap` candidates the top `cap` by P(val) are kept; under it, `fill="rank"`
     tops up by P(val) ranking (§7.3) and `"none"` keeps the candidates only. With `labels`, the rule runs
-    within every class c with the cap round(cap · n_c / n), so the split keeps the pool's class shares."""
+    within every class c with a cap ≈ cap · n_c / n (largest remainders, summing to `cap`), so the split
+    keeps the pool's class shares."""
     p_val = p_val.detach().float().cpu()
     chosen = p_val > 0.5 if rule == "threshold" else torch.bernoulli(p_val, generator=generator).bool()
     if labels is None:
@@ -156,7 +173,7 @@ def choose_validation(p_val: torch.Tensor, cap: int, fill: str = "rank", rule: s
     else:
         labels = labels.cpu()
         groups = [torch.nonzero(labels == c).flatten() for c in torch.unique(labels)]
-        caps = [int(round(cap * len(g) / len(p_val))) for g in groups]
+        caps = apportion(cap, [len(g) for g in groups])
     picked = []
     for pos, k in zip(groups, caps):
         n = k if fill == "rank" else min(int(chosen[pos].sum()), k)

@@ -49,18 +49,27 @@ class FixedReference:
     def offer_erm_pool_margins(self, ids, margins):
         self.offers += 1
 
+    def erm_crossfit_margins(self, folds):   # the same fixed margins for the default (crossfit) ranking
+        return self.erm_pool_margins()
+
 
 class MemoryReference:
     """Keeps what an in-process ERM pass offers (like a store that holds it for the next trial)."""
 
     def __init__(self):
-        self.stored = None
+        self.stored, self.crossfit = None, {}
 
     def erm_pool_margins(self):
         return self.stored
 
     def offer_erm_pool_margins(self, ids, margins):
         self.stored = (np.asarray(ids).copy(), np.asarray(margins).copy())
+
+    def erm_crossfit_margins(self, folds):
+        return self.crossfit.get(folds)
+
+    def offer_erm_crossfit_margins(self, folds, ids, margins):
+        self.crossfit[folds] = (np.asarray(ids).copy(), np.asarray(margins).copy())
 
 
 def pool_ids(task):
@@ -98,7 +107,7 @@ def test_hard_and_easy_are_the_lowest_and_highest_margin_fraction(fixed):
         assert t.info["erm_pass"] == "reused" and t.info["val_size"] == k and t.info["pool_size"] == len(ids)
     hard, easy = make("lrw_hard", task, ref).info, make("lrw_easy", task, ref).info
     assert hard["val_erm_margin_mean"] < hard["rest_erm_margin_mean"] < easy["val_erm_margin_mean"]
-    assert ref.calls == 4 and ref.offers == 0
+    assert ref.calls == 8 and ref.offers == 0   # 4 trials x (ranking + the other ranking's share)
 
 
 def test_random_selection_is_seeded_and_of_exact_size(fixed):
@@ -155,11 +164,13 @@ def test_delta_outside_unit_interval_is_a_one_line_config_error(delta):
     assert str(err.value).startswith("method.hparams.delta:") and "\n" not in str(err.value)
 
 
-def test_one_in_process_erm_pass_serves_all_three_variants():
+@pytest.mark.parametrize("ranking", ["crossfit", "erm_on_train"])
+def test_one_in_process_erm_pass_serves_all_three_variants(ranking):
     task, ref = tiny_task(), MemoryReference()
-    passes = [make(f"lrw_{s}", task, ref).info["erm_pass"] for s in ("hard", "easy", "random")]
+    passes = [make(f"lrw_{s}", task, ref, hparams={"ranking": ranking}).info["erm_pass"]
+              for s in ("hard", "easy", "random")]
     assert passes == ["in_process", "reused", "reused"]
-    ids, margins = ref.stored
+    ids, margins = ref.stored if ranking == "erm_on_train" else ref.crossfit[2]
     assert sorted(ids.tolist()) == sorted(pool_ids(task).tolist()) and np.all(np.abs(margins) <= 1)
 
 
@@ -175,6 +186,8 @@ def test_trial_reuses_the_stored_erm_run_and_matches_in_process_erm(tmp_path):
     assert reused["method_info"]["erm_pass"] == "reused"
     for key in ("val_erm_margin_mean", "rest_erm_margin_mean"):   # the in-process ERM is the ERM trial
         assert reused["method_info"][key] == pytest.approx(fresh["method_info"][key], abs=1e-5)
+    # with the stored ERM trial both rankings are at hand: the before/after official-val share is recorded
+    assert set(reused["method_info"]["val_official_val_share_by_ranking"]) == {"crossfit", "erm_on_train"}
 
 
 @pytest.mark.parametrize("name", ["lrw_hard", "erm_withheld_hard"])

@@ -1,6 +1,8 @@
 """Seed-paired comparisons: mean difference in accuracy points, 95% t-interval and paired t-test p-value.
 
-With fewer than two pairs the interval and p-value are NaN (shown as n/a), never invented.
+With fewer than two pairs the interval and p-value are NaN (shown as n/a), never invented; so are they
+when every paired difference is the same (`zero_var`: a zero-width interval and a p-value from
+floating-point noise would claim a certainty that two or three seeds cannot give).
 """
 from __future__ import annotations
 
@@ -14,6 +16,7 @@ from .collect import CONTROLS, ORDERING, acc_columns, method_rank
 
 TEST_NAME = "paired t-test (scipy.stats.ttest_rel), 95% CI from the t distribution"
 NON_DONE = ("failed", "missing", "incomplete")
+ZERO_VARIANCE_PTS = 1e-9   # paired differences (accuracy points) this close are identical up to rounding
 
 
 def paired(a, b) -> dict:
@@ -23,8 +26,9 @@ def paired(a, b) -> dict:
     a, b = a[ok], b[ok]
     d = 100 * (a - b)
     n = len(d)
-    out = {"n": n, "mean": float(d.mean()) if n else np.nan, "lo": np.nan, "hi": np.nan, "p": np.nan}
-    if n >= 2:
+    out = {"n": n, "mean": float(d.mean()) if n else np.nan, "lo": np.nan, "hi": np.nan, "p": np.nan,
+           "zero_var": bool(n >= 2 and np.ptp(d) <= ZERO_VARIANCE_PTS)}
+    if n >= 2 and not out["zero_var"]:
         half = sps.t.ppf(0.975, n - 1) * d.std(ddof=1) / np.sqrt(n)
         out.update(lo=out["mean"] - half, hi=out["mean"] + half)
         with warnings.catch_warnings():
@@ -85,23 +89,30 @@ def _by_method(sub: pd.DataFrame, method: str) -> pd.DataFrame:
 
 def ordering(df: pd.DataFrame) -> pd.DataFrame:
     """Per dataset x regime: means of Easy/Random/Hard/MOLERE, whether Easy < Random < Hard <= MOLERE holds,
-    and for each adjacent pair of present methods the paired gap (later - earlier) with CI and p."""
+    and for each adjacent pair of present methods the paired gap (later - earlier) with CI and p.
+
+    Means, verdict and gaps all use the same paired seeds: the pairing keys every present method finished
+    (a seed missing for one method is left out for all; `n` says how many remain)."""
     rows = []
     for (dataset, regime), sub in df.groupby(["dataset", "regime"], sort=False):
         parts = {m: _by_method(sub, m) for m in ORDERING}
-        means = {m: p.loc[p["status"] == "done", "test/acc"].mean() * 100 if len(p) and "test/acc" in p else np.nan
-                 for m, p in parts.items()}
-        present = [m for m in ORDERING if not np.isnan(means[m])]
+        accs = {m: _done_acc(p) for m, p in parts.items()}
+        present = [m for m in ORDERING if len(accs[m])]
         if len(present) < 2:
             continue
-        row = {"dataset": dataset, "regime": regime, **{f"{m} mean": means[m] for m in ORDERING}}
-        holds = True
+        common = accs[present[0]].index
+        for m in present[1:]:
+            common = common.intersection(accs[m].index)
+        means = {m: accs[m][common].mean() * 100 if m in present and len(common) else np.nan for m in ORDERING}
+        row = {"dataset": dataset, "regime": regime, **{f"{m} mean": means[m] for m in ORDERING},
+               "paired seeds": len(common)}
+        holds = bool(len(common))
         for lo, hi in zip(present, present[1:]):
             strict = hi != "molere"
-            ok = means[hi] > means[lo] if strict else means[hi] >= means[lo]
-            holds &= bool(ok)
-            a, b = _paired_by_key(parts[hi], parts[lo])
-            row[f"{hi} - {lo}"] = {**paired(a, b), "relation": "<" if strict else "≤", "holds": bool(ok)}
+            s = paired(accs[hi][common].to_numpy(float), accs[lo][common].to_numpy(float))
+            ok = bool(s["n"]) and (s["mean"] > 0 if strict else s["mean"] >= 0)
+            holds &= ok
+            row[f"{hi} - {lo}"] = {**s, "relation": "<" if strict else "≤", "holds": ok}
         absent = [m for m in ORDERING if m not in present]
         row["holds"] = ("yes" if holds else "no") + (f" (without {', '.join(absent)})" if absent else "")
         row["note"] = "; ".join(f"{m}: {n}" for m in ORDERING if (n := status_note(parts[m])))
@@ -109,12 +120,12 @@ def ordering(df: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def _paired_by_key(a: pd.DataFrame, b: pd.DataFrame):
-    """Test accuracies of two methods' done trials matched on the pairing key (seed, model, training)."""
-    av = a[a["status"] == "done"].set_index("key")["test/acc"]
-    bv = b[b["status"] == "done"].set_index("key")["test/acc"]
-    common = av.index.intersection(bv.index)
-    return av[common].to_numpy(float), bv[common].to_numpy(float)
+def _done_acc(part: pd.DataFrame) -> pd.Series:
+    """Test accuracy of the finished trials, indexed by pairing key."""
+    if not len(part) or "test/acc" not in part:
+        return pd.Series(dtype=float)
+    done = part[part["status"] == "done"]
+    return done.set_index("key")["test/acc"].dropna()
 
 
 def meta_effect(df: pd.DataFrame) -> pd.DataFrame:

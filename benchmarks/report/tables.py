@@ -9,6 +9,7 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from .collect import ORDERING, order_metrics
@@ -85,6 +86,8 @@ def stat(s: dict) -> str:
     """'+1.20 [-0.31, +2.71], p=0.090 (n=3)' for a paired comparison."""
     if not s or s.get("n", 0) == 0:
         return "no pairs"
+    if isinstance(s.get("zero_var"), (bool, np.bool_)) and s["zero_var"]:
+        return f"{num(s['mean'], sign=True)}, n/a (zero variance over seeds) (n={int(s['n'])})"
     return f"{num(s['mean'], sign=True)} [{num(s['lo'], sign=True)}, {num(s['hi'], sign=True)}], " \
            f"p={pval(s['p'])} (n={int(s['n'])})"
 
@@ -149,7 +152,7 @@ def ordering_table(order: pd.DataFrame) -> Table:
     for _, r in order.iterrows():
         row = {"dataset": r["dataset"], "regime": r["regime"],
                **{f"{SHORT[m]} (%)": num(r[f"{m} mean"]) for m in ORDERING},
-               "Easy < Random < Hard ≤ MOLERE": r["holds"]}
+               "Easy < Random < Hard ≤ MOLERE": r["holds"], "paired seeds": str(r.get("paired seeds", ""))}
         for col in r.index:
             if " - " in col and isinstance(r[col], dict):
                 hi, lo = col.split(" - ")
@@ -159,8 +162,9 @@ def ordering_table(order: pd.DataFrame) -> Table:
         row["not finished"] = r["note"]
         rows.append(row)
     return Table("ordering", "Ordering check: LRW-Easy < LRW-Random < LRW-Hard ≤ MOLERE",
-                 "Means of test accuracy (%); each adjacent pair: later minus earlier method, paired by seed, in "
-                 f"accuracy points with 95% CI and p-value ({TEST_NAME}). 'yes/no' judges the means only.",
+                 "Means of test accuracy (%) over the seeds every listed method finished; each adjacent pair: later "
+                 f"minus earlier method on those same seeds, in accuracy points with 95% CI and p-value ({TEST_NAME}). "
+                 "'yes/no' judges the paired mean gaps (the same numbers as the gap columns).",
                  pd.DataFrame(rows).fillna(""))
 
 
