@@ -16,6 +16,7 @@ from . import figures as F
 from .collect import acc_columns, collect, ood_datasets, trials_csv
 from .html import sweep_text, versions_of, write_index
 from .margin_data import delta_bins, delta_summary, margin_deltas
+from .reweighting import diagnostic_tables
 from .stats import cells, meta_effect, ordering
 from .tables import build_tables
 
@@ -69,7 +70,7 @@ def build_report(sweep_dir, out_dir=None, wandb_settings: dict | None = None) ->
     cell_frame = cells(df) if len(df) else pd.DataFrame()
     order = ordering(df) if len(df) else pd.DataFrame()
     meta = meta_effect(df) if len(df) else pd.DataFrame()
-    tables = build_tables(cell_frame, order, meta)
+    tables = build_tables(cell_frame, order, meta) + diagnostic_tables(df, sweep_dir)
     written = {t.name: t.write(tab_dir) for t in tables}
     deltas = margin_deltas(df, sweep_dir) if len(df) else {}
     bins, dsum = delta_bins(deltas), delta_summary(deltas)
