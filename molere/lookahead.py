@@ -13,9 +13,14 @@ Two exact ways to compute it and one approximate (`mode`):
   "forward": first-order graphs only — θ̂ by one plain backward, v = ∇L_val(θ̂) by one forward/backward,
       and the per-example inner products ⟨v, ∇ℓ_i⟩ by one forward-mode `torch.func.jvp`. Less memory.
   "finite_diff": as "forward", but ⟨v, ∇ℓ_i⟩ ≈ (ℓ_i(θ + εv) − ℓ_i(θ − εv)) / 2ε, ε = fd_eps / ‖v‖ (the
-      DARTS approximation): two no-grad forwards replace every second-order term, error O(ε²);
-      `fd_scheme="one_sided"` uses (ℓ_i(θ + εv) − ℓ_i(θ)) / ε with the training forward's ℓ_i(θ): one
-      forward, error O(ε). Fastest (see benchmarks.perf), and not exact.
+      DARTS approximation): two no-grad forwards replace every second-order term. The error is O(ε²)
+      only for smooth networks; with ReLU / max-pool the ±εv steps cross kinks and it is O(ε).
+      Measured (relative L2 error of ∂L_val/∂w against "reverse", 5 digits batches, weights 1, α 0.1):
+      at the default fd_eps = 0.01, 0.31% median / 0.40% max for a ReLU MLP, 0.96% / 2.6% for a
+      BN-ReLU-max-pool CNN, 0.001% for a tanh MLP; in float32 smaller fd_eps plateaus at 0.06-0.13%
+      (1e-4) and rounding takes over below (0.5-1.2% at 1e-5); in float64 the kink error vanishes
+      below fd_eps ≈ 1e-4. `fd_scheme="one_sided"` uses (ℓ_i(θ + εv) − ℓ_i(θ)) / ε with the training
+      forward's ℓ_i(θ): one forward, error O(ε). Fastest (see benchmarks.perf), and not exact.
 Any weighting w = g_φ(·) then gets ∂L_val/∂φ by one cheap backward through g_φ
 (`Hypergradient.backward_to`). The per-example training losses of the real forward are returned with
 their graph, so the real step reuses that forward instead of recomputing it.

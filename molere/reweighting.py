@@ -34,7 +34,8 @@ class MetaHparams(Strict):
                                "or approximate by a central difference along ∇L_val (DARTS; fastest)")
     fd_eps: float = Field(0.01, gt=0, description="finite_diff step: ε = fd_eps / ‖∇L_val‖ (DARTS' 0.01)")
     fd_scheme: Literal["central", "one_sided"] = Field(
-        "central", description="finite_diff: central difference (2 forwards, error O(ε²)) or one-sided (1 forward, O(ε))")
+        "central", description="finite_diff: central difference (2 forwards; error O(ε²) on smooth nets, O(ε) with "
+                                "ReLU/max-pool: 0.3-2.6% at fd_eps 0.01, molere.lookahead) or one-sided (1 forward, O(ε))")
 
 
 def weight_stats(w: torch.Tensor) -> dict[str, float]:
