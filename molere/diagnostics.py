@@ -17,6 +17,10 @@ weighted gradient differs from the uniform (ERM) one by ‖Σ (w_i − 1) g_i‖
 ERM's own minibatch gradient (≈ RMS ‖g_i‖ / √B, 9% at B = 128). Such weights cannot do what
 reweighting is for. A weight network that ignores its input gives c = 0; the literal-Eq. 13 default
 measured c ≈ 0.03 (weights 0.50 ± 0.015 on digits).
+
+`UNTRAINED_DISPLACEMENT`: a meta-network whose parameters moved by less than 1e-3 of their norm still
+computes (to about that precision) the function it was initialised with: whatever spread its weights
+have is the random initialisation's, not learned (measured: 1e-5 to 1e-4 for φ on SGD lr 1e-3).
 """
 from __future__ import annotations
 
@@ -27,6 +31,7 @@ import torch
 from scipy import stats
 
 CONSTANT_REL_STD = 0.05
+UNTRAINED_DISPLACEMENT = 1e-3
 
 
 def spearman(a: np.ndarray, b: np.ndarray) -> float:
@@ -49,7 +54,7 @@ def weight_diagnostics(weights, losses, noisy=None, erm_margins=None) -> dict[st
            "weight_max": float(rel.max()) if len(w) else float("nan"),
            "spearman_loss": spearman(w, losses),
            "spearman_erm_margin": spearman(w, erm_margins) if erm_margins is not None else float("nan"),
-           "constant": bool(rel_std < CONSTANT_REL_STD)}
+           "constant": bool(rel_std < CONSTANT_REL_STD)}   # `untrained` is added with the displacement
     if noisy is not None:
         noisy = np.asarray(noisy, dtype=bool)
         if noisy.any() and (~noisy).any() and w.sum() > 0:

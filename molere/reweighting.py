@@ -15,7 +15,7 @@ from pydantic import Field
 
 from .config import ConfigError, Strict
 from .data import Batch, ExampleSet, forever
-from .diagnostics import aligned, eval_losses, relative_displacement, weight_diagnostics
+from .diagnostics import UNTRAINED_DISPLACEMENT, aligned, eval_losses, relative_displacement, weight_diagnostics
 from .lookahead import LookAhead
 from .trainer import Trainer
 
@@ -121,6 +121,7 @@ class ReweightingTrainer(MetaSetMixin, Trainer):
         out = weight_diagnostics(torch.cat(ws).numpy(), torch.cat(ls).numpy(),
                                  (ex.labels != ex.true_labels).numpy(), erm)
         out["meta_displacement"] = relative_displacement(self.meta_parameters(), self.meta_init)
+        out["untrained"] = bool(out["meta_displacement"] < UNTRAINED_DISPLACEMENT)
         out["examples"] = len(ex)
         return out
 

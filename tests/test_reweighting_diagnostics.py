@@ -103,5 +103,6 @@ def test_report_flags_a_weight_net_that_ignores_its_input(noisy_digits, tmp_path
     table = pd.read_csv(tmp_path / "report" / "tables" / "reweighting.csv").set_index("method")
     assert table.loc["mwn", "effectively constant"] == "yes (1/1 seeds)"
     assert table.loc["lrw", "effectively constant"] == "no (0/1 seeds)"
+    assert table.loc["lrw", "φ untrained"] == "no (0/1 seeds)" and dl["meta_displacement"] > 1e-3
     assert "erm" not in table.index
     assert "Does the reweighting do anything?" in (tmp_path / "report" / "report.md").read_text()

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from molere.diagnostics import CONSTANT_REL_STD
+from molere.diagnostics import CONSTANT_REL_STD, UNTRAINED_DISPLACEMENT
 
 from ..store import RunDir
 from .tables import Table, num
@@ -51,6 +51,7 @@ def reweighting_table(df: pd.DataFrame, results: dict) -> Table | None:
     for dataset, regime, variant, diags in _cells(df, results, lambda r: r.get("reweighting")):
         m = lambda k: _mean(d.get(k) for d in diags)   # noqa: E731
         const = sum(bool(d.get("constant")) for d in diags)
+        still = sum(d.get("meta_displacement", np.inf) < UNTRAINED_DISPLACEMENT for d in diags)
         noisy = "n/a (no label noise)" if np.isnan(m("noisy_fraction")) else \
             f"{num(m('noisy_over_clean_weight'))} ({num(100 * m('noisy_weight_mass'), 1)}% of mass, " \
             f"{num(100 * m('noisy_fraction'), 1)}% of examples)"
@@ -60,7 +61,8 @@ def reweighting_table(df: pd.DataFrame, results: dict) -> Table | None:
                      "raw mean": num(m("weight_raw_mean"), 3),
                      "ρ(w, loss)": num(m("spearman_loss")), "ρ(w, ERM margin)": num(m("spearman_erm_margin")),
                      "noisy / clean weight": noisy, "φ displacement": f"{m('meta_displacement'):.2e}",
-                     "effectively constant": f"{'yes' if const else 'no'} ({const}/{len(diags)} seeds)"})
+                     "effectively constant": f"{'yes' if const else 'no'} ({const}/{len(diags)} seeds)",
+                     "φ untrained": f"{'yes' if still else 'no'} ({still}/{len(diags)} seeds)"})
     if not rows:
         return None
     return Table("reweighting", "Does the reweighting do anything?",
@@ -70,7 +72,8 @@ def reweighting_table(df: pd.DataFrame, results: dict) -> Table | None:
                  "mean weight of mislabelled over clean examples; φ displacement = ‖φ_T − φ_0‖/‖φ_0‖. Means over "
                  f"seeds. 'Effectively constant': relative std < {CONSTANT_REL_STD} — the weighted gradient then "
                  "differs from ERM's by under 5% of one example's gradient, below ERM's own minibatch noise "
-                 "(molere.diagnostics).", pd.DataFrame(rows))
+                 f"(molere.diagnostics). 'φ untrained': displacement < {UNTRAINED_DISPLACEMENT:g} — φ still computes its "
+                 "initial function, so any spread is the random initialisation's, not learned.", pd.DataFrame(rows))
 
 
 def validation_set_table(df: pd.DataFrame, results: dict) -> Table | None:
