@@ -39,33 +39,30 @@ def check_dataset(dataset: DatasetConfig) -> None:
                      getattr(ds, "how_to_get", "set dataset.root to the folder holding the data"))
 
 
-SELECTION_STREAM = 11   # RNG stream of the selection split (independent of the regimes' streams)
+SELECTION_STREAM = 11   # RNG stream of the selection split (independent of the datasets' own splits)
 
 
-def carve_selection(task: TaskData, fraction: float, seed: int, split_seed: int = 0) -> TaskData:
-    """Hold `fraction` of every observed class of `task.train` out as `task.selection` (never trained on).
+def carve_selection(task: TaskData, fraction: float, split_seed: int = 0) -> TaskData:
+    """Hold `fraction` of every class of `task.train` out as `task.selection` (never trained on by any method).
 
-    Carved after the label regime, so it carries the observed (possibly noisy) labels and the long tail a
-    user would have; seeded by (split_seed, trial seed), hence the same for every method and draw of one
-    (dataset, regime, seed). `info` gains its size and noise rate; the train counts are recomputed."""
+    Seeded by the dataset's split seed only, like its val split: the same examples for every trial seed,
+    method and draw. Carved before the label regime, which then treats it like val (noise: observed labels
+    corrupted, truth kept; long tail: train only)."""
     if fraction <= 0 or len(task.train) == 0:
         return task
-    rest, held = stratified_split(task.train.labels.numpy(), fraction, [split_seed, seed, SELECTION_STREAM])
+    rest, held = stratified_split(task.train.labels.numpy(), fraction, [split_seed, SELECTION_STREAM])
     if len(held) == 0:
         return task
-    train, selection = task.train.subset(rest), task.train.subset(held)
-    info = dict(task.info, selection_size=len(selection),
-                selection_noise_rate=float((selection.labels != selection.true_labels).float().mean()),
-                train_class_counts=train.class_counts(task.num_classes).tolist(),
-                train_noise_rate=float((train.labels != train.true_labels).float().mean()) if len(train) else 0.0)
-    return dataclasses.replace(task, train=train, selection=selection, info=info)
+    selection = task.train.subset(held)
+    return dataclasses.replace(task, train=task.train.subset(rest), selection=selection,
+                               info=dict(task.info, selection_size=len(selection)))
 
 
 def load_task(dataset: DatasetConfig, regime: RegimeConfig, seed: int) -> TaskData:
-    """Load `dataset` for trial `seed`, apply the label regime (seeded by the same trial seed) and carve the
-    model-selection split (`selection_fraction`) out of the training split before any method sees it."""
+    """Load `dataset` for trial `seed`, carve the model-selection split (`selection_fraction`) out of its
+    training split, then apply the label regime (seeded by the same trial seed)."""
     ds = _dataset(dataset)
-    task = apply_regime(ds.load(dataset.root, seed), regime, seed)
     opts = getattr(ds, "options", None)
-    return carve_selection(task, getattr(opts, "selection_fraction", SELECTION_FRACTION), seed,
+    task = carve_selection(ds.load(dataset.root, seed), getattr(opts, "selection_fraction", SELECTION_FRACTION),
                            getattr(opts, "split_seed", 0))
+    return apply_regime(task, regime, seed)
