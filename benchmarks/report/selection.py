@@ -121,16 +121,16 @@ def add_selection_means(cells: pd.DataFrame, sel: pd.DataFrame) -> pd.DataFrame:
     return cells
 
 
-def _draw_text(d: pd.DataFrame, hparams_id: str, max_len: int = 70) -> str:
-    """'<id> {hparams} train.lr=0.03 ...': the draw's hyperparameters and the training settings its cell varies."""
-    trains = {h: json.loads(t) for h, t in zip(d["hparams_id"], d["train"])} if "train" in d else {}
-    varied = sorted({k for t in trains.values() for k in t if len({json.dumps(x.get(k)) for x in trains.values()}) > 1})
-    row = d[d["hparams_id"] == hparams_id].iloc[0]
-    own = trains.get(hparams_id, {})
-    text = " ".join([row["hparams"], *(f"train.{k}={own.get(k):.4g}" if isinstance(own.get(k), float)
-                                      else f"train.{k}={own.get(k)}" for k in varied)])
-    text = text if len(text) <= max_len else text[: max_len - 1] + "…"
-    return f"{hparams_id} {text}"
+def _draw_text(d: pd.DataFrame, hparams_id: str) -> str:
+    """'<id> meta_lr=0.0052 train.lr=0.079': the draw's id and the settings that vary among its cell's draws."""
+    settings = {}
+    for h, hp, train in zip(d["hparams_id"], d["hparams"], d["train"] if "train" in d else ["{}"] * len(d)):
+        settings[h] = {**json.loads(hp), **{f"train.{k}": v for k, v in json.loads(train).items()}}
+    varied = sorted({k for s in settings.values() for k in s
+                     if len({json.dumps(x.get(k), sort_keys=True) for x in settings.values()}) > 1})
+    own = settings[hparams_id]
+    fmt = lambda v: f"{v:.3g}" if isinstance(v, float) else str(v)  # noqa: E731
+    return " ".join([hparams_id, *(f"{k}={fmt(own.get(k))}" for k in varied)])
 
 
 def selection_table(df: pd.DataFrame, epoch: str = "last"):
