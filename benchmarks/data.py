@@ -1,10 +1,12 @@
 """The one entry point that builds a task: dataset by name, validated options, then the label regime."""
 from __future__ import annotations
 
+import dataclasses
+
 from pydantic import Field
 
 import benchmarks.datasets  # noqa: F401  (registers the built-in datasets)
-from benchmarks.datasets.common import require_path
+from benchmarks.datasets.common import SELECTION_FRACTION, require_path, stratified_split
 from benchmarks.regimes import RegimeConfig, apply_regime
 from benchmarks.registry import DATASETS
 from molere.config import Strict, validate
@@ -37,7 +39,30 @@ def check_dataset(dataset: DatasetConfig) -> None:
                      getattr(ds, "how_to_get", "set dataset.root to the folder holding the data"))
 
 
+SELECTION_STREAM = 11   # RNG stream of the selection split (independent of the datasets' own splits)
+
+
+def carve_selection(task: TaskData, fraction: float, split_seed: int = 0) -> TaskData:
+    """Hold `fraction` of every class of `task.train` out as `task.selection` (never trained on by any method).
+
+    Seeded by the dataset's split seed only, like its val split: the same examples for every trial seed,
+    method and draw. Carved before the label regime, which then treats it like val (noise: observed labels
+    corrupted, truth kept; long tail: train only)."""
+    if fraction <= 0 or len(task.train) == 0:
+        return task
+    rest, held = stratified_split(task.train.labels.numpy(), fraction, [split_seed, SELECTION_STREAM])
+    if len(held) == 0:
+        return task
+    selection = task.train.subset(held)
+    return dataclasses.replace(task, train=task.train.subset(rest), selection=selection,
+                               info=dict(task.info, selection_size=len(selection)))
+
+
 def load_task(dataset: DatasetConfig, regime: RegimeConfig, seed: int) -> TaskData:
-    """Load `dataset` for trial `seed` and apply the label regime (seeded by the same trial seed)."""
-    task = _dataset(dataset).load(dataset.root, seed)
+    """Load `dataset` for trial `seed`, carve the model-selection split (`selection_fraction`) out of its
+    training split, then apply the label regime (seeded by the same trial seed)."""
+    ds = _dataset(dataset)
+    opts = getattr(ds, "options", None)
+    task = carve_selection(ds.load(dataset.root, seed), getattr(opts, "selection_fraction", SELECTION_FRACTION),
+                           getattr(opts, "split_seed", 0))
     return apply_regime(task, regime, seed)

@@ -58,7 +58,7 @@ class RegimeConfig(Strict):
 
 
 def _rng(seed: int, kind: str, split: str) -> np.random.Generator:
-    return np.random.default_rng([seed, _STREAM[kind], {"train": 0, "val": 1}[split]])
+    return np.random.default_rng([seed, _STREAM[kind], {"train": 0, "val": 1, "selection": 2}[split]])
 
 
 def _flip_symmetric(y: np.ndarray, rate: float, C: int, rng: np.random.Generator) -> np.ndarray:
@@ -137,15 +137,16 @@ def _longtail(examples: ExampleSet, imbalance: float, C: int, seed: int) -> Exam
 def apply_regime(task: TaskData, regime: RegimeConfig, seed: int) -> TaskData:
     """The task with its regime applied (a new TaskData; `task` itself is not modified).
 
-    Noise kinds corrupt the observed labels of train and val (test stays clean); `longtail` subsamples
-    the training split only. `task.info` gains the regime, the realised train noise rate, the
+    Noise kinds corrupt the observed labels of train, val and the selection split (test stays clean);
+    `longtail` subsamples the training split only. `task.info` gains the regime, the realised train noise rate, the
     per-class train counts and, for `longtail`, the realised imbalance ratio.
     """
     C = task.num_classes
-    train, val = task.train, task.val
+    train, val, selection = task.train, task.val, task.selection
     if regime.kind in NOISE_KINDS:
         train = _noisy(train, regime, C, seed, "train")
         val = None if val is None else _noisy(val, regime, C, seed, "val")
+        selection = None if selection is None else _noisy(selection, regime, C, seed, "selection")
     elif regime.kind == "longtail":
         train = _longtail(train, regime.imbalance, C, seed)
     counts = train.class_counts(C)
@@ -154,7 +155,9 @@ def apply_regime(task: TaskData, regime: RegimeConfig, seed: int) -> TaskData:
                 train_class_counts=counts.tolist())
     if val is not None and len(val):
         info["val_noise_rate"] = float((val.labels != val.true_labels).float().mean())
+    if selection is not None and len(selection):
+        info["selection_noise_rate"] = float((selection.labels != selection.true_labels).float().mean())
     if regime.kind == "longtail":
         present = counts[counts > 0]
         info["imbalance_ratio"] = float(present.max() / present.min())
-    return dataclasses.replace(task, train=train, val=val, info=info)
+    return dataclasses.replace(task, train=train, val=val, selection=selection, info=info)

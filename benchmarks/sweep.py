@@ -26,15 +26,20 @@ from .config import MethodConfig, ModelConfig, TrialConfig, erm_reference_config
 from .data import DatasetConfig, check_dataset
 from .datasets.common import DataMissingError
 from .regimes import RegimeConfig
-from .search_space import expand
+from .search_space import TRAIN_PREFIX, expand, searchable, spaces_of
 
 
 # ---- schema -------------------------------------------------------------------------------------
+# training settings in which any field but the machine ones may be a search space ({loguniform: [lo, hi]}, ...)
+SearchableTrain = searchable(TrainConfig, skip=("device", "num_workers"))
+
+
 class SweepDataset(Strict):
     name: str
     root: str | None = Field(None, description="folder holding the data (datasets read from disk)")
     options: dict = Field(default_factory=dict, description="the dataset's Options")
-    train: dict = Field(default_factory=dict, description="training settings overriding the sweep's for this dataset")
+    train: dict = Field(default_factory=dict, description="training settings (or search spaces) overriding the "
+                                                          "sweep's for this dataset")
 
 
 class SearchConfig(Strict):
@@ -66,9 +71,12 @@ class Sweep(Strict):
     datasets: list[SweepDataset] = Field(min_length=1)
     regimes: list[RegimeConfig] = Field(default_factory=lambda: [RegimeConfig()], min_length=1)
     model: ModelConfig = Field(default_factory=ModelConfig)
-    methods: dict[str, dict | None] = Field(min_length=1, description="method name -> hyperparameters")
+    methods: dict[str, dict | None] = Field(
+        min_length=1, description="method name -> hyperparameters or search spaces; a `train` key holds this "
+                                  "method's own training settings or search spaces")
     seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
-    train: TrainConfig = Field(default_factory=TrainConfig)
+    train: SearchableTrain = Field(default_factory=SearchableTrain,
+                                   description="training settings; any field may be a search space")
     search: SearchConfig = Field(default_factory=SearchConfig)
     resources: Resources = Field(default_factory=Resources)
     wandb: WandbConfig = Field(default_factory=WandbConfig)
@@ -210,22 +218,69 @@ def needs_reference(method: str) -> bool:
     return bool(getattr(catalog.METHODS.get(method), "needs_reference", False))
 
 
-def _method_configs(sweep: Sweep, name: str) -> list[dict]:
+@dataclass
+class Draw:
+    """One concrete configuration of a method: its hyperparameters and training settings."""
+    hparams: dict
+    train: TrainConfig
+    searched: dict      # the drawn values of the searched training settings (field -> value)
+
+
+def _method_entry(sweep: Sweep, name: str) -> tuple[dict, dict]:
+    """(hyperparameters, own training settings) of `methods.<name>`."""
+    raw = dict(sweep.methods[name] or {})
+    own = raw.pop("train", None) or {}
+    if not isinstance(own, dict):
+        raise ConfigError(f"methods.{name}.train: a mapping of training settings or search spaces (got {own!r})")
+    return raw, own
+
+
+def _train_values(sweep: Sweep, ds: SweepDataset, name: str) -> tuple[dict, dict]:
+    """Training settings of (dataset, method) merged sweep < dataset < method, and where each came from."""
+    values, source = {}, {}
+    for label, block in (("train", sweep.train.model_dump(mode="json")), (f"datasets.{ds.name}.train", ds.train),
+                         (f"methods.{name}.train", _method_entry(sweep, name)[1])):
+        values.update(block)
+        source.update(dict.fromkeys(block, label))
+    return values, source
+
+
+def search_space(sweep: Sweep, name: str, ds: SweepDataset) -> dict:
+    """The search spaces of one method on one dataset: hyperparameters by name, training settings as train.<field>."""
+    values, _ = _train_values(sweep, ds, name)
+    return {**spaces_of(_method_entry(sweep, name)[0]), **{TRAIN_PREFIX + k: v for k, v in spaces_of(values).items()}}
+
+
+def _check_train(values: dict, source: dict) -> TrainConfig:
+    try:
+        return TrainConfig.model_validate(values)
+    except ValidationError as exc:
+        loc = exc.errors()[0]["loc"]
+        raise ConfigError(explain(exc, TrainConfig, source.get(str(loc[0]) if loc else "", "train"))) from None
+
+
+def method_draws(sweep: Sweep, name: str, ds: SweepDataset) -> list[Draw]:
+    """Every draw of method `name` on dataset `ds`: its hyperparameter and training-setting spaces expanded."""
     try:
         cls = catalog.METHODS.get(name)
     except UnknownNameError as exc:
         raise ConfigError(f"methods.{name}: {exc}") from None
-    hp = sweep.methods[name] or {}
-    draws = expand(hp, method=name, hparam_seed=sweep.search.hparam_seed, num_samples=sweep.search.num_samples)
+    hp, _ = _method_entry(sweep, name)
+    values, source = _train_values(sweep, ds, name)
+    flat = {**hp, **{TRAIN_PREFIX + k: v for k, v in values.items()}}
+    searched = [k for k, v in values.items() if isinstance(v, dict)]
+
+    def where(key: str) -> str:
+        field_ = key[len(TRAIN_PREFIX):]
+        return f"{source[field_]}.{field_}" if key.startswith(TRAIN_PREFIX) else f"methods.{name}.{key}"
+
     out = []
-    for d in draws:
-        out.append(check(cls.Hparams, d, f"methods.{name}").model_dump(mode="json"))
+    for d in expand(flat, method=name, hparam_seed=sweep.search.hparam_seed, num_samples=sweep.search.num_samples,
+                    where=where):
+        train = _check_train({k[len(TRAIN_PREFIX):]: v for k, v in d.items() if k.startswith(TRAIN_PREFIX)}, source)
+        hparams = check(cls.Hparams, {k: v for k, v in d.items() if not k.startswith(TRAIN_PREFIX)}, f"methods.{name}")
+        out.append(Draw(hparams.model_dump(mode="json"), train, {k: getattr(train, k) for k in searched}))
     return out
-
-
-def _dataset_train(sweep: Sweep, ds: SweepDataset) -> TrainConfig:
-    merged = {**sweep.train.model_dump(), **ds.train}
-    return check(TrainConfig, merged, f"datasets.{ds.name}.train")
 
 
 def _check_names(sweep: Sweep) -> None:
@@ -235,7 +290,6 @@ def _check_names(sweep: Sweep) -> None:
         except UnknownNameError as exc:
             raise ConfigError(f"datasets.{ds.name}: {exc}") from None
         check(cls.Options, ds.options, f"datasets.{ds.name}.options")
-        _dataset_train(sweep, ds)
     name, opts = sweep.model.name, dict(sweep.model.options)
     if name.startswith("timm/"):
         name, opts["arch"] = "timm", opts.get("arch") or name[len("timm/"):]
@@ -244,8 +298,9 @@ def _check_names(sweep: Sweep) -> None:
     except UnknownNameError as exc:
         raise ConfigError(f"model.name: {exc}") from None
     check(entry.Options, opts, "model.options")
-    for method in sweep.methods:
-        _method_configs(sweep, method)
+    for ds in sweep.datasets:
+        for method in sweep.methods:
+            method_draws(sweep, method, ds)
 
 
 def load_sweep(path: str | os.PathLike, sets: list[str] = (), results: str | None = None) -> Sweep:
@@ -298,38 +353,44 @@ class PlannedTrial:
     erm_id: str                       # the ERM trial of the same key (itself for ERM)
     needs_reference: bool = False
     extra: dict = field(default_factory=dict)
+    searched: dict = field(default_factory=dict)        # drawn values of searched training settings
+    search_space: dict = field(default_factory=dict)    # the method's search spaces (see search_space())
+    reference_only: bool = False                        # an ERM run added only as a train-twice reference
 
     def record(self) -> dict:
         return {"trial_id": self.trial_id, "labels": self.labels, "erm_trial_id": self.erm_id,
-                "needs_reference": self.needs_reference, "config": self.config.model_dump(mode="json")}
+                "needs_reference": self.needs_reference, "config": self.config.model_dump(mode="json"),
+                "search_space": self.search_space, "reference_only": self.reference_only}
 
 
 def hparams_id(hparams: dict) -> str:
     return hashlib.sha256(json.dumps(hparams, sort_keys=True).encode()).hexdigest()[:8]
 
 
-def _planned(cfg: TrialConfig) -> PlannedTrial:
+def _planned(cfg: TrialConfig, searched: dict | None = None, space: dict | None = None) -> PlannedTrial:
+    """`searched`: the drawn training settings, part of the draw's hparams_id (absent without train spaces)."""
     cfg = resolve(cfg)
+    hp = {**cfg.method.hparams, "train": searched} if searched else cfg.method.hparams
     labels = {"dataset": cfg.dataset.name, "regime": regime_label(cfg.regime), "method": cfg.method.name,
-              "seed": cfg.seed, "hparams_id": hparams_id(cfg.method.hparams)}
+              "seed": cfg.seed, "hparams_id": hparams_id(hp)}
     return PlannedTrial(trial_id(cfg), labels, cfg, trial_id(erm_reference_config(cfg)),
-                        needs_reference(cfg.method.name))
+                        needs_reference(cfg.method.name), searched=dict(searched or {}), search_space=space or {})
 
 
 def expand_trials(sweep: Sweep) -> list[PlannedTrial]:
     """datasets x regimes x methods x draws x seeds, in that order, without duplicates."""
     trials: dict[str, PlannedTrial] = {}
-    draws = {m: _method_configs(sweep, m) for m in sweep.methods}
     for ds in sweep.datasets:
         data = DatasetConfig(name=ds.name, root=ds.root, options=ds.options)
-        train = _dataset_train(sweep, ds)
+        draws = {m: method_draws(sweep, m, ds) for m in sweep.methods}
+        spaces = {m: search_space(sweep, m, ds) for m in sweep.methods}
         for regime in sweep.regimes:
             for method, configs in draws.items():
-                for hp in configs:
+                for d in configs:
                     for seed in sweep.seeds:
                         t = _planned(TrialConfig(dataset=data, regime=regime, model=sweep.model,
-                                                 method=MethodConfig(name=method, hparams=hp), train=train,
-                                                 seed=seed, plugins=sweep.plugins))
+                                                 method=MethodConfig(name=method, hparams=d.hparams), train=d.train,
+                                                 seed=seed, plugins=sweep.plugins), d.searched, spaces[method])
                         trials.setdefault(t.trial_id, t)
     return with_references(list(trials.values()))
 
@@ -340,7 +401,8 @@ def with_references(trials: list[PlannedTrial]) -> list[PlannedTrial]:
     out = list(trials)
     for t in trials:
         if t.needs_reference and t.erm_id not in ids:
-            erm = _planned(erm_reference_config(t.config))
+            erm = _planned(erm_reference_config(t.config), t.searched)
+            erm.reference_only = True    # not an ERM draw of the search: never a selection candidate
             ids.add(erm.trial_id)
             out.append(erm)
     return out

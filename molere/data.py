@@ -140,6 +140,8 @@ class TaskData:
     num_classes: int
     input_shape: tuple
     val: ExampleSet | None = None
+    # held out of training for model selection (never trained on by any method; observed labels)
+    selection: ExampleSet | None = None
     extra_tests: dict[str, ExampleSet] = field(default_factory=dict)
     # evaluator(split_name, preds, examples) -> extra metrics (e.g. WILDS' official dataset.eval)
     evaluator: Callable[[str, torch.Tensor, ExampleSet], dict[str, float]] | None = None
@@ -149,5 +151,7 @@ class TaskData:
         out = {"test": self.test}
         if self.val is not None:
             out["val"] = self.val
+        if self.selection is not None:
+            out["selection"] = self.selection
         out.update(self.extra_tests)
         return out

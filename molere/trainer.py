@@ -198,14 +198,17 @@ class Trainer:
         for name, ex in splits.items():
             if len(ex) == 0:
                 continue
-            o = outs[name] = self.outputs(ex)
+            observed = name == "selection"   # model selection sees the labels a user has (maybe noisy)
+            o = outs[name] = self.outputs(ex, true_labels=not observed)
             correct = o.preds == o.labels
             metrics[f"{name}/acc"] = float(correct.mean())
+            if observed:
+                metrics[f"{name}/acc_true"] = float((o.preds == ex.true_labels.numpy()).mean())
             metrics[f"{name}/margin_mean"] = float(o.margins.mean())
             if o.groups is not None:
                 accs = [correct[o.groups == g].mean() for g in np.unique(o.groups)]
                 metrics[f"{name}/worst_group_acc"] = float(min(accs))
-            if self.data.evaluator is not None:
+            if self.data.evaluator is not None and not observed:
                 for k, v in self.data.evaluator(name, torch.as_tensor(o.preds), ex).items():
                     metrics[f"{name}/{k}"] = float(v)
         return metrics, outs

@@ -19,7 +19,12 @@ DEBIAN_DIR = "/usr/share/datasets/fashion-mnist"
 
 
 def all_ids(task):
-    return torch.cat([task.train.ids, task.val.ids, task.test.ids])
+    return torch.cat([task.train.ids, task.selection.ids, task.val.ids, task.test.ids])
+
+
+def n_train(task):
+    """Training examples the dataset provides: the training split plus the selection split carved from it."""
+    return len(task.train) + len(task.selection)
 
 
 @pytest.mark.parametrize("name,shape,n_total", [("digits", (1, 8, 8), 1797), ("mnist1d", (40,), 5000)])
@@ -28,12 +33,13 @@ def test_embedded_shapes_fixed_test_and_unique_ids(name, shape, n_total):
     b = load_task(DatasetConfig(name=name), CLEAN, seed=7)
     assert a.input_shape == shape and tuple(a.train.x.shape[1:]) == shape
     assert a.num_classes == 10 and a.train.x.dtype == torch.float32
-    assert len(a.train) + len(a.val) + len(a.test) == n_total
+    assert n_train(a) + len(a.val) + len(a.test) == n_total
     ids = all_ids(a)
     assert len(torch.unique(ids)) == len(ids)
     # splits are fixed by split_seed, not the trial seed
     assert torch.equal(a.test.ids, b.test.ids) and torch.equal(a.test.x, b.test.x)
     assert torch.equal(a.val.ids, b.val.ids) and torch.equal(a.train.ids, b.train.ids)
+    assert torch.equal(a.selection.ids, b.selection.ids)
     other = load_task(DatasetConfig(name=name, options={"split_seed": 1}), CLEAN, seed=0)
     assert not torch.equal(other.val.ids, a.val.ids)
 
@@ -48,9 +54,10 @@ def test_digits_scaling_and_stratified_fractions():
 
 def test_mnist1d_official_test_and_train_standardisation():
     task = load_task(DatasetConfig(name="mnist1d"), CLEAN, 0)
-    assert len(task.test) == 1000 and len(task.train) + len(task.val) == 4000
-    assert torch.allclose(task.train.x.mean(0), torch.zeros(40), atol=1e-4)
-    assert torch.allclose(task.train.x.std(0), torch.ones(40), atol=1e-3)
+    assert len(task.test) == 1000 and n_train(task) + len(task.val) == 4000
+    x = torch.cat([task.train.x, task.selection.x])   # the dataset's training split, before the selection carve
+    assert torch.allclose(x.mean(0), torch.zeros(40), atol=1e-4)
+    assert torch.allclose(x.std(0), torch.ones(40), atol=1e-3)
     assert set(task.test.ids.tolist()) == set(range(4000, 5000))
 
 
@@ -90,7 +97,7 @@ def test_fashion_mnist_from_idx_files(tmp_path, layout):
     check_dataset(cfg)
     task = load_task(cfg, CLEAN, 0)
     assert task.input_shape == (1, 28, 28) and len(task.test) == 50
-    assert len(task.train) == 90 and len(task.val) == 10
+    assert n_train(task) == 90 and len(task.val) == 10
     assert 0 <= float(task.train.x.min()) and float(task.train.x.max()) <= 1 and task.train.x.max() > 0.9
     ids = all_ids(task)
     assert len(torch.unique(ids)) == len(ids) and task.test.ids.min() == 200
@@ -124,8 +131,8 @@ def test_bad_idx_file_is_reported(tmp_path):
 @pytest.mark.skipif(not os.path.isdir(DEBIAN_DIR), reason="Debian package dataset-fashion-mnist not installed")
 def test_fashion_mnist_debian_copy():
     task = load_task(DatasetConfig(name="fashion_mnist", options={"train_subset": 1000}), CLEAN, 0)
-    assert len(task.train) + len(task.val) == 1000 and len(task.test) == 10000
-    assert task.train.class_counts(10).tolist() == [90] * 10
+    assert n_train(task) + len(task.val) == 1000 and len(task.test) == 10000
+    assert (task.train.class_counts(10) + task.selection.class_counts(10)).tolist() == [90] * 10
     assert task.test.class_counts(10).tolist() == [1000] * 10
     assert 0.2 < float(task.test.x.mean()) < 0.4
 

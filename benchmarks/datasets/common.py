@@ -6,6 +6,8 @@ import os
 import numpy as np
 import torch
 
+from pydantic import Field
+
 from molere.config import Strict
 
 
@@ -34,8 +36,15 @@ def stratified_split(labels, fraction: float, seed: int) -> tuple[np.ndarray, np
     return rest, held
 
 
+SELECTION_FRACTION = 0.1   # default share of the (regime's) training split held out for model selection
+
+
 class DatasetOptions(Strict):
     """Options every dataset accepts (subclasses add their own)."""
+    selection_fraction: float = Field(
+        SELECTION_FRACTION, ge=0, le=0.5,
+        description="share of the training split (per class) held out as the model-selection split, never "
+                    "trained on (0: none; see docs/model_selection.md)")
 
 
 def as_float_images(x: np.ndarray, scale: float = 255.0) -> torch.Tensor:

@@ -15,13 +15,16 @@ def main(argv=None) -> int:
     p.add_argument("--wandb-mode", choices=("offline", "online", "disabled"), default=None,
                    help="also log the W&B summary run (default: no W&B)")
     p.add_argument("--wandb-project", default="molere-bench")
+    p.add_argument("--select-epoch", choices=("last", "best"), default="last",
+                   help="model selection on each trial's last epoch (default) or its best epoch by selection "
+                        "accuracy (early stopping on the selection split)")
     a = p.parse_args(argv)
     if not (Path(a.sweep_dir) / "plan.json").exists():
         print(f"benchmarks.report: error: {a.sweep_dir}: no plan.json (expected a sweep directory of the "
               "result store)", file=sys.stderr)
         return 2
     wb = None if a.wandb_mode is None else {"mode": a.wandb_mode, "project": a.wandb_project}
-    r = build_report(a.sweep_dir, a.out, wb)
+    r = build_report(a.sweep_dir, a.out, wb, selection_epoch=a.select_epoch)
     for n in r["notes"]:
         print(f"note: {n}")
     print(f"trials: {', '.join(f'{v} {k}' for k, v in r['counts'].items())}")

@@ -24,7 +24,8 @@ CONTROLS = {"lrw_easy": "erm_withheld_easy", "lrw_random": "erm_withheld_random"
 ORDERING = ("lrw_easy", "lrw_random", "lrw_hard", "molere")       # the paper's claimed order, low -> high
 METHOD_ORDER = ("erm", "lrw", *ORDERING, *CONTROLS.values(), "mwn", "l2rw", "fsr")
 LABELS = ("dataset", "regime", "method", "seed", "hparams_id")
-ACC_SPLITS_SKIP = ("train", "val")                                  # not test accuracies
+ACC_SPLITS_SKIP = ("train", "val", "selection")                     # not test accuracies
+SELECTION_METRICS = ("selection/acc", "selection/acc_true")         # the model-selection split (report.selection)
 MACHINE_TRAIN_FIELDS = ("device", "num_workers")
 
 
@@ -47,8 +48,13 @@ def is_acc_column(name: str) -> bool:
 def _key(plan_entry: dict) -> str:
     """Pairing key: dataset, regime, seed, model and training settings (machine fields dropped)."""
     lab, cfg = plan_entry["labels"], plan_entry.get("config") or {}
-    train = {k: v for k, v in (cfg.get("train") or {}).items() if k not in MACHINE_TRAIN_FIELDS}
+    train = _train(plan_entry)
     return json.dumps([lab["dataset"], lab["regime"], lab["seed"], cfg.get("model"), train], sort_keys=True)
+
+
+def _train(plan_entry: dict) -> dict:
+    train = (plan_entry.get("config") or {}).get("train") or {}
+    return {k: v for k, v in train.items() if k not in MACHINE_TRAIN_FIELDS}
 
 
 def _hparams(plan_entry: dict) -> dict:
@@ -70,6 +76,7 @@ def _read_trial(path: Path) -> dict:
             res = run.result()
             metrics = res.get("metrics", {})
             row.update({k: float(v) for k, v in metrics.items() if is_acc_column(k) and v is not None})
+            row.update({k: float(metrics[k]) for k in SELECTION_METRICS if metrics.get(k) is not None})
             row["epochs"] = metrics.get("epoch")
             row["wall_time_s"] = res.get("wall_time_s")
         except (OSError, ValueError) as exc:
@@ -101,7 +108,8 @@ def collect(sweep_dir: str | Path) -> pd.DataFrame:
         lab = entry["labels"]
         row = {"trial_id": entry["trial_id"], **{k: lab.get(k) for k in LABELS}, "plan_index": i,
                "hparams": json.dumps(_hparams(entry), sort_keys=True), "key": _key(entry), "failure": "",
-               "planned_erm": entry.get("erm_trial_id")}
+               "planned_erm": entry.get("erm_trial_id"), "reference_only": bool(entry.get("reference_only")),
+               "train": json.dumps(_train(entry), sort_keys=True)}
         row.update(_read_trial(sweep_dir / "trials" / entry["trial_id"]))
         rows.append(row)
     df = pd.DataFrame(rows)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 
 def log_summary(sweep_name: str, tables: list, frames: dict, figures: list[dict], fig_dir: Path,
-                settings: dict) -> dict:
+                settings: dict, extra_config: dict | None = None) -> dict:
     """Returns {"logged": bool, "run_dir": str | None, "error": str | None}; mode "disabled" logs nothing."""
     mode = settings.get("mode") or os.environ.get("WANDB_MODE") or "offline"
     if mode == "disabled":
@@ -23,7 +23,7 @@ def log_summary(sweep_name: str, tables: list, frames: dict, figures: list[dict]
         run = wandb.init(id=run_id, resume="allow", project=settings.get("project") or "molere-bench",
                          entity=settings.get("entity"), mode=mode, dir=str(wdir),
                          group=settings.get("group") or sweep_name, job_type="summary",
-                         name=f"{sweep_name}-summary", config={"sweep": sweep_name}, reinit="create_new",
+                         name=f"{sweep_name}-summary", config={"sweep": sweep_name, **(extra_config or {})}, reinit="create_new",
                          settings=wandb.Settings(silent=True, console="off", x_disable_stats=True,
                                                  x_disable_machine_info=True, disable_git=True, save_code=False))
         try:
