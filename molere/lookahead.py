@@ -27,7 +27,8 @@ update an ERM step would make). `scope="head"` looks ahead on the classifier hea
 sharing): the backbone forward is the real one and the head maths is tiny.
 
 Precision (docs/perf.md): under a bf16 autocast the forwards and the exact modes' (second-order or jvp)
-maths run in bf16, like any backward pass; the finite-difference forwards run in IEEE float32 (autocast
+maths run in bf16, like any backward pass (except `forward`'s jvp, in float32: jvp does not compose with
+autocast); the finite-difference forwards run in IEEE float32 (autocast
 and TF32 off: a difference of two nearby losses needs every bit) and so does all head-scope maths. Under
 fp16 the whole look-ahead runs without autocast (its gradients are not loss-scaled). The training
 forward of `reverse` and `forward` (double-differentiated, or replayed under `jvp`) uses the math SDPA
@@ -240,7 +241,9 @@ class LookAhead:
 
         primals = {n: p.detach() for n, p in scoped.items()}
         if self.mode == "forward":
-            with double_differentiable():   # forward-mode AD through attention
+            # math attention for forward-mode AD; no autocast: jvp does not compose with it (torch 2.14:
+            # conv input/weight dtype mismatch inside the transform), so this one pass runs in float32
+            with double_differentiable(), no_autocast(x.device.type):
                 _, directional = jvp(per_example, (primals,), (dict(zip(fast, v)),))
             return (-lr * scale) * directional.detach(), val_loss
         v = [full(t) for t in v]
