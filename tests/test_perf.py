@@ -80,3 +80,15 @@ def test_a_row_out_of_gpu_memory_is_reported_and_the_others_go_on():
 def test_cuda_without_a_gpu_stops_with_a_clear_error(capsys):
     assert perf.main(["--device", "cuda"]) == 2
     assert "no CUDA device" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_gpu_check_runs_its_two_steps_at_toy_sizes_on_cpu(tmp_path):
+    """The prepared GPU script's CPU twin: the perf table and a two-epoch molere trial on a fake ImageFolder."""
+    from benchmarks import gpu_check
+    assert gpu_check.main(["--device", "cpu", "--tiny", "--out", str(tmp_path)]) == 0
+    report = json.loads((tmp_path / "perf.json").read_text())
+    assert {"erm [bf16]", "molere [bf16]"} <= set(report["settings"]["vit_tiny"]["rows"])
+    result = json.loads((tmp_path / "trial" / "result.json").read_text())
+    assert result["status"] == "done" and result["metrics"]["epoch"] == 2
+    assert result["metrics"]["split/warmup"] == 0.0          # the second epoch ran MOLERE's splitter
