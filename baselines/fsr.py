@@ -34,6 +34,7 @@ from pydantic import Field
 from torch.func import functional_call
 
 from molere.data import Batch, ExampleSet
+from molere.precision import full, ieee_fp32, reduced
 from molere.registry import register_method
 
 from .l2rw import L2RW, L2RWOptions
@@ -117,8 +118,11 @@ class FSR(L2RW):
         now = self._head_params()
         if self._prev_head is not None:
             ahead = {n: 2 * p - self._prev_head[n] for n, p in now.items()}
-            after = F.cross_entropy(functional_call(self.model.get_classifier(), ahead, (feats,)), batch.y,
-                                    reduction="none")
+            head, h, recompute = self.model.get_classifier(), full(feats), reduced(feats.device.type)
+            with ieee_fp32(feats.device.type):   # a difference of two nearby losses: both in IEEE float32
+                after = F.cross_entropy(functional_call(head, ahead, (h,)), batch.y, reduction="none")
+                if recompute:   # the training forward's ℓ_i ran below float32
+                    losses = F.cross_entropy(functional_call(head, now, (h,)), batch.y, reduction="none")
             score, idx = (after - losses).float().cpu(), batch.idx.cpu()
             m = self.hp.score_momentum
             self.scores[idx] = torch.where(self.scored[idx], m * self.scores[idx] + (1 - m) * score, score)

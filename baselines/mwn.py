@@ -28,6 +28,7 @@ from pydantic import Field
 from torch import nn
 
 from molere.data import Batch
+from molere.precision import no_autocast
 from molere.registry import register_method
 from molere.reweighting import MetaHparams, MetaSourceHparams, MetaSourceMixin, ReweightingTrainer, mean_one
 
@@ -41,7 +42,8 @@ class WeightNet(nn.Module):
 
     def forward(self, losses: torch.Tensor) -> torch.Tensor:
         first = self.net[0].weight
-        return torch.sigmoid(self.net(losses.to(first.dtype).unsqueeze(1))).squeeze(1)
+        with no_autocast(first.device.type):   # float32 under a training autocast (the net is tiny)
+            return torch.sigmoid(self.net(losses.to(first.dtype).unsqueeze(1))).squeeze(1)
 
 
 @register_method("mwn")

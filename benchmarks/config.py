@@ -12,7 +12,8 @@ from .data import DatasetConfig
 from .regimes import RegimeConfig
 
 # Fields that depend on the machine, not on the experiment: never part of a trial's identity.
-MACHINE_FIELDS = (("dataset", "root"), ("train", "device"), ("train", "num_workers"), ("plugins",))
+MACHINE_FIELDS = (("dataset", "root"), ("train", "device"), ("train", "num_workers"), ("train", "tf32"),
+                  ("train", "channels_last"), ("plugins",))
 
 
 class ModelConfig(Strict):

@@ -9,15 +9,23 @@ fresh process).
 Train-twice methods get fixed reference margins (their ERM pass is a separate trial), MOLERE and FSR
 are timed past their warm-ups (splitter active, probe set filled) and every trainer has run its first
 `on_epoch_start` before a step is timed, so each row is the method's steady-state cost.
+
+Image settings (`resnet50`, `vit_b16`, ...; `--device cuda`, synthetic ImageNet-size data kept on the
+device): every method at its defaults (plus head-only and finite_diff rows), fp32 and bf16 trainers
+built side by side and timed interleaved by whole epochs of five batches (one meta step of LRW/MOLERE's
+Q = 5; MOLERE's pool pass and FSR's refill included): training images/s, the epoch's peak memory above
+what the trainer held before it (CUDA), and both as ratios to ERM of the same precision.
 """
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import subprocess
 import sys
 import time
+from contextlib import nullcontext
 
 import numpy as np
 import torch
@@ -51,12 +59,20 @@ EPOCH_ROWS = [("lrw head-only", "lrw", {"lookahead_scope": "head"}),
               ("molere, finite_diff", "molere", FD), ("molere, one-sided fd", "molere", FD1)]
 
 
-def synthetic_task(shape: tuple, n: int, classes: int = 10, seed: int = 0) -> TaskData:
+# image settings: name -> model; synthetic ImageNet-size data (--image-size, --classes), 5 batches a epoch
+IMAGE_MODELS = {"resnet50": "timm/resnet50", "vit_b16": "timm/vit_base_patch16_224",
+                "resnet18": "timm/resnet18", "vit_tiny": "timm/vit_tiny_patch16_224"}
+HEAD = {"lookahead_scope": "head"}
+IMAGE_EXTRA_ROWS = [("lrw, head-only", "lrw", HEAD), ("mwn, head-only", "mwn", HEAD),
+                    ("molere, head-only", "molere", HEAD), ("molere, finite_diff", "molere", FD)]
+
+
+def synthetic_task(shape: tuple, n: int, classes: int = 10, seed: int = 0, device: str = "cpu") -> TaskData:
     g = torch.Generator().manual_seed(seed)
 
     def make(m, offset):
         y = torch.arange(m) % classes
-        return ExampleSet(y, x=torch.rand(m, *shape, generator=g), ids=torch.arange(m) + offset)
+        return ExampleSet(y, x=torch.rand(m, *shape, generator=g).to(device), ids=torch.arange(m) + offset)
     return TaskData("perf", train=make(n, 0), val=make(n // 5, n), test=make(256, 2 * n),
                     num_classes=classes, input_shape=shape)
 
@@ -75,18 +91,24 @@ class FixedReference:
         pass
 
 
-def build(method: str, hparams: dict, setting: str, batch_size: int, epochs: int = 1000):
-    """A trainer on a synthetic task of the setting's shape; MOLERE starts past its warm-up."""
-    arch, shape, n = SETTINGS[setting]
-    task = synthetic_task(shape, n)
-    factory = model_factory(arch, task.num_classes, shape, {})
+def build(method: str, hparams: dict, setting: str, batch_size: int, epochs: int = 1000, device: str = "cpu",
+          precision: str = "fp32", task: TaskData | None = None, factory=None):
+    """A trainer on a synthetic task of the setting's shape (or the given task and model factory);
+    MOLERE starts past its warm-up."""
+    if task is None:
+        arch, shape, n = SETTINGS[setting]
+        task = synthetic_task(shape, n, device=device)
+        factory = model_factory(arch, task.num_classes, shape, {})
     torch.manual_seed(0)
     cls = METHODS.get(method)
     hparams = {"warmup_epochs": 0, **hparams}
     hp = cls.Hparams.model_validate({k: v for k, v in hparams.items() if k in cls.Hparams.model_fields})
-    cfg = TrainConfig(epochs=epochs, batch_size=batch_size, lr=0.05, schedule="constant")
-    context = RunContext(seed=0, model_factory=factory, reference=FixedReference(task))
-    trainer = cls(factory(), task, cfg, hp, context)
+    cfg = TrainConfig(epochs=epochs, batch_size=batch_size, lr=0.05, schedule="constant", device=device,
+                      precision=precision)
+    context = RunContext(seed=0, device=device, model_factory=factory, reference=FixedReference(task))
+    with torch.device(device) if device.startswith("cuda") else nullcontext():   # initialise on the GPU
+        model = factory()
+    trainer = cls(model, task, cfg, hp, context)
     trainer.on_epoch_start(0)   # steady state before any step is timed (e.g. FSR's probe set, MOLERE's split)
     return trainer
 
@@ -97,6 +119,11 @@ def _stream(trainer):
                                              drop_last=True)
 
 
+def _sync(trainer) -> None:
+    if trainer.device.type == "cuda":
+        torch.cuda.synchronize(trainer.device)
+
+
 def time_steps(trainers: dict, rounds: int, warmup: int = 5) -> dict[str, float]:
     """Median ms per real step, interleaved across trainers."""
     streams = {k: _stream(t) for k, t in trainers.items()}
@@ -104,8 +131,10 @@ def time_steps(trainers: dict, rounds: int, warmup: int = 5) -> dict[str, float]
     for r in range(warmup + rounds):
         for k, t in trainers.items():
             batch = next(streams[k])
+            _sync(t)
             t0 = time.perf_counter()
             t.train_step(batch)
+            _sync(t)
             if r >= warmup:
                 times[k].append(time.perf_counter() - t0)
     return {k: 1e3 * float(np.median(v)) for k, v in times.items()}
@@ -116,8 +145,10 @@ def time_epochs(trainers: dict, repeats: int) -> dict[str, float]:
     times = {k: [] for k in trainers}
     for _ in range(repeats):
         for k, t in trainers.items():
+            _sync(t)
             t0 = time.perf_counter()
             t.train_epoch()
+            _sync(t)
             times[k].append(time.perf_counter() - t0)
     return {k: float(np.median(v)) for k, v in times.items()}
 
@@ -141,7 +172,7 @@ def step_peak_mb(method: str, hparams: dict, setting: str, batch_size: int) -> f
 def peak_memory_mb(method: str, hparams: dict, setting: str, batch_size: int, device: str) -> float:
     """CUDA: max allocated over a few steps; CPU: extra peak RSS of the steps, in a fresh process."""
     if device.startswith("cuda"):
-        t = build(method, hparams, setting, batch_size)
+        t = build(method, hparams, setting, batch_size, device=device)
         torch.cuda.reset_peak_memory_stats()
         time_steps({"m": t}, rounds=5, warmup=1)
         return torch.cuda.max_memory_allocated() / 2**20
@@ -151,40 +182,158 @@ def peak_memory_mb(method: str, hparams: dict, setting: str, batch_size: int, de
     return float(out.stdout.strip().splitlines()[-1])
 
 
+def image_trainers(name: str, a: argparse.Namespace, device: str) -> dict[tuple[str, str], object]:
+    """(precision, row) -> trainer: every method of the image setting `name`, one task and initial weights."""
+    shape = (3, a.image_size, a.image_size)
+    task = synthetic_task(shape, 5 * a.batch_size, a.classes, device=device)
+    factory = model_factory(IMAGE_MODELS[name], a.classes, shape, {})
+    rows = [(m, m, {}) for m in METHODS.names()] + IMAGE_EXTRA_ROWS
+    rows = [r for r in rows if a.methods is None or r[1] in a.methods or r[1] == "erm"]
+    return {(prec, lbl): build(m, hp, name, a.batch_size, device=device, precision=prec, task=task, factory=factory)
+            for prec in a.precisions for lbl, m, hp in rows}
+
+
+def time_image_epochs(trainers: dict, repeats: int, warmup: int, time_limit: float | None) -> dict:
+    """Per trainer: median training images/s over whole epochs (interleaved), epoch seconds and the
+    epochs' peak memory above what the trainer held before (CUDA; None on CPU). A trainer that runs out
+    of GPU memory is reported as such and dropped; the others go on. After `time_limit` seconds no new
+    round starts once one has been timed."""
+    deadline = None if time_limit is None else time.monotonic() + time_limit
+    secs, images, peaks, failed = {k: [] for k in trainers}, {}, {}, {}
+    for r in range(warmup + repeats):
+        for k, t in list(trainers.items()):
+            cuda = t.device.type == "cuda"
+            try:
+                _sync(t)
+                if cuda:
+                    torch.cuda.reset_peak_memory_stats(t.device)
+                    held = torch.cuda.memory_allocated(t.device)
+                t0 = time.perf_counter()
+                t.train_epoch()
+                _sync(t)
+            except torch.cuda.OutOfMemoryError:
+                failed[k] = "out of memory"
+            if k in failed:
+                trainers.pop(k)
+                t = None
+                gc.collect()
+                torch.cuda.empty_cache()
+                continue
+            if r >= warmup:
+                secs[k].append(time.perf_counter() - t0)
+                images[k] = len(t.train_set)
+                if cuda:
+                    peak = (torch.cuda.max_memory_allocated(t.device) - held) / 2**20
+                    peaks[k] = max(peaks.get(k, 0.0), peak)
+        if deadline is not None and r >= warmup and time.monotonic() > deadline:
+            break
+    out = {}
+    for k in secs:
+        if k in failed:
+            out[k] = {"error": failed[k]}
+        elif secs[k]:
+            sec = float(np.median(secs[k]))
+            out[k] = {"images_per_s": images[k] / sec, "epoch_s": sec, "peak_mb": peaks.get(k), "epochs": len(secs[k])}
+    return out
+
+
+def print_image_table(name: str, results: dict, precisions: list[str]) -> None:
+    rows = list(dict.fromkeys(lbl for _, lbl in results))
+    cols = "".join(f" | {p} img/s | x ERM | {p} +peak MB | x ERM" for p in precisions)
+    speed = " | bf16/fp32 img/s" if {"fp32", "bf16"} <= set(precisions) else ""
+    print(f"\n| {name} row{cols}{speed} |\n|---{'|---' * (4 * len(precisions) + bool(speed))}|")
+    for lbl in rows:
+        cells = []
+        for p in precisions:
+            r, erm = results.get((p, lbl), {}), results.get((p, "erm"), {})
+            if "images_per_s" not in r:
+                cells += [r.get("error", "-"), "", "", ""]
+                continue
+            ips, mem = r["images_per_s"], r["peak_mb"]
+            ratio = f"{erm['images_per_s'] / ips:.2f}" if "images_per_s" in erm else "-"
+            mem_s = "-" if mem is None else f"{mem:.0f}"
+            mem_r = f"{mem / erm['peak_mb']:.2f}" if mem is not None and erm.get("peak_mb") else "-"
+            cells += [f"{ips:.1f}", ratio, mem_s, mem_r]
+        if speed:
+            a, b = results.get(("fp32", lbl), {}), results.get(("bf16", lbl), {})
+            cells.append(f"{b['images_per_s'] / a['images_per_s']:.2f}"
+                         if "images_per_s" in a and "images_per_s" in b else "-")
+        print(f"| {lbl} | " + " | ".join(cells) + " |")
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="benchmarks.perf", description=__doc__.splitlines()[0])
-    p.add_argument("--settings", nargs="+", default=["cnn-digits", "mlp-digits", "cnn-fashion"],
-                   choices=sorted(SETTINGS))
+    p.add_argument("--settings", nargs="+", default=None, choices=sorted(SETTINGS) + sorted(IMAGE_MODELS),
+                   help="default: cnn-digits mlp-digits cnn-fashion on CPU, resnet50 vit_b16 on CUDA")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--rounds", type=int, default=60, help="interleaved timed steps per method")
     p.add_argument("--epoch-repeats", type=int, default=5)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--no-memory", action="store_true")
     p.add_argument("--json", help="also write the results to this file")
+    g = p.add_argument_group("image settings")
+    g.add_argument("--precisions", nargs="+", default=["fp32", "bf16"], choices=["fp32", "bf16", "fp16"])
+    g.add_argument("--image-size", type=int, default=224)
+    g.add_argument("--classes", type=int, default=1000)
+    g.add_argument("--methods", nargs="+", default=None, help="only these methods' rows (and ERM's)")
+    g.add_argument("--warmup-epochs", type=int, default=1, help="untimed epochs per trainer first")
+    g.add_argument("--time-limit", type=float, default=None, help="seconds per image setting: no new timed "
+                                                                 "round starts after it (one always runs)")
     a = p.parse_args(argv)
+    if a.device == "cuda" and not torch.cuda.is_available():
+        print("benchmarks.perf: --device cuda: no CUDA device is visible", file=sys.stderr)
+        return 2
+    device = a.device if a.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
+    if a.methods is not None:
+        unknown = sorted(set(a.methods) - set(METHODS.names()))
+        if unknown:
+            print(f"benchmarks.perf: --methods: unknown {unknown}; allowed: {METHODS.names()}", file=sys.stderr)
+            return 2
+    settings = a.settings or (["resnet50", "vit_b16"] if device == "cuda" else ["cnn-digits", "mlp-digits", "cnn-fashion"])
     torch.set_num_threads(a.threads)
-    device = "cuda" if torch.cuda.is_available() else "cpu"
     report = {"device": device, "threads": a.threads, "batch_size": a.batch_size, "torch": torch.__version__,
-              "settings": {}}
-    for setting in a.settings:
-        steps = time_steps({lbl: build(m, hp, setting, a.batch_size) for lbl, m, hp in STEP_ROWS}, a.rounds)
-        rows = [(m, m, {}) for m in METHODS.names()] + EPOCH_ROWS
-        epochs = time_epochs({lbl: build(m, hp, setting, a.batch_size) for lbl, m, hp in rows}, a.epoch_repeats)
-        memory = {} if a.no_memory else {lbl: peak_memory_mb(m, hp, setting, a.batch_size, device)
-                                         for lbl, m, hp in STEP_ROWS}
-        report["settings"][setting] = {"step_ms": steps, "epoch_s": epochs, "peak_mb": memory}
-        print(f"\n## {setting}  (batch {a.batch_size}, {a.threads} threads, {device})")
-        print(f"{'per step, meta update every step':<34} {'median ms':>10} {'x ERM':>7} {'+peak MB':>9}")
-        for lbl, ms in steps.items():
-            mem = f"{memory[lbl]:9.0f}" if lbl in memory else f"{'-':>9}"
-            print(f"{lbl:<34} {ms:10.2f} {ms / steps['erm']:7.2f} {mem}")
-        print(f"{'per epoch, default schedule':<34} {'median s':>10} {'x ERM':>7}")
-        for m, sec in epochs.items():
-            print(f"{m:<34} {sec:10.3f} {sec / epochs['erm']:7.2f}")
-    if a.json:
-        with open(a.json, "w") as f:
-            json.dump(report, f, indent=2)
+              "gpu": torch.cuda.get_device_name() if device == "cuda" else None, "settings": {}}
+    for setting in settings:
+        if setting in IMAGE_MODELS:
+            results = time_image_epochs(image_trainers(setting, a, device), a.epoch_repeats, a.warmup_epochs,
+                                        a.time_limit)
+            report["settings"][setting] = {
+                "model": IMAGE_MODELS[setting], "image_size": a.image_size, "classes": a.classes,
+                "train_images": 5 * a.batch_size,
+                "rows": {f"{lbl} [{prec}]": r for (prec, lbl), r in results.items()}}
+            print(f"\n## {setting} ({IMAGE_MODELS[setting]}, {a.image_size}px, {a.classes} classes, batch "
+                  f"{a.batch_size}, {device}{', ' + report['gpu'] if report['gpu'] else ''})")
+            print_image_table(setting, results, a.precisions)
+            gc.collect()
+            if device == "cuda":
+                torch.cuda.empty_cache()   # the next setting starts from an empty device
+        else:
+            report["settings"][setting] = small_setting(setting, a, device)
+        if a.json:   # after every setting: a timed-out run keeps what it measured
+            with open(a.json, "w") as f:
+                json.dump(report, f, indent=2)
     return 0
+
+
+def small_setting(setting: str, a: argparse.Namespace, device: str) -> dict:
+    """The small-model setting: per-step and per-epoch times (fp32) and step memory, printed."""
+    def trainer(m, hp):
+        return build(m, hp, setting, a.batch_size, device=device)
+    steps = time_steps({lbl: trainer(m, hp) for lbl, m, hp in STEP_ROWS}, a.rounds)
+    rows = [(m, m, {}) for m in METHODS.names()] + EPOCH_ROWS
+    epochs = time_epochs({lbl: trainer(m, hp) for lbl, m, hp in rows}, a.epoch_repeats)
+    memory = {} if a.no_memory else {lbl: peak_memory_mb(m, hp, setting, a.batch_size, device)
+                                     for lbl, m, hp in STEP_ROWS}
+    print(f"\n## {setting}  (batch {a.batch_size}, {a.threads} threads, {device})")
+    print(f"{'per step, meta update every step':<34} {'median ms':>10} {'x ERM':>7} {'+peak MB':>9}")
+    for lbl, ms in steps.items():
+        mem = f"{memory[lbl]:9.0f}" if lbl in memory else f"{'-':>9}"
+        print(f"{lbl:<34} {ms:10.2f} {ms / steps['erm']:7.2f} {mem}")
+    print(f"{'per epoch, default schedule':<34} {'median s':>10} {'x ERM':>7}")
+    for m, sec in epochs.items():
+        print(f"{m:<34} {sec:10.3f} {sec / epochs['erm']:7.2f}")
+    return {"step_ms": steps, "epoch_s": epochs, "peak_mb": memory}
 
 
 if __name__ == "__main__":

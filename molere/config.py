@@ -56,6 +56,11 @@ class TrainConfig(Strict):
     eval_every: int = Field(1, gt=0, description="evaluate every N epochs (and always at the end)")
     num_workers: int = Field(0, ge=0)
     device: str = "cpu"
+    precision: Literal["fp32", "bf16", "fp16"] = Field(
+        "fp32", description="fp32, bf16 autocast, or fp16 autocast with a gradient scaler (docs/perf.md)")
+    tf32: bool = Field(True, description="TF32 float32 matmuls and convolutions on CUDA")
+    channels_last: bool | None = Field(None, description="channels_last memory format for convolutional "
+                                                         "models; None = on CUDA")
 
     @model_validator(mode="after")
     def _device_known(self):

@@ -30,10 +30,18 @@ statistics are updated only through cloned buffers; `Hypergradient.commit_buffer
 training forward's statistics to the real model when its losses are used for the real step (the same
 update an ERM step would make). `scope="head"` looks ahead on the classifier head only (FSR's feature
 sharing): the backbone forward is the real one and the head maths is tiny.
+
+Precision (docs/perf.md): under a bf16 autocast the forwards and the exact modes' (second-order or jvp)
+maths run in bf16, like any backward pass (except `forward`'s jvp, in float32: jvp does not compose with
+autocast); the finite-difference forwards run in IEEE float32 (autocast
+and TF32 off: a difference of two nearby losses needs every bit) and so does all head-scope maths. Under
+fp16 the whole look-ahead runs without autocast (its gradients are not loss-scaled). The training
+forward of `reverse` and `forward` (double-differentiated, or replayed under `jvp`) uses the math SDPA
+kernel, which attention models (timm ViT/DeiT) need; every other forward keeps the fast kernel.
 """
 from __future__ import annotations
 
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from typing import Literal
 
@@ -41,6 +49,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call, jvp
+
+from .precision import autocast_dtype, double_differentiable, full, ieee_fp32, no_autocast, reduced
 
 Scope = Literal["all", "head"]
 
@@ -109,7 +119,8 @@ class Hypergradient:
     def backward_to(self, params) -> list[torch.Tensor]:
         """∂L_val/∂φ for the look-ahead's weights w = g_φ(·) (chain rule through g_φ only)."""
         params = list(params)
-        grads = torch.autograd.grad(self.weights, params, grad_outputs=self.dw, allow_unused=True)
+        grads = torch.autograd.grad(self.weights, params, grad_outputs=self.dw.to(self.weights.dtype),
+                                    allow_unused=True)
         return [torch.zeros_like(p) if g is None else g for p, g in zip(params, grads)]
 
     def commit_buffers(self) -> None:
@@ -160,16 +171,25 @@ class LookAhead:
         if self.scope == "head":
             with torch.no_grad():
                 hv = self._in_mode(training, features_on, model, cloned_buffers(model), x_val)
-            head = {self._head_names[n]: v for n, v in fast.items()}
-            return F.cross_entropy(functional_call(model.get_classifier(), head, (hv,)), y_val)
+            return self._head_losses(fast, hv, y_val).mean()
         tensors = {**dict(model.named_parameters()), **fast, **cloned_buffers(model)}
-        return F.cross_entropy(self._in_mode(training, functional_call, model, tensors, (x_val,)), y_val)
+        return F.cross_entropy(full(self._in_mode(training, functional_call, model, tensors, (x_val,))), y_val)
+
+    def _head_losses(self, head_params: dict, h: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Per-example CE of the head at `head_params` (model-level names) on features h, in IEEE float32."""
+        head = {self._head_names[n]: t for n, t in head_params.items()}
+        with ieee_fp32(h.device.type):
+            return F.cross_entropy(functional_call(self.model.get_classifier(), head, (full(h),)), y,
+                                   reduction="none")
 
     def hypergradient(self, x: torch.Tensor, y: torch.Tensor, weight_fn, x_val: torch.Tensor,
                       y_val: torch.Tensor, lr: float) -> Hypergradient:
         """Look ahead with weights `weight_fn(detached losses)` and differentiate L_val w.r.t. them.
 
         `weight_fn=None` looks ahead with all weights zero (L2RW's ε = 0, so θ̂ = θ)."""
+        if autocast_dtype(x.device.type) == torch.float16:   # no loss scaling in here: run without autocast
+            with no_autocast(x.device.type):
+                return self.hypergradient(x, y, weight_fn, x_val, y_val, lr)
         model = self.model
         params = dict(model.named_parameters())
         scoped = {n: params[n] for n in self.names}
@@ -178,12 +198,14 @@ class LookAhead:
         start = None if self.mode == "reverse" else rng_state(x.device)
         if self.scope == "head":
             feats = features_on(model, train_bufs, x)
-            losses = F.cross_entropy(model.get_classifier()(feats), y, reduction="none")
+            losses = self._head_losses({n: params[n] for n in self.names}, feats, y)
         else:
-            losses = F.cross_entropy(functional_call(model, {**params, **train_bufs}, (x,)), y, reduction="none")
+            with double_differentiable() if self.mode != "finite_diff" else nullcontext():
+                logits = functional_call(model, {**params, **train_bufs}, (x,))
+            losses = F.cross_entropy(full(logits), y, reduction="none")
         scale = 1.0 / len(y) if self.reduction == "mean" else 1.0
         weights = None if weight_fn is None else weight_fn(losses.detach())
-        w = torch.zeros_like(losses) if weights is None else weights.detach()
+        w = torch.zeros_like(losses) if weights is None else full(weights.detach())
         if self.mode == "reverse":
             dw, val_loss = self._reverse(losses, w, scoped, scale, lr, x_val, y_val)
         else:
@@ -217,23 +239,29 @@ class LookAhead:
 
         def per_example(p):   # ℓ_i as a function of the scoped parameters: the training forward, replayed
             if self.scope == "head":
-                head = {self._head_names[n]: t for n, t in p.items()}
-                return F.cross_entropy(functional_call(model.get_classifier(), head, (h,)), y, reduction="none")
+                return self._head_losses(p, h, y)
             with replaying(start, x.device):
                 tensors = {**params, **p, **cloned_buffers(model)}
-                return F.cross_entropy(functional_call(model, tensors, (x,)), y, reduction="none")
+                return F.cross_entropy(full(functional_call(model, tensors, (x,))), y, reduction="none")
 
         primals = {n: p.detach() for n, p in scoped.items()}
         if self.mode == "forward":
-            _, directional = jvp(per_example, (primals,), (dict(zip(fast, v)),))
+            # math attention for forward-mode AD; no autocast: jvp does not compose with it (torch 2.14:
+            # conv input/weight dtype mismatch inside the transform), so this one pass runs in float32
+            with double_differentiable(), no_autocast(x.device.type):
+                _, directional = jvp(per_example, (primals,), (dict(zip(fast, v)),))
             return (-lr * scale) * directional.detach(), val_loss
+        v = [full(t) for t in v]
         norm = torch.sqrt(sum(t.pow(2).sum() for t in v))
         if norm == 0:
             return torch.zeros_like(losses.detach()), val_loss
         eps = self.fd_eps / norm
-        with torch.no_grad():
+        # ℓ_i(θ) is the training forward's, unless that ran below IEEE float32 (then it is recomputed)
+        recompute = self.scope == "all" and reduced(x.device.type)
+        with torch.no_grad(), ieee_fp32(x.device.type):   # a difference of nearby losses needs every bit
             plus = per_example({n: p + eps * t for (n, p), t in zip(primals.items(), v)})
-            if self.fd_scheme == "one_sided":   # ℓ_i(θ) is the training forward's: one extra forward
-                return (-lr * scale) * (plus - losses.detach()) / eps, val_loss
+            if self.fd_scheme == "one_sided":
+                base = per_example(primals) if recompute else losses.detach()
+                return (-lr * scale) * (plus - base) / eps, val_loss
             minus = per_example({n: p - eps * t for (n, p), t in zip(primals.items(), v)})
         return (-lr * scale) * (plus - minus) / (2 * eps), val_loss

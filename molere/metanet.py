@@ -34,6 +34,7 @@ from torch import nn
 
 from .config import Strict
 from .lookahead import cloned_buffers, features_on
+from .precision import full, no_autocast
 from .reweighting import mean_one
 
 
@@ -107,7 +108,8 @@ class MetaNet(nn.Module):
     def weights(self, x: torch.Tensor, normalize: bool | None = None) -> torch.Tensor:
         """Positive weights, shape (B,), with graph to φ's parameters (`normalize`: None = the option)."""
         h = self.features(x) if self.options.meta_net == "features" else x
-        z = self.net(h).squeeze(1)
+        with no_autocast(h.device.type):   # φ's own maths in float32 (it is small)
+            z = self.net(full(h)).squeeze(1)
         w = torch.sigmoid(z) if self.options.output == "sigmoid" else nn.functional.softplus(z)
         return mean_one(w) if (self.options.normalize if normalize is None else normalize) else w
 

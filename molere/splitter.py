@@ -26,6 +26,7 @@ from torch import nn
 
 from .config import Strict
 from .metanet import MetaNet
+from .precision import full, no_autocast
 
 VALIDATION, TRAIN = 0, 1   # index of z in the splitter's 2-way softmax (Eq. 11 / LS: 1 = train)
 EPS = 1e-6   # probability floor (float32-safe: 1 − EPS < 1)
@@ -134,10 +135,12 @@ class Splitter(nn.Module):
             h = x.flatten(1)
         else:
             h = features if features is not None else self.classify(x)[0]
-        if self.options.splitter_head == "concat":
-            return self.net(torch.cat([h, F.one_hot(y, self.num_classes).to(h.dtype)], 1))
-        out = self.net(h).view(len(y), self.num_classes, 2)
-        return out[torch.arange(len(y), device=y.device), y]
+        with no_autocast(h.device.type):   # Θ's maths in float32 under a training autocast (it is small)
+            h = full(h)
+            if self.options.splitter_head == "concat":
+                return self.net(torch.cat([h, F.one_hot(y, self.num_classes).to(h.dtype)], 1))
+            out = self.net(h).view(len(y), self.num_classes, 2)
+            return out[torch.arange(len(y), device=y.device), y]
 
     def make_optimizer(self) -> torch.optim.Optimizer:
         o = self.options

@@ -23,6 +23,7 @@ from torch import nn
 from .config import NoHparams, Strict, TrainConfig
 from .data import Batch, ExampleSet, TaskData
 from .margins import probabilistic_margin
+from .precision import autocast, prepare
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -80,7 +81,8 @@ class Trainer:
                  context: RunContext | None = None):
         self.context = context or RunContext()
         self.device = torch.device(self.context.device)
-        self.model = model.to(self.device)
+        self.model = prepare(model.to(self.device), self.device, train.precision, train.tf32, train.channels_last)
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=train.precision == "fp16")
         self.data, self.cfg = data, train
         self.hp = hparams if hparams is not None else self.Hparams()
         self.generator = torch.Generator().manual_seed(self.context.seed)
@@ -121,6 +123,10 @@ class Trainer:
         """The classifier's current learning rate (the default look-ahead step size)."""
         return self.optimizer.param_groups[0]["lr"]
 
+    def autocast(self):
+        """The configured autocast (`train.precision`) for forwards on the trainer's device."""
+        return autocast(self.device, self.cfg.precision)
+
     def log_step(self, **values: float) -> None:
         """Record per-step statistics; their epoch means join the epoch metrics as train/<name>."""
         for k, v in values.items():
@@ -129,15 +135,18 @@ class Trainer:
     # ---- the loop ----------------------------------------------------------------------------
     def train_step(self, batch: Batch) -> float:
         """One real classifier step on `batch` (the method's loss, backward, clip, optimiser step)."""
-        loss = self.training_step(batch.to(self.device))
+        with self.autocast():
+            loss = self.training_step(batch.to(self.device))
         if not torch.isfinite(loss):
             raise NonFiniteLossError(f"non-finite training loss {loss.item()} at epoch {self.epoch + 1}, "
                                      f"step {self.global_step}")
         self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        self.scaler.scale(loss).backward()   # the scaler (fp16 only) is a no-op otherwise
         if self.cfg.grad_clip:
+            self.scaler.unscale_(self.optimizer)
             nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip)
-        self.optimizer.step()
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
         self.global_step += 1
         return loss.item()
 
@@ -145,7 +154,8 @@ class Trainer:
         """One pass over the training set (hooks included, no evaluation); returns the epoch's metrics."""
         t0 = time.perf_counter()
         self.model.train()
-        self.on_epoch_start(self.epoch)
+        with self.autocast():
+            self.on_epoch_start(self.epoch)
         losses = [self.train_step(batch) for batch in self.train_set.batches(
             self.cfg.batch_size, shuffle=True, generator=self.generator, num_workers=self.cfg.num_workers)]
         self.schedule.step()
@@ -153,7 +163,8 @@ class Trainer:
                    "train/epoch_time_s": time.perf_counter() - t0, "lr": self.lr}
         metrics.update({f"train/{k}": float(np.mean(v)) for k, v in self._step_logs.items()})
         self._step_logs.clear()
-        metrics.update(self.on_epoch_end(self.epoch))
+        with self.autocast():
+            metrics.update(self.on_epoch_end(self.epoch))
         self.epoch += 1
         return metrics
 
@@ -175,8 +186,9 @@ class Trainer:
         """Evaluation-mode logits for every example of `examples`, in order."""
         was_training = self.model.training
         self.model.eval()
-        out = [self.model(b.x.to(self.device)).float().cpu()
-               for b in examples.batches(batch_size, train=False, num_workers=self.cfg.num_workers)]
+        with self.autocast():
+            out = [self.model(b.x.to(self.device)).float().cpu()
+                   for b in examples.batches(batch_size, train=False, num_workers=self.cfg.num_workers)]
         self.model.train(was_training)
         return torch.cat(out) if out else torch.empty(0, self.data.num_classes)
 
@@ -217,7 +229,8 @@ class Trainer:
     def state_dict(self) -> dict:
         return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
                 "schedule": self.schedule.state_dict(), "epoch": self.epoch, "global_step": self.global_step,
-                "generator": self.generator.get_state(), "extra": self.extra_state()}
+                "generator": self.generator.get_state(), "extra": self.extra_state(),
+                "scaler": self.scaler.state_dict()}
 
     def load_state_dict(self, state: dict) -> None:
         self.model.load_state_dict(state["model"])
@@ -226,3 +239,5 @@ class Trainer:
         self.epoch, self.global_step = state["epoch"], state["global_step"]
         self.generator.set_state(state["generator"])
         self.load_extra_state(state["extra"])
+        if state.get("scaler"):   # empty when saved without fp16
+            self.scaler.load_state_dict(state["scaler"])

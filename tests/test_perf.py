@@ -30,3 +30,65 @@ def test_main_prints_and_writes_every_row(tmp_path, capsys):
     assert {lbl for lbl, _, _ in perf.EPOCH_ROWS} <= set(report["epoch_s"])
     assert all(v > 0 for v in report["step_ms"].values())
     assert "x ERM" in capsys.readouterr().out
+
+
+def test_image_settings_time_every_precision_side_by_side(tmp_path, capsys):
+    out, threads = tmp_path / "perf.json", torch.get_num_threads()
+    try:
+        rc = perf.main(["--device", "cpu", "--settings", "vit_tiny", "--image-size", "32", "--batch-size", "4",
+                        "--classes", "10", "--methods", "molere", "--epoch-repeats", "1", "--warmup-epochs", "0",
+                        "--threads", "1", "--json", str(out)])
+    finally:
+        torch.set_num_threads(threads)
+    assert rc == 0
+    rows = json.loads(out.read_text())["settings"]["vit_tiny"]["rows"]
+    expected = {f"{lbl} [{p}]" for p in ("fp32", "bf16")
+                for lbl in ("erm", "molere", "molere, head-only", "molere, finite_diff")}
+    assert set(rows) == expected
+    assert all(r["images_per_s"] > 0 and r["epochs"] == 1 for r in rows.values())
+    assert "bf16/fp32 img/s" in capsys.readouterr().out
+
+
+def test_image_trainers_share_weights_and_differ_in_precision():
+    import argparse
+    a = argparse.Namespace(image_size=32, batch_size=4, classes=10, methods=["lrw"], precisions=["fp32", "bf16"])
+    trainers = perf.image_trainers("vit_tiny", a, "cpu")
+    assert {k[0] for k in trainers} == {"fp32", "bf16"}
+    assert {t.cfg.precision for (p, _), t in trainers.items() if p == "bf16"} == {"bf16"}
+    first = [next(t.model.parameters()) for t in trainers.values()]
+    assert all(torch.equal(first[0], f) for f in first)
+    assert len({len(t.train_set) for (_, lbl), t in trainers.items() if lbl == "erm"}) == 1
+
+
+def test_a_row_out_of_gpu_memory_is_reported_and_the_others_go_on():
+    class Fake:
+        device = torch.device("cpu")
+        train_set = range(10)
+
+        def __init__(self, fail):
+            self.fail = fail
+
+        def train_epoch(self):
+            if self.fail:
+                raise torch.cuda.OutOfMemoryError("CUDA out of memory")
+
+    out = perf.time_image_epochs({"a": Fake(False), "b": Fake(True)}, repeats=2, warmup=0, time_limit=None)
+    assert out["b"] == {"error": "out of memory"} and out["a"]["epochs"] == 2
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="a CUDA device is visible")
+def test_cuda_without_a_gpu_stops_with_a_clear_error(capsys):
+    assert perf.main(["--device", "cuda"]) == 2
+    assert "no CUDA device" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_gpu_check_runs_its_two_steps_at_toy_sizes_on_cpu(tmp_path):
+    """The prepared GPU script's CPU twin: the perf table and a two-epoch molere trial on a fake ImageFolder."""
+    from benchmarks import gpu_check
+    assert gpu_check.main(["--device", "cpu", "--tiny", "--out", str(tmp_path)]) == 0
+    report = json.loads((tmp_path / "perf.json").read_text())
+    assert {"erm [bf16]", "molere [bf16]"} <= set(report["settings"]["vit_tiny"]["rows"])
+    result = json.loads((tmp_path / "trial" / "result.json").read_text())
+    assert result["status"] == "done" and result["metrics"]["epoch"] == 2
+    assert result["metrics"]["split/warmup"] == 0.0          # the second epoch ran MOLERE's splitter
