@@ -53,6 +53,9 @@ class WandbConfig(Strict):
     mode: Literal["auto", "offline", "online", "disabled"] = Field(
         "auto", description="auto: online when an API key is configured, else offline")
     dir: str | None = Field(None, description="where runs are written (default: the sweep directory)")
+    log_every_steps: int = Field(50, gt=0, description="log step loss, lr, weight norms and images/s every N steps")
+    stats_interval_s: float | None = Field(None, gt=0, description="system-metrics sampling interval (default: wandb's)")
+    dashboard: bool = Field(True, description="build the sweep's W&B workspace and report at the end")
 
 
 class StoreConfig(Strict):
