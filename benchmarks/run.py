@@ -69,7 +69,8 @@ def wandb_settings(sweep: Sweep) -> dict:
     w = sweep.wandb
     return {"project": w.project, "entity": w.entity, "mode": resolve_mode(w.mode),
             "dir": str(sweep.directory.resolve() if w.dir is None else w.dir),
-            "log_every_steps": w.log_every_steps, "stats_interval_s": w.stats_interval_s}
+            "log_every_steps": w.log_every_steps, "stats_interval_s": w.stats_interval_s,
+            "flush_interval_s": w.flush_interval_s}
 
 
 def write_plan(sweep: Sweep, trials) -> None:

@@ -88,7 +88,7 @@ def _run(spec: dict, run: RunDir, where: dict) -> dict:
     torch.set_num_threads(max(1, int(spec["cpu"])))
     write_json(run.file("placement.json"), where)
     logger = TrialLogger(spec.get("wandb"), trial_id=spec["trial_id"], sweep=spec["sweep"],
-                         labels=spec["labels"], config=spec["config"], store_dir=run.path)
+                         labels=spec["labels"], config=spec["config"])
     code = 1
     try:
         try:

@@ -7,7 +7,7 @@ trainer's global step: every `log_every` steps the step loss, lr, weight and gra
 the method's per-step statistics; every epoch the epoch metrics; at the end the final accuracies, the gain
 over the ERM run of the same key, margin histograms and binned margin deltas vs ERM, and the trial's
 store files as an artifact. System metrics are on. A retried or resumed trial continues the same run
-after the last step already logged (recorded in the trial folder). A logging failure is printed to
+after the last step its run files hold (no step twice). A logging failure is printed to
 stderr (the trial's log) and never fails the trial.
 """
 from __future__ import annotations
@@ -24,7 +24,6 @@ from pathlib import Path
 import numpy as np
 
 MIN_WANDB = "0.19.10"          # the `reinit` values used here; the declared minimum (wandb-workspaces) is higher
-STATE_FILE = "wandb_run.json"  # in the trial folder: run id and last logged step
 STORE_FILES = ("config.json", "result.json", "metrics.jsonl", "margins.npz", "failed.json")
 
 
@@ -113,24 +112,24 @@ def _norms(model) -> dict:
 class TrialLogger:
     """Trainer callback (`on_step_end`, `on_epoch_end`) plus the end-of-trial summary of one W&B run."""
 
-    def __init__(self, settings: dict | None, *, trial_id: str, sweep: str, labels: dict, config: dict,
-                 store_dir: str | os.PathLike | None = None):
+    def __init__(self, settings: dict | None, *, trial_id: str, sweep: str, labels: dict, config: dict):
         self.run, self.step, self.last = None, 0, -1
         self.every = int((settings or {}).get("log_every_steps") or 50)
-        self.state = None if store_dir is None else Path(store_dir) / STATE_FILE
         self.images, self.t_last = 0.0, None
         if not settings or settings.get("mode") == "disabled":
             return
         try:
             import wandb
+            from .wandb_reader import last_step
             check_wandb(wandb.__version__)
-            self.last = self._previous_step(trial_id)
             run_dir = Path(settings["dir"])
+            self.last = last_step(run_dir, trial_id)
             run_dir.mkdir(parents=True, exist_ok=True)
             name = f"{labels['method']}/{labels['dataset']}/{labels['regime']}/seed-{labels['seed']}"
             env = environment(config.get("train", {}).get("device", "auto"))
-            extra = {} if settings.get("stats_interval_s") is None else {
-                "x_stats_sampling_interval": float(settings["stats_interval_s"])}
+            extra = {"x_transaction_log_flush_interval": float(settings.get("flush_interval_s") or 5.0)}
+            if settings.get("stats_interval_s") is not None:
+                extra["x_stats_sampling_interval"] = float(settings["stats_interval_s"])
             self.run = wandb.init(
                 project=settings.get("project"), entity=settings.get("entity"), id=trial_id, name=name,
                 group=sweep, job_type=labels["method"], config=run_config(config, labels, trial_id, env),
@@ -145,15 +144,6 @@ class TrialLogger:
             self.run = None
             _warn("init", exc)
 
-    # ---- the run's step counter across attempts -------------------------------------------------
-    def _previous_step(self, trial_id: str) -> int:
-        import json
-        try:
-            s = json.loads(self.state.read_text())
-            return int(s["last_step"]) if s.get("run_id") == trial_id else -1
-        except (AttributeError, OSError, ValueError, KeyError, TypeError):
-            return -1
-
     def _log(self, data: dict, step: int) -> None:
         """Log at `step` unless an earlier attempt of this run logged it already (no duplicate steps)."""
         if self.run is None or step <= self.last:
@@ -161,9 +151,6 @@ class TrialLogger:
         try:
             self.run.log(data, step=step)
             self.step = step
-            if self.state is not None:
-                from .store import write_json
-                write_json(self.state, {"run_id": self.run.id, "last_step": step})
         except Exception as exc:  # noqa: BLE001
             _warn("log", exc)
 
@@ -256,9 +243,13 @@ class TrialLogger:
             self.store_artifact(store_dir, "failed")
 
     def finish(self, exit_code: int = 0) -> None:
+        """Finish the run and stop this process's wandb service: only that guarantees the run file is
+        complete on disk when this returns (finish() alone may leave its tail in a buffer)."""
         if self.run is not None:
             try:
+                import wandb
                 self.run.finish(exit_code=exit_code)
+                wandb.teardown()
             except Exception as exc:  # noqa: BLE001
                 _warn("finish", exc)
             self.run = None

@@ -136,3 +136,14 @@ def read_attempts(dirs: list[Path]) -> dict:
         for k in ("history", "system", "artifacts"):
             out[k] += r[k]
     return out
+
+
+def last_step(wandb_dir: str | os.PathLike, run_id: str) -> int:
+    """The largest history step of run `run_id` in its local run files under `wandb_dir` (-1: none)."""
+    steps = [-1]
+    for d in run_dirs(wandb_dir).get(run_id, []):
+        try:
+            steps += [r.get("_step", -1) for r in read_run(d)["history"]]
+        except (OSError, ValueError):
+            continue
+    return int(max(steps))

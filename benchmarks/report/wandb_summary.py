@@ -70,6 +70,7 @@ def log_summary(sweep_name: str, tables: list, frames: dict, figures: list[dict]
             run_dir = os.path.dirname(run.dir)
         finally:
             run.finish()
+            wandb.teardown()    # the run file is complete on disk only once the service has stopped
         return {"logged": True, "run_dir": run_dir, "error": None}
     except Exception as exc:  # noqa: BLE001 — logging must never cost the report
         return {"logged": False, "run_dir": None, "error": f"{type(exc).__name__}: {exc}"}
