@@ -149,7 +149,7 @@ def _expr_filters(filters: list[list]):
     for field, op, value in filters:
         key = expr.Config(field[7:]) if field.startswith("config.") else expr.Metric(field)
         out.append(key == value if op == "==" else key != value)
-    return out
+    return expr.And(*out)
 
 
 def _panel(p: dict):
