@@ -21,8 +21,8 @@ from .wandb_reader import read_attempts, run_dirs
 
 GROUPING = ("config.dataset.name", "config.regime", "config.method.name")
 BY_METHOD = "config.method.name"
-COLUMNS = ("summary:final/test/acc", "summary:gain_over_erm/test_acc", "config:seed", "config:hparams_id",
-           "config:trial_id")
+COLUMNS = ("summary:final/test/acc", "summary:gain_over_erm/test_acc", "config:seed.value", "config:hparams_id.value",
+           "config:trial_id.value")   # the runs table's column accessors (config values end in .value)
 CURVES = (("Step", ("train/step_loss", "lr", "perf/images_per_s", "weights/param_norm", "weights/grad_norm")),
           ("epoch", ("test/acc", "val/acc", "selection/acc", "test/worst_group_acc", "train/loss", "test/margin_mean")))
 STANDARD_TRAIN = {"train/step_loss", "train/loss", "train/epoch_time_s", "train/acc_observed", "train/acc_true"}
@@ -123,7 +123,7 @@ def build_spec(sweep: str, keys: dict, project: str, entity: str | None = None) 
     t = keys["trials"]
     grouping = [g for g in GROUPING if g in t["config"]]
     columns = [c for c in COLUMNS if (c.startswith("summary:") and c[8:] in t["summary"])
-               or (c.startswith("config:") and f"config.{c[7:]}" in t["config"])]
+               or (c.startswith("config:") and f"config.{c[7:].removesuffix('.value')}" in t["config"])]
     sections = _panels(keys)
     per_cell = [n for n in ("Gain over ERM", "Margin deltas vs ERM", "Training curves", "Reweighting diagnostics")
                 if n in sections]
