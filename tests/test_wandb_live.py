@@ -192,3 +192,17 @@ def test_old_wandb_is_a_clear_error_before_anything_starts(tmp_path, monkeypatch
         run.main([str(path)])
     assert e.value.code == 2 and "wandb.mode: wandb 0.18.7 is installed" in capsys.readouterr().err
     assert not (tmp_path / "x").exists()
+
+
+def test_reader_keeps_nested_config_keys():
+    from wandb.proto import wandb_internal_pb2 as pb
+
+    from benchmarks.wandb_reader import _config
+    items = [pb.ConfigItem(key="lr", value_json="0.1"),
+             pb.ConfigItem(nested_key=["env", "git", "commit"], value_json='"abc"'),
+             pb.ConfigItem(nested_key=["env", "host"], value_json='"h"'),
+             pb.ConfigItem(nested_key=["_wandb", "visualize", "plot"], value_json="{}"),
+             pb.ConfigItem(key="_wandb", value_json="{}")]
+    out = {}
+    _config(items, out)
+    assert out == {"lr": 0.1, "env": {"git": {"commit": "abc"}, "host": "h"}}
