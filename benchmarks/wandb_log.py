@@ -23,6 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
+from molere.trainer import Callback
+
 MIN_WANDB = "0.19.10"          # the `reinit` values used here; the declared minimum (wandb-workspaces) is higher
 STORE_FILES = ("config.json", "result.json", "metrics.jsonl", "margins.npz", "failed.json")
 
@@ -109,7 +111,7 @@ def _norms(model) -> dict:
     return out
 
 
-class TrialLogger:
+class TrialLogger(Callback):
     """Trainer callback (`on_step_end`, `on_epoch_end`) plus the end-of-trial summary of one W&B run."""
 
     def __init__(self, settings: dict | None, *, trial_id: str, sweep: str, labels: dict, config: dict):
