@@ -14,13 +14,15 @@ import time
 
 import yaml
 
+from molere.config import ConfigError
+
 from . import catalog
 from .cli import bad_input_exits
 from .datasets.common import DataMissingError
 from .store import RunDir, _atomic_write, write_json
 from .sweep import Sweep, expand_trials, load_sweep, missing_data, parse_only, select
-from .sweep_trial import trial_spec
-from .wandb_log import resolve_mode
+from .sweep_trial import LOG_FILE, trial_spec
+from .wandb_log import check_wandb, resolve_mode
 
 PROG = "benchmarks.run"
 
@@ -85,7 +87,9 @@ def counts(status: dict[str, str]) -> str:
 def wandb_settings(sweep: Sweep) -> dict:
     w = sweep.wandb
     return {"project": w.project, "entity": w.entity, "mode": resolve_mode(w.mode),
-            "dir": str(sweep.directory.resolve() if w.dir is None else w.dir)}
+            "dir": str(sweep.directory.resolve() if w.dir is None else w.dir),
+            "log_every_steps": w.log_every_steps, "stats_interval_s": w.stats_interval_s,
+            "flush_interval_s": w.flush_interval_s}
 
 
 def write_plan(sweep: Sweep, trials) -> None:
@@ -111,8 +115,9 @@ def summarize(sweep: Sweep, trials, lost: dict[str, str], elapsed: float) -> int
             unfinished += 1
             continue
         lab = t.labels
+        log = run.file(LOG_FILE)
         print(f"  FAILED {t.trial_id} {lab['dataset']}/{lab['regime']}/{lab['method']}/seed {lab['seed']}: "
-              f"{reason.splitlines()[0]}")
+              f"{reason.splitlines()[0]}" + (f"\n    log: {log}" if log.exists() else " (no log file)"))
     if unfinished:
         print(f"  {unfinished} trials did not finish (interrupted?); run the same command again to continue")
     return 1 if bad else 0
@@ -131,6 +136,20 @@ def report(sweep: Sweep, settings: dict) -> None:
               file=sys.stderr)
 
 
+def dashboard(sweep: Sweep, settings: dict) -> None:
+    """Build the sweep's W&B workspace and report (online: saved; offline: written as a specification)."""
+    if settings["mode"] == "disabled" or not sweep.wandb.dashboard:
+        return
+    try:
+        from .dashboard import build_dashboard
+        out = build_dashboard(sweep.directory, settings)
+        for line in out["messages"]:
+            print(line)
+    except Exception as exc:  # noqa: BLE001
+        print(f"{PROG}: warning: the W&B dashboard failed ({type(exc).__name__}: {exc}); results are intact",
+              file=sys.stderr)
+
+
 def main(argv=None) -> int:
     a = parse_args(argv)
     os.environ.setdefault("WANDB_SILENT", "true")
@@ -139,6 +158,11 @@ def main(argv=None) -> int:
         only = parse_only(a.only)
         plan = expand_trials(sweep)
         chosen = select(plan, only)
+        if resolve_mode(sweep.wandb.mode) != "disabled":
+            try:
+                check_wandb()
+            except ValueError as exc:
+                raise ConfigError(f"wandb.mode: {exc}") from None
         missing = missing_data(sweep, {t.labels["dataset"] for t in chosen})
         if missing and not a.dry_run:
             raise DataMissingError(f"{a.sweep}: {missing[0]}")
@@ -172,6 +196,7 @@ def main(argv=None) -> int:
             return 2
     code = summarize(sweep, chosen, lost, time.monotonic() - t0)
     report(sweep, settings)
+    dashboard(sweep, settings)
     return code
 
 

@@ -20,6 +20,7 @@ from ray.tune.search import Searcher
 RAY_ENV = {"RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "disabled",
            "RAY_AIR_NEW_OUTPUT": "0", "WANDB_SILENT": "true"}   # silent Ray; our own progress line
 FORWARD = ("WANDB_", "HF_", "TORCH_HOME", "OMP_NUM_THREADS")
+LOCAL_ONLY = ("WANDB_SERVICE",)   # the address of this process's wandb-core: a worker must start its own
 
 
 def tune_domain(kind: str, arg):
@@ -35,7 +36,7 @@ def worker_env() -> dict[str, str]:
     """The environment every worker gets (local or on a cluster): Ray settings, W&B/HF settings, paths."""
     for k, v in RAY_ENV.items():
         os.environ.setdefault(k, v)
-    env = {k: v for k, v in os.environ.items() if k in RAY_ENV or k.startswith(FORWARD)}
+    env = {k: v for k, v in os.environ.items() if (k in RAY_ENV or k.startswith(FORWARD)) and k not in LOCAL_ONLY}
     path = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p] + [os.getcwd()]
     env["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(path))
     env["RAY_CHDIR_TO_TRIAL_DIR"] = "0"

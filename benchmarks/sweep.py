@@ -58,6 +58,11 @@ class WandbConfig(Strict):
     mode: Literal["auto", "offline", "online", "disabled"] = Field(
         "auto", description="auto: online when an API key is configured, else offline")
     dir: str | None = Field(None, description="where runs are written (default: the sweep directory)")
+    log_every_steps: int = Field(50, gt=0, description="log step loss, lr, weight norms and images/s every N steps")
+    stats_interval_s: float | None = Field(None, ge=0.1, description="system-metrics sampling interval (default: wandb's)")
+    flush_interval_s: float = Field(5.0, gt=0, description="seconds between writes of a run's local .wandb file "
+                                                           "(what a killed trial keeps)")
+    dashboard: bool = Field(True, description="build the sweep's W&B workspace and report at the end")
 
 
 class StoreConfig(Strict):

@@ -1,15 +1,21 @@
-"""One sweep trial inside a worker: thread count, W&B run, and fault capture (no Ray imports here).
+"""One sweep trial inside a worker: thread count, W&B run, its log file and fault capture (no Ray imports here).
 
 `run_one(spec)` never raises for a failing trial: the failure is written to the trial's directory
 (failed.json with reason and traceback) and returned, so one bad trial never stops the sweep.
 """
 from __future__ import annotations
 
+import contextlib
+import datetime
 import os
 import socket
+import sys
 import traceback
+from pathlib import Path
 
 from .store import RunDir, write_json
+
+LOG_FILE = "trial.log"      # every attempt's stdout/stderr, appended
 
 
 def trial_spec(planned, sweep, wandb_settings: dict | None) -> dict:
@@ -31,8 +37,48 @@ def _erm_partner(spec: dict) -> dict | None:
         return None
 
 
+@contextlib.contextmanager
+def output_to(path: Path):
+    """Append this process's stdout and stderr to `path`: Python streams and file descriptors 1 and 2
+    (so C-level output and child processes such as wandb's service land there too). wandb is not
+    silenced there: its warnings belong in the trial's log."""
+    for stream in (sys.stdout, sys.stderr):
+        stream.flush()
+    saved = os.dup(1), os.dup(2)
+    silent = os.environ.pop("WANDB_SILENT", None)
+    with open(path, "a", buffering=1) as f:
+        os.dup2(f.fileno(), 1)
+        os.dup2(f.fileno(), 2)
+        try:
+            with contextlib.redirect_stdout(f), contextlib.redirect_stderr(f):
+                yield f
+        finally:
+            f.flush()
+            os.dup2(saved[0], 1)
+            os.dup2(saved[1], 2)
+            for fd in saved:
+                os.close(fd)
+            if silent is not None:
+                os.environ["WANDB_SILENT"] = silent
+
+
 def run_one(spec: dict, placement: dict | None = None) -> dict:
-    """Run the trial of `spec`; returns {"status": "done"|"failed", ...} and never raises on trial errors."""
+    """Run the trial of `spec`; returns {"status": "done"|"failed", ...} and never raises on trial errors.
+    Its stdout/stderr (every attempt, tracebacks and W&B messages included) go to <trial>/trial.log."""
+    run = RunDir(spec["out_dir"])
+    run.path.mkdir(parents=True, exist_ok=True)
+    with output_to(run.file(LOG_FILE)) as log:
+        where = {"hostname": socket.gethostname(), "pid": os.getpid(), **(placement or {})}
+        stamp = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+        print(f"=== trial {spec['trial_id']} attempt started {stamp} on {where['hostname']} (pid {where['pid']})",
+              file=log, flush=True)
+        out = _run(spec, run, where)
+        print(f"=== trial {spec['trial_id']} {out['status']}"
+              + (f": {out['error']}" if out.get("error") else ""), file=log, flush=True)
+        return out
+
+
+def _run(spec: dict, run: RunDir, where: dict) -> dict:
     import torch
 
     from .config import TrialConfig
@@ -40,9 +86,6 @@ def run_one(spec: dict, placement: dict | None = None) -> dict:
     from .wandb_log import TrialLogger
 
     torch.set_num_threads(max(1, int(spec["cpu"])))
-    run = RunDir(spec["out_dir"])
-    run.path.mkdir(parents=True, exist_ok=True)
-    where = {"hostname": socket.gethostname(), "pid": os.getpid(), **(placement or {})}
     write_json(run.file("placement.json"), where)
     logger = TrialLogger(spec.get("wandb"), trial_id=spec["trial_id"], sweep=spec["sweep"],
                          labels=spec["labels"], config=spec["config"])
@@ -52,14 +95,15 @@ def run_one(spec: dict, placement: dict | None = None) -> dict:
             result = run_trial(TrialConfig.model_validate(spec["config"]), run.path, callbacks=(logger,),
                                store_root=spec["store_root"], checkpoint=spec["checkpoint"])
         except Exception as exc:  # noqa: BLE001 - a failing trial is recorded, never propagated
+            traceback.print_exc()
             if run.status != "failed":
                 run.fail(exc)
             error = f"{type(exc).__name__}: {exc}"
-            logger.failed(error)
+            logger.failed(error, run.path, str(run.file(LOG_FILE)))
             return {"status": "failed", "error": error, **where}
         code = 0
         try:
-            logger.final(result, run.margins(), _erm_partner(spec))
+            logger.final(result, run.margins(), _erm_partner(spec), run.path)
         except Exception:  # noqa: BLE001 - reading back for logging must not fail a done trial
             traceback.print_exc()
         return {"status": "done", "test_acc": result["metrics"].get("test/acc"), **where}

@@ -74,7 +74,7 @@ class StoreReference:
 def versions() -> dict[str, str]:
     import importlib.metadata as md
     out = {"python": platform.python_version()}
-    for pkg in ("torch", "timm", "ray", "wandb", "numpy", "molere-bench"):
+    for pkg in ("torch", "torchvision", "timm", "ray", "wandb", "wandb-workspaces", "numpy", "molere-bench"):
         try:
             out[pkg] = md.version(pkg)
         except md.PackageNotFoundError:

@@ -66,8 +66,9 @@ def run_file(run_dir: str | os.PathLike) -> Path:
 
 
 def read_run(run_dir: str | os.PathLike) -> dict:
-    """{"run": {id, project, name, group, job_type, tags}, "config", "history": [rows], "summary"}."""
-    out: dict = {"run": None, "config": {}, "history": [], "summary": {}}
+    """{"run": {id, project, name, group, job_type, tags}, "config" (nested keys kept), "history": [rows],
+    "summary", "system": [system-metric samples], "artifacts": [{name, type, files}]}."""
+    out: dict = {"run": None, "config": {}, "history": [], "summary": {}, "system": [], "artifacts": []}
     for rec in records(run_file(run_dir)):
         kind = rec.WhichOneof("record_type")
         if kind == "run":
@@ -81,13 +82,24 @@ def read_run(run_dir: str | os.PathLike) -> dict:
             out["history"].append(_items(rec.history.item, {}))
         elif kind == "summary":
             _items(rec.summary.update, out["summary"])
+        elif kind == "stats":
+            out["system"].append({it.key: json.loads(it.value_json) for it in rec.stats.item})
+        elif kind == "artifact":
+            a = rec.artifact
+            out["artifacts"].append({"name": a.name, "type": a.type, "files": [e.path for e in a.manifest.contents]})
     return out
 
 
 def _config(items, out: dict) -> None:
+    """Config updates; a nested key (["a", "b"]) sets out["a"]["b"]. wandb-internal ("_...") keys are skipped."""
     for it in items:
-        if not it.key.startswith("_"):
-            out[it.key] = json.loads(it.value_json)
+        path = list(it.nested_key) or [it.key]
+        if not path[0] or path[0].startswith("_"):
+            continue
+        node = out
+        for k in path[:-1]:
+            node = node.setdefault(k, {})
+        node[path[-1]] = json.loads(it.value_json)
 
 
 def load_table(run_dir: str | os.PathLike, ref: dict) -> tuple[list, list]:
@@ -96,11 +108,42 @@ def load_table(run_dir: str | os.PathLike, ref: dict) -> tuple[list, list]:
     return t["columns"], t["data"]
 
 
-def find_runs(wandb_dir: str | os.PathLike) -> dict[str, Path]:
-    """Run id -> newest offline run directory under `wandb_dir` (the folder holding `wandb/`)."""
-    runs: dict[str, Path] = {}
+def run_dirs(wandb_dir: str | os.PathLike) -> dict[str, list[Path]]:
+    """Run id -> every local run directory of that id under `wandb_dir` (the folder holding `wandb/`),
+    oldest first: a retried or resumed trial has one per attempt."""
+    runs: dict[str, list[Path]] = {}
     base = Path(wandb_dir) / "wandb"
-    for d in sorted(base.glob("offline-run-*")) + sorted(base.glob("run-*")):
-        if d.is_dir():
-            runs[d.name.rsplit("-", 1)[-1]] = d
+    dirs = [d for d in list(base.glob("offline-run-*")) + list(base.glob("run-*")) if d.is_dir()]
+    for d in sorted(dirs, key=lambda d: d.name.split("run-", 1)[1]):   # <timestamp>-<id>: chronological
+        runs.setdefault(d.name.rsplit("-", 1)[-1], []).append(d)
     return runs
+
+
+def find_runs(wandb_dir: str | os.PathLike) -> dict[str, Path]:
+    """Run id -> newest local run directory under `wandb_dir` (the folder holding `wandb/`)."""
+    return {rid: dirs[-1] for rid, dirs in run_dirs(wandb_dir).items()}
+
+
+def read_attempts(dirs: list[Path]) -> dict:
+    """One run read back from all its attempts (oldest first): configs and summaries merged, histories
+    concatenated in order (what the W&B server shows once every attempt is synced)."""
+    out: dict = {"run": None, "config": {}, "history": [], "summary": {}, "system": [], "artifacts": []}
+    for d in dirs:
+        r = read_run(d)
+        out["run"] = r["run"]
+        out["config"].update(r["config"])
+        out["summary"].update(r["summary"])
+        for k in ("history", "system", "artifacts"):
+            out[k] += r[k]
+    return out
+
+
+def last_step(wandb_dir: str | os.PathLike, run_id: str) -> int:
+    """The largest history step of run `run_id` in its local run files under `wandb_dir` (-1: none)."""
+    steps = [-1]
+    for d in run_dirs(wandb_dir).get(run_id, []):
+        try:
+            steps += [r.get("_step", -1) for r in read_run(d)["history"]]
+        except (OSError, ValueError):
+            continue
+    return int(max(steps))

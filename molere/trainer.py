@@ -13,7 +13,7 @@ from __future__ import annotations
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
-from typing import Any, Callable, Protocol
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -30,8 +30,15 @@ class NonFiniteLossError(FloatingPointError):
     """Raised when the training loss becomes NaN or infinite."""
 
 
-class Callback(Protocol):
-    def on_epoch_end(self, trainer: "Trainer", epoch: int, metrics: dict[str, float]) -> None: ...
+class Callback:
+    """Observer of a Trainer's loop; subclasses override what they need (both are no-ops here)."""
+
+    def on_step_end(self, trainer: "Trainer", step: int, metrics: dict[str, float]) -> None:
+        """After every real optimizer step; `step` = trainer.global_step, metrics hold at least
+        train/step_loss and lr (plus train/batch_size and this step's `log_step` values as train/step_<name>)."""
+
+    def on_epoch_end(self, trainer: "Trainer", epoch: int, metrics: dict[str, float]) -> None:
+        """After every epoch (and its evaluation, when one is due)."""
 
 
 @dataclass
@@ -135,6 +142,8 @@ class Trainer:
     # ---- the loop ----------------------------------------------------------------------------
     def train_step(self, batch: Batch) -> float:
         """One real classifier step on `batch` (the method's loss, backward, clip, optimiser step)."""
+        step_cbs = [cb for cb in self.context.callbacks if hasattr(cb, "on_step_end")]
+        logged = {k: len(v) for k, v in self._step_logs.items()} if step_cbs else {}
         with self.autocast():
             loss = self.training_step(batch.to(self.device))
         if not torch.isfinite(loss):
@@ -148,7 +157,13 @@ class Trainer:
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.global_step += 1
-        return loss.item()
+        value = loss.item()
+        if step_cbs:
+            metrics = {"train/step_loss": value, "lr": self.lr, "train/batch_size": float(len(batch.y))}
+            metrics.update({f"train/step_{k}": v[-1] for k, v in self._step_logs.items() if len(v) > logged.get(k, 0)})
+            for cb in step_cbs:
+                cb.on_step_end(self, self.global_step, metrics)
+        return value
 
     def train_epoch(self) -> dict[str, float]:
         """One pass over the training set (hooks included, no evaluation); returns the epoch's metrics."""

@@ -241,11 +241,25 @@ def test_wandb_summary_run_holds_the_tables(report):
     for name in ("results", "ordering", "meta_effect"):
         assert f"tables/{name}" in logged, sorted(logged)
     cols, rows = load_table(run_dir, logged["tables/ordering"])
-    holds = dict(((r[0], r[1]), r[cols.index("Easy < Random < Hard ≤ MOLERE")]) for r in rows)
+    holds = dict(((r[0], r[1]), r[cols.index("holds")]) for r in rows)
     assert holds[("toy", "symmetric-0.4")] == "no"
+    # numeric (sortable) cells: the paired gap's mean, CI and p-value are numbers, not display strings
+    gap = [r[cols.index("lrw_random - lrw_easy mean")] for r in rows if (r[0], r[1]) == ("toy", "clean")][0]
+    seeds = seeds_done("toy", "clean", "lrw_random")
+    assert gap == pytest.approx(np.mean([100 * (accuracy("toy", "clean", "lrw_random", s)
+                                                - accuracy("toy", "clean", "lrw_easy", s)) for s in seeds]))
+    assert isinstance(rows[0][cols.index("lrw_easy mean")], float)
+    cols, rows = load_table(run_dir, logged["tables/results"])
+    by = {(r[cols.index("dataset")], r[cols.index("regime")], r[cols.index("variant")]): r for r in rows}
+    acc = by[("toy", "clean", "erm")][cols.index("test/acc mean")]
+    assert acc == pytest.approx(np.mean([accuracy("toy", "clean", "erm", s) for s in SEEDS]))
+    assert by[("toy", "clean", "erm")][cols.index("gain mean")] is None          # ERM: no gain over itself
+    assert isinstance(by[("toy", "clean", "mwn")][cols.index("gain p")], float)
     cols, rows = load_table(run_dir, logged["data/trials"])
     assert len(rows) == len(GROUPS) * len(METHODS) * len(SEEDS)
     assert any(k.startswith("figures/") for k in logged)
+    (art,) = [a for a in run["artifacts"] if a["type"] == "report"]
+    assert {"index.html", "report.md", "trials.csv", "tables/ordering.csv", "figures/gains.png"} <= set(art["files"])
 
 
 def test_partial_stores_and_cli(tmp_path, capsys):

@@ -113,7 +113,7 @@ def plan(tmp_path) -> list[dict]:
 
 def test_sweep_store_rerun_erm_once_and_wandb(tmp_path, env):
     path = sweep_file(tmp_path, methods={"erm": {}, "lrw_easy": {}, "lrw_random": {}, "lrw_hard": {}},
-                      seeds=[0, 1], wandb={"mode": "offline", "project": "p"})
+                      seeds=[0, 1], wandb={"mode": "offline", "project": "p", "log_every_steps": 2})
     r = sweep(path, env)
     assert r.returncode == 0, r.stderr
     runs = trials(tmp_path)
@@ -140,11 +140,20 @@ def test_sweep_store_rerun_erm_once_and_wandb(tmp_path, env):
         hist = [h["test/margin_hist"] for h in w["history"] if "test/margin_hist" in h][0]
         assert hist["_type"] == "histogram" and sum(hist["values"]) == len(runs[tid].margins()["test_margins"])
         assert w["config"]["method"]["name"] == lab["method"]
+        assert w["config"]["regime"] == lab["regime"] and w["config"]["hparams_id"] == lab["hparams_id"]
+        assert w["config"]["env"]["packages"]["torch"] and w["config"]["env"]["host"]
+        assert any("train/step_loss" in h for h in w["history"])
+        assert any(a["type"] == "trial-result" for a in w["artifacts"])
         if lab["method"] != "erm":
             ref = runs[e["erm_trial_id"]].result()["metrics"]["test/acc"]
             assert w["summary"]["gain_over_erm/test_acc"] == pytest.approx(100 * (acc - ref))
             cols, rows = load_table(found[tid], w["summary"]["test/margin_delta_vs_erm"])
             assert cols[0] == "erm_margin" and sum(row[3] for row in rows) == hist_total(hist)
+    # the sweep's W&B dashboard, written as a specification (offline), built from these runs
+    spec = json.loads((tmp_path / "results" / "s" / "dashboard" / "spec.json").read_text())
+    assert spec["runsets"]["trials"]["filters"][0] == ["Group", "==", "s"]
+    assert "Gain over ERM" in [sec["name"] for sec in spec["sections"]]
+    assert "dashboard/spec.json (offline" in r.stdout
     # a rerun runs nothing; deleting one completion marker reruns exactly that trial
     stamps = {t: run.file("config.json").stat().st_mtime_ns for t, run in runs.items()}
     r = sweep(path, env)
@@ -176,6 +185,13 @@ def test_failing_trials_are_isolated_and_reported(tmp_path, env):
     assert [row["epoch"] for row in by_method["test_boom"].metrics()] == [1]
     assert "1 done, 2 failed" in r.stdout
     assert "FAILED" in r.stdout and "boom in epoch 2" in r.stdout and "NonFiniteLossError" in r.stdout
+    # each trial's stdout/stderr is kept in its store folder (Ray's own logs are not); the summary points to it
+    for method, text in (("test_boom", "RuntimeError: boom in epoch 2"), ("test_nan", "NonFiniteLossError")):
+        log = by_method[method].file("trial.log")
+        content = log.read_text()
+        assert "Traceback (most recent call last)" in content and text in content
+        assert f"log: {log}" in r.stdout
+    assert "=== trial" in by_method["erm"].file("trial.log").read_text()
 
 
 def test_sigkill_mid_sweep_then_rerun_completes_every_trial_once(tmp_path, env):

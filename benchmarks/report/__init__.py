@@ -106,7 +106,8 @@ def build_report(sweep_dir, out_dir=None, wandb_settings: dict | None = None, se
               "figures": [str(fig_dir / f["file"]) for f in figs], "notes": notes, "counts": counts, "wandb": None,
               "selection_rule": rule}
     if wandb_settings is not None:
-        frames = {"trials": trials_csv(df) if len(df) else df, "margin_bins": bins, "margin_deltas": dsum}
+        frames = {"trials": trials_csv(df) if len(df) else df, "margin_bins": bins, "margin_deltas": dsum,
+                  "numeric": {"results": cell_frame, "ordering": order, "meta_effect": meta}}
         from .wandb_summary import log_summary
         result["wandb"] = log_summary(name, tables, frames, figs, fig_dir, wandb_settings,
                                       extra_config={"model_selection": rule})
