@@ -29,7 +29,6 @@ from contextlib import contextmanager
 from typing import Literal
 
 import torch
-import torch.nn.functional as F
 from pydantic import Field
 from torch.func import functional_call
 
@@ -117,8 +116,7 @@ class FSR(L2RW):
         now = self._head_params()
         if self._prev_head is not None:
             ahead = {n: 2 * p - self._prev_head[n] for n, p in now.items()}
-            after = F.cross_entropy(functional_call(self.model.get_classifier(), ahead, (feats,)), batch.y,
-                                    reduction="none")
+            after = self.train_loss(functional_call(self.model.get_classifier(), ahead, (feats,)), batch.y, "none")
             score, idx = (after - losses).float().cpu(), batch.idx.cpu()
             m = self.hp.score_momentum
             self.scores[idx] = torch.where(self.scored[idx], m * self.scores[idx] + (1 - m) * score, score)
@@ -136,7 +134,7 @@ class FSR(L2RW):
                 w, losses = self.meta_weights(batch)
                 loss = (w * losses).sum()
             else:
-                losses = F.cross_entropy(self.model(batch.x), batch.y, reduction="none")
+                losses = self.train_loss(self.model(batch.x), batch.y, "none")
                 loss = losses.mean()
         self.update_scores(batch, feats[0], losses.detach())
         return loss

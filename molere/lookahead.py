@@ -121,7 +121,7 @@ class LookAhead:
     def __init__(self, model: nn.Module, scope: Scope = "all", val_bn: Literal["batch", "running"] = "batch",
                  reduction: Literal["mean", "sum"] = "mean",
                  mode: Literal["reverse", "forward", "finite_diff"] = "reverse", fd_eps: float = 0.01,
-                 fd_scheme: Literal["central", "one_sided"] = "central"):
+                 fd_scheme: Literal["central", "one_sided"] = "central", label_smoothing: float = 0.0):
         if scope not in ("all", "head"):
             raise ValueError(f"lookahead scope must be 'all' or 'head' (got {scope!r})")
         if mode not in ("reverse", "forward", "finite_diff"):
@@ -130,6 +130,7 @@ class LookAhead:
         if fd_scheme not in ("central", "one_sided"):
             raise ValueError(f"finite-difference scheme must be 'central' or 'one_sided' (got {fd_scheme!r})")
         self.fd_eps, self.fd_scheme = fd_eps, fd_scheme
+        self.label_smoothing = label_smoothing   # of the training losses ℓ_i (the validation loss is plain CE)
         all_names = [n for n, p in model.named_parameters() if p.requires_grad]
         self.names = head_parameter_names(model) if scope == "head" else all_names
         if not self.names:
@@ -173,9 +174,11 @@ class LookAhead:
         start = None if self.mode == "reverse" else rng_state(x.device)
         if self.scope == "head":
             feats = features_on(model, train_bufs, x)
-            losses = F.cross_entropy(model.get_classifier()(feats), y, reduction="none")
+            losses = F.cross_entropy(model.get_classifier()(feats), y, reduction="none",
+                                   label_smoothing=self.label_smoothing)
         else:
-            losses = F.cross_entropy(functional_call(model, {**params, **train_bufs}, (x,)), y, reduction="none")
+            losses = F.cross_entropy(functional_call(model, {**params, **train_bufs}, (x,)), y, reduction="none",
+                                   label_smoothing=self.label_smoothing)
         scale = 1.0 / len(y) if self.reduction == "mean" else 1.0
         weights = None if weight_fn is None else weight_fn(losses.detach())
         w = torch.zeros_like(losses) if weights is None else weights.detach()
@@ -213,10 +216,12 @@ class LookAhead:
         def per_example(p):   # ℓ_i as a function of the scoped parameters: the training forward, replayed
             if self.scope == "head":
                 head = {self._head_names[n]: t for n, t in p.items()}
-                return F.cross_entropy(functional_call(model.get_classifier(), head, (h,)), y, reduction="none")
+                return F.cross_entropy(functional_call(model.get_classifier(), head, (h,)), y, reduction="none",
+                                   label_smoothing=self.label_smoothing)
             with replaying(start, x.device):
                 tensors = {**params, **p, **cloned_buffers(model)}
-                return F.cross_entropy(functional_call(model, tensors, (x,)), y, reduction="none")
+                return F.cross_entropy(functional_call(model, tensors, (x,)), y, reduction="none",
+                                   label_smoothing=self.label_smoothing)
 
         primals = {n: p.detach() for n, p in scoped.items()}
         if self.mode == "forward":

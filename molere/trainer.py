@@ -55,17 +55,43 @@ class Outputs:
 
 
 def make_optimizer(params, cfg: TrainConfig) -> torch.optim.Optimizer:
+    """The classifier's optimiser; `params` is the model (or its parameters).
+
+    With `decay_norm_bias: false` (a model needed) timm's factory builds two groups: no weight decay on
+    1-d tensors (norms, biases) and on the model's `no_weight_decay()` names (position embeddings, tokens)."""
+    if not cfg.decay_norm_bias:
+        if not isinstance(params, nn.Module):
+            raise TypeError("decay_norm_bias=False needs the model, not its parameters")
+        from timm.optim import create_optimizer_v2
+        return create_optimizer_v2(params, opt="momentum" if cfg.optimizer == "sgd" else "adamw", lr=cfg.lr,
+                                   weight_decay=cfg.weight_decay, momentum=cfg.momentum, filter_bias_and_bn=True,
+                                   foreach=False)
+    if isinstance(params, nn.Module):
+        params = params.parameters()
     if cfg.optimizer == "sgd":
         return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
 
 
-def make_schedule(opt: torch.optim.Optimizer, cfg: TrainConfig):
+def make_schedule(opt: torch.optim.Optimizer, cfg: TrainConfig, updates_per_epoch: int = 0):
+    """The learning-rate schedule; `warmup_cosine` is timm's cosine scheduler stepped per update
+    (`per_step(schedule)`), the others are torch schedulers stepped per epoch."""
+    if cfg.schedule == "warmup_cosine":
+        from timm.scheduler import create_scheduler_v2
+        sched, _ = create_scheduler_v2(opt, sched="cosine", num_epochs=cfg.epochs, warmup_epochs=cfg.warmup_epochs,
+                                       warmup_lr=cfg.warmup_lr, min_lr=cfg.min_lr, step_on_epochs=False,
+                                       updates_per_epoch=max(1, updates_per_epoch))
+        return sched
     if cfg.schedule == "cosine":
         return torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=cfg.epochs)
     if cfg.schedule == "step":
         return torch.optim.lr_scheduler.StepLR(opt, step_size=cfg.step_every, gamma=cfg.step_gamma)
     return torch.optim.lr_scheduler.LambdaLR(opt, lambda _: 1.0)
+
+
+def per_step(schedule) -> bool:
+    """Whether `schedule` is stepped after every optimiser update (timm's per-update schedulers)."""
+    return hasattr(schedule, "step_update")
 
 
 class Trainer:
@@ -84,13 +110,13 @@ class Trainer:
         self.data, self.cfg = data, train
         self.hp = hparams if hparams is not None else self.Hparams()
         self.generator = torch.Generator().manual_seed(self.context.seed)
-        self.optimizer = make_optimizer(self.model.parameters(), train)
-        self.schedule = make_schedule(self.optimizer, train)
+        self.optimizer = make_optimizer(self.model, train)
         self.epoch, self.global_step = 0, 0
         self.info: dict[str, Any] = {}   # method facts reported with the result (split sizes, ...)
         self.last_evaluation: tuple[int, dict, dict] | None = None   # (epoch, metrics, outputs)
         self._step_logs: dict[str, list[float]] = defaultdict(list)
         self.train_set, self.meta_set = self.split()
+        self.schedule = make_schedule(self.optimizer, train, -(-len(self.train_set) // train.batch_size))
         self.setup()
 
     # ---- hooks -------------------------------------------------------------------------------
@@ -104,7 +130,7 @@ class Trainer:
         pass
 
     def training_step(self, batch: Batch) -> torch.Tensor:
-        return F.cross_entropy(self.model(batch.x), batch.y)
+        return self.train_loss(self.model(batch.x), batch.y)
 
     def on_epoch_end(self, epoch: int) -> dict[str, float]:
         return {}
@@ -120,6 +146,10 @@ class Trainer:
     def lr(self) -> float:
         """The classifier's current learning rate (the default look-ahead step size)."""
         return self.optimizer.param_groups[0]["lr"]
+
+    def train_loss(self, logits: torch.Tensor, y: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
+        """The classifier's training loss: cross-entropy with the configured label smoothing."""
+        return F.cross_entropy(logits, y, reduction=reduction, label_smoothing=self.cfg.label_smoothing)
 
     def log_step(self, **values: float) -> None:
         """Record per-step statistics; their epoch means join the epoch metrics as train/<name>."""
@@ -139,6 +169,8 @@ class Trainer:
             nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip)
         self.optimizer.step()
         self.global_step += 1
+        if per_step(self.schedule):
+            self.schedule.step_update(self.global_step)
         return loss.item()
 
     def train_epoch(self) -> dict[str, float]:
@@ -148,7 +180,7 @@ class Trainer:
         self.on_epoch_start(self.epoch)
         losses = [self.train_step(batch) for batch in self.train_set.batches(
             self.cfg.batch_size, shuffle=True, generator=self.generator, num_workers=self.cfg.num_workers)]
-        self.schedule.step()
+        self.schedule.step(self.epoch + 1) if per_step(self.schedule) else self.schedule.step()
         metrics = {"epoch": self.epoch + 1, "train/loss": float(np.mean(losses)) if losses else float("nan"),
                    "train/epoch_time_s": time.perf_counter() - t0, "lr": self.lr}
         metrics.update({f"train/{k}": float(np.mean(v)) for k, v in self._step_logs.items()})
