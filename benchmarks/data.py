@@ -37,7 +37,11 @@ def check_dataset(dataset: DatasetConfig) -> None:
                      getattr(ds, "how_to_get", "set dataset.root to the folder holding the data"))
 
 
-def load_task(dataset: DatasetConfig, regime: RegimeConfig, seed: int) -> TaskData:
-    """Load `dataset` for trial `seed` and apply the label regime (seeded by the same trial seed)."""
-    task = _dataset(dataset).load(dataset.root, seed)
+def load_task(dataset: DatasetConfig, regime: RegimeConfig, seed: int, data_config: dict | None = None) -> TaskData:
+    """Load `dataset` for trial `seed` and apply the label regime (seeded by the same trial seed);
+    `data_config` (a pretrained model's timm data config) sets the image transforms of image datasets."""
+    ds = _dataset(dataset)
+    if data_config is not None and hasattr(ds, "transforms"):
+        ds.data_config = data_config
+    task = ds.load(dataset.root, seed)
     return apply_regime(task, regime, seed)

@@ -14,12 +14,15 @@ import time
 
 import yaml
 
+from molere.config import ConfigError
+
 from . import catalog
 from .cli import bad_input_exits
 from .datasets.common import DataMissingError
 from .store import RunDir, _atomic_write, write_json
 from .sweep import Sweep, expand_trials, load_sweep, missing_data, parse_only, select
 from .sweep_trial import trial_spec
+from .weights import check_pretrained
 from .wandb_log import resolve_mode
 
 PROG = "benchmarks.run"
@@ -123,6 +126,12 @@ def main(argv=None) -> int:
         missing = missing_data(sweep, {t.labels["dataset"] for t in chosen})
         if missing and not a.dry_run:
             raise DataMissingError(f"{a.sweep}: {missing[0]}")
+        try:   # once here, not in every trial
+            check_pretrained(sweep.model, download=not a.dry_run)
+        except ConfigError as exc:
+            if not a.dry_run:
+                raise ConfigError(f"{a.sweep}: {exc}") from None
+            missing.append(str(exc))
     status = {t.trial_id: RunDir(sweep.directory / "trials" / t.trial_id).status for t in chosen}
     if a.dry_run:
         print_plan(chosen, status)

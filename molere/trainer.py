@@ -94,6 +94,13 @@ def per_step(schedule) -> bool:
     return hasattr(schedule, "step_update")
 
 
+def mask_to(logits: torch.Tensor, classes) -> torch.Tensor:
+    """`logits` with every class outside `classes` set to -inf (argmax and softmax over the subset)."""
+    keep = torch.zeros(logits.shape[-1], dtype=torch.bool, device=logits.device)
+    keep[torch.as_tensor(list(classes), dtype=torch.long, device=logits.device)] = True
+    return logits.masked_fill(~keep, float("-inf"))
+
+
 class Trainer:
     """Trains a classifier with plain cross-entropy; subclasses change what differs."""
 
@@ -212,9 +219,12 @@ class Trainer:
         self.model.train(was_training)
         return torch.cat(out) if out else torch.empty(0, self.data.num_classes)
 
-    def outputs(self, examples: ExampleSet, true_labels: bool = True) -> Outputs:
-        """Predictions and probabilistic margins (against true labels unless told otherwise)."""
+    def outputs(self, examples: ExampleSet, true_labels: bool = True, classes=None) -> Outputs:
+        """Predictions and probabilistic margins (against true labels unless told otherwise); with `classes`,
+        over those classes only (the other logits masked to -inf, the subset-class protocol)."""
         z = self.logits(examples)
+        if classes is not None:
+            z = mask_to(z, classes)
         y = examples.true_labels if true_labels else examples.labels
         return Outputs(ids=examples.ids.numpy(), labels=y.numpy(), preds=z.argmax(1).numpy(),
                        margins=probabilistic_margin(z, y).numpy(),
@@ -230,7 +240,7 @@ class Trainer:
         for name, ex in splits.items():
             if len(ex) == 0:
                 continue
-            o = outs[name] = self.outputs(ex)
+            o = outs[name] = self.outputs(ex, classes=self.data.class_subsets.get(name))
             correct = o.preds == o.labels
             metrics[f"{name}/acc"] = float(correct.mean())
             metrics[f"{name}/margin_mean"] = float(o.margins.mean())

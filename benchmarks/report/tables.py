@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from .collect import ORDERING, order_metrics
+from .collect import METRIC_NAMES, ORDERING, order_metrics
 from .stats import TEST_NAME
 
 SHORT = {"lrw_easy": "LRW-Easy", "lrw_random": "LRW-Random", "lrw_hard": "LRW-Hard", "molere": "MOLERE",
@@ -97,7 +97,7 @@ def _acc(row, metric: str) -> str:
 
 def _metric_label(metric: str) -> str:
     split, _, what = metric.partition("/")
-    return f"{split} {'worst-group acc' if what == 'worst_group_acc' else 'acc'} (%)"
+    return f"{split} {METRIC_NAMES.get(what, what)} (%)"
 
 
 def results_table(cells: pd.DataFrame, metrics: list[str]) -> Table:
