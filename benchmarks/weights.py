@@ -94,8 +94,9 @@ def check_pretrained(model: ModelConfig, download: bool = True, cache_dir: str |
             return f"HF cache {hit}"
     fix = FIX.format(arch=opts.arch)
     if not download or _offline():
+        why = "the hub is offline" if _offline() else "not downloaded in a dry run"
         raise ConfigError(f"model.options.pretrained: weights of {opts.arch!r} ({repo}) are not in the HF cache "
-                          f"and the hub is offline; {fix}")
+                          f"and {why}; {fix}")
     from huggingface_hub import hf_hub_download
     for f in files:
         try:

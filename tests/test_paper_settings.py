@@ -284,3 +284,39 @@ def test_iwildcam_macro_f1_in_the_report_of_a_fake_wilds_store(tmp_path):
         np.mean([100 * (f1[("mwn", s)] - f1[("erm", s)]) for s in (0, 1)]))
     assert "test/F1-macro_all" in trials.columns and np.isfinite(gain)
     assert any("gains_ood" in fig for fig in out["figures"])
+
+
+# ---- Table 4's "ERM (IN1K+INR)" control and the shipped sweeps --------------------------------------------
+def test_erm_train_val_trains_on_train_plus_the_imagenet_r_validation_half(imagenet):
+    from molere.registry import METHODS
+    root, r = imagenet
+    task = loader("imagenet", image_size=16, extra_tests={"imagenet_r": r}, val_source="imagenet_r").load(root, 0)
+    cls = METHODS.get("erm_train_val")
+    tr = cls(build_model("mlp", 3, (3, 16, 16), {"hidden": [4]}), task, TrainConfig(epochs=1, batch_size=5))
+    assert sorted(tr.train_set.ids.tolist()) == sorted(task.train.ids.tolist() + task.val.ids.tolist())
+    steps = []
+    step = tr.train_step
+    tr.train_step = lambda b: (steps.append(len(b.y)), step(b))[1]
+    metrics = tr.fit()
+    assert sum(steps) == len(task.train) + len(task.val) and not any(k.startswith("val/") for k in metrics)
+    assert "imagenet_r/acc" in metrics and tr.info["pooled_val_size"] == len(task.val)
+    no_val = loader("imagenet", image_size=16, val_fraction=0).load(root, 0)
+    with pytest.raises(ConfigError, match="erm_train_val.*no validation split"):
+        cls(build_model("mlp", 3, (3, 16, 16), {"hidden": [4]}), no_val, TrainConfig())
+
+
+def test_shipped_sweeps_are_the_paper_settings():
+    from pathlib import Path
+
+    from benchmarks.sweep import load_sweep
+    sweeps = Path(__file__).resolve().parents[1] / "sweeps"
+    inet = load_sweep(sweeps / "imagenet.yaml")
+    assert inet.model.options["arch"] == "vit_base_patch16_224.augreg_in21k"     # pretrained only, not IN-1K
+    assert (inet.train.schedule, inet.train.decay_norm_bias) == ("warmup_cosine", False)
+    assert inet.train.warmup_epochs > 0 and inet.train.label_smoothing > 0
+    t4 = load_sweep(sweeps / "imagenet_r_val.yaml")
+    assert t4.model.options["arch"].startswith("resnet50") and "erm_train_val" in t4.methods
+    assert t4.datasets[0].options["val_source"] == "imagenet_r"
+    for name in ("cifar100", "cifar10_noisy", "clothing1m", "imagenet", "imagenet_r_val", "wilds"):
+        text = (sweeps / f"{name}.yaml").read_text()
+        assert "# Reproduces:" in text and "# Deviations" in text, name

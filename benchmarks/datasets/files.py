@@ -127,7 +127,8 @@ def class_subset(folder: str, class_to_idx: dict[str, int]) -> list[int]:
 class ImageNet(RootDataset):
     """ImageNet-1K (official val = test) in ImageFolder layout or the raw ILSVRC layout with the devkit,
     optional wnid-subset extra test sets (ImageNet-R / -A, scored on their classes)."""
-    how = ("arrange ILSVRC2012 (https://image-net.org) as ROOT/train/<wnid>/*.JPEG and ROOT/val/<wnid>/*.JPEG, "
+    how = ("download ILSVRC2012 from https://image-net.org and arrange it as ROOT/train/<wnid>/*.JPEG and "
+           "ROOT/val/<wnid>/*.JPEG, "
            f"or keep the raw layout: ROOT/{DEVKIT} with ROOT/train/<wnid>/ (or ROOT/{TRAIN_TAR}) and a flat "
            f"ROOT/val/*.JPEG (or ROOT/{VAL_TAR})")
 

@@ -17,7 +17,7 @@ from .stats import TEST_NAME
 SHORT = {"lrw_easy": "LRW-Easy", "lrw_random": "LRW-Random", "lrw_hard": "LRW-Hard", "molere": "MOLERE",
          "erm": "ERM", "lrw": "LRW", "mwn": "MWN", "l2rw": "L2RW", "fsr": "FSR",
          "erm_withheld_easy": "ERM, Easy withheld", "erm_withheld_random": "ERM, Random withheld",
-         "erm_withheld_hard": "ERM, Hard withheld"}
+         "erm_withheld_hard": "ERM, Hard withheld", "erm_train_val": "ERM, train + val"}
 
 
 @dataclass
