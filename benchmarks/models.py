@@ -13,6 +13,7 @@ input before anything is built.
 from __future__ import annotations
 
 import difflib
+import os
 from typing import Any, Callable
 
 import torch
@@ -198,6 +199,9 @@ def _check_timm(num_classes: int, input_shape: tuple, opts: "timm_model.Options"
         hint = f"; did you mean {', '.join(close)}?" if close else ""
         raise ConfigError(f"model.options.arch: unknown timm architecture {arch!r}{hint} "
                           f"(list them with timm.list_models('*pattern*'))")
+    if opts.weights is not None and not os.path.isfile(opts.weights):
+        raise ConfigError(f"model.options.weights: {opts.weights} not found; give the path of a local "
+                          f".safetensors/.pth/.bin weight file")
     clash = sorted(set(opts.kwargs) & set(_HARNESS_KWARGS))
     if clash:
         raise ConfigError(f"model.options.kwargs: {', '.join(clash)} set by the harness; use the "

@@ -119,7 +119,8 @@ def results_table(cells: pd.DataFrame, metrics: list[str]) -> Table:
         best = g["test/acc mean"].max() if "test/acc mean" in g else float("nan")
         bold |= {(i, _metric_label("test/acc")) for i in g.index if g.at[i, "test/acc mean"] == best}
     return Table("results", "Test accuracy and gain over ERM",
-                 "Accuracy: mean ± std over seeds in percent (n = finished seeds). Gain: method minus ERM of the "
+                 "Accuracy (and a dataset's official metrics, e.g. macro-F1): mean ± std over seeds in percent "
+                 "(n = finished seeds). Gain: method minus ERM of the "
                  f"same seed in accuracy points, mean with 95% CI and p-value of a {TEST_NAME}; n/a with fewer "
                  "than two pairs. Best test accuracy per dataset and regime in bold. Trials that did not finish "
                  "are counted (failed / missing / incomplete).", frame, bold)
