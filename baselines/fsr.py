@@ -29,7 +29,6 @@ from contextlib import contextmanager
 from typing import Literal
 
 import torch
-import torch.nn.functional as F
 from pydantic import Field
 from torch.func import functional_call
 
@@ -120,9 +119,9 @@ class FSR(L2RW):
             ahead = {n: 2 * p - self._prev_head[n] for n, p in now.items()}
             head, h, recompute = self.model.get_classifier(), full(feats), reduced(feats.device.type)
             with ieee_fp32(feats.device.type):   # a difference of two nearby losses: both in IEEE float32
-                after = F.cross_entropy(functional_call(head, ahead, (h,)), batch.y, reduction="none")
+                after = self.train_loss(functional_call(head, ahead, (h,)), batch.y, "none")
                 if recompute:   # the training forward's ℓ_i ran below float32
-                    losses = F.cross_entropy(functional_call(head, now, (h,)), batch.y, reduction="none")
+                    losses = self.train_loss(functional_call(head, now, (h,)), batch.y, "none")
             score, idx = (after - losses).float().cpu(), batch.idx.cpu()
             m = self.hp.score_momentum
             self.scores[idx] = torch.where(self.scored[idx], m * self.scores[idx] + (1 - m) * score, score)
@@ -140,7 +139,7 @@ class FSR(L2RW):
                 w, losses = self.meta_weights(batch)
                 loss = (w * losses).sum()
             else:
-                losses = F.cross_entropy(self.model(batch.x), batch.y, reduction="none")
+                losses = self.train_loss(self.model(batch.x), batch.y, "none")
                 loss = losses.mean()
         self.update_scores(batch, feats[0], losses.detach())
         return loss

@@ -20,7 +20,6 @@ from __future__ import annotations
 from typing import Literal
 
 import torch
-import torch.nn.functional as F
 from pydantic import Field
 
 from molere.data import Batch
@@ -62,6 +61,6 @@ class L2RW(MetaSourceMixin, MetaSetMixin, Trainer):
 
     def training_step(self, batch: Batch) -> torch.Tensor:
         if not self.meta_step_due():
-            return F.cross_entropy(self.model(batch.x), batch.y)
+            return self.train_loss(self.model(batch.x), batch.y)
         w, losses = self.meta_weights(batch)
         return (w * losses).sum()

@@ -58,10 +58,13 @@ def carve_selection(task: TaskData, fraction: float, split_seed: int = 0) -> Tas
                                info=dict(task.info, selection_size=len(selection)))
 
 
-def load_task(dataset: DatasetConfig, regime: RegimeConfig, seed: int) -> TaskData:
+def load_task(dataset: DatasetConfig, regime: RegimeConfig, seed: int, data_config: dict | None = None) -> TaskData:
     """Load `dataset` for trial `seed`, carve the model-selection split (`selection_fraction`) out of its
-    training split, then apply the label regime (seeded by the same trial seed)."""
+    training split, then apply the label regime (seeded by the same trial seed); `data_config` (a pretrained
+    model's timm data config) sets the image transforms of image datasets."""
     ds = _dataset(dataset)
+    if data_config is not None and hasattr(ds, "transforms"):
+        ds.data_config = data_config
     opts = getattr(ds, "options", None)
     task = carve_selection(ds.load(dataset.root, seed), getattr(opts, "selection_fraction", SELECTION_FRACTION),
                            getattr(opts, "split_seed", 0))

@@ -13,10 +13,11 @@ input before anything is built.
 from __future__ import annotations
 
 import difflib
+import os
 from typing import Any, Callable
 
 import torch
-from pydantic import BaseModel, Field, PositiveInt, field_validator
+from pydantic import BaseModel, Field, PositiveInt, field_validator, model_validator
 from torch import nn
 
 from benchmarks.registry import MODELS, register_model
@@ -181,7 +182,8 @@ class SmallResNet(SplitNet):
 
 # ----------------------------------------------------------------------------- timm
 _HUB_PREFIXES = ("hf-hub:", "hf_hub:", "local-dir:")
-_HARNESS_KWARGS = ("pretrained", "num_classes", "in_chans", "img_size", "drop_rate")
+_HARNESS_KWARGS = ("pretrained", "num_classes", "in_chans", "img_size", "drop_rate", "pretrained_cfg_overlay")
+WEIGHT_EXTENSIONS = (".safetensors", ".pth", ".bin")
 
 
 def _check_timm(num_classes: int, input_shape: tuple, opts: "timm_model.Options") -> None:
@@ -197,10 +199,13 @@ def _check_timm(num_classes: int, input_shape: tuple, opts: "timm_model.Options"
         hint = f"; did you mean {', '.join(close)}?" if close else ""
         raise ConfigError(f"model.options.arch: unknown timm architecture {arch!r}{hint} "
                           f"(list them with timm.list_models('*pattern*'))")
+    if opts.weights is not None and not os.path.isfile(opts.weights):
+        raise ConfigError(f"model.options.weights: {opts.weights} not found; give the path of a local "
+                          f".safetensors/.pth/.bin weight file")
     clash = sorted(set(opts.kwargs) & set(_HARNESS_KWARGS))
     if clash:
         raise ConfigError(f"model.options.kwargs: {', '.join(clash)} set by the harness; use the "
-                          f"model options (pretrained, img_size, drop_rate) instead")
+                          f"model options (pretrained, weights, img_size, drop_rate) instead")
 
 
 def _pretrained_cfg(arch: str) -> Any:
@@ -238,6 +243,8 @@ def timm_model(num_classes: int, input_shape: tuple, opts: "timm_model.Options")
     img_size: Any = opts.img_size
     if img_size is None and cfg is not None and cfg.fixed_input_size and tuple(cfg.input_size[1:]) != (h, w):
         img_size = (h, w)  # fixed-size models (ViT, Swin, ...) are built for the task's input size
+    if opts.weights is not None:   # a local file instead of the hub (timm adapts the classifier to num_classes)
+        kwargs["pretrained_cfg_overlay"] = {"file": opts.weights}
     create = lambda **extra: timm.create_model(  # noqa: E731
         arch, pretrained=opts.pretrained, num_classes=num_classes, in_chans=c, **kwargs, **extra)
     try:
@@ -267,14 +274,46 @@ class _TimmOptions(Strict):
     arch: str | None = Field(None, description="timm architecture (required), e.g. resnet18, "
                                                "vit_tiny_patch16_224, resnet18.a1_in1k")
     pretrained: bool = False
+    weights: str | None = Field(None, description="local .safetensors / .pth / .bin file of the pretrained "
+                                "weights (with pretrained: true); default: timm's hub entry (HF cache)")
     img_size: PositiveInt | None = Field(None, description="input size for fixed-size models "
                                          "(ViT, Swin); default: the task's; ignored by others")
     drop_rate: float = Field(0.0, ge=0, lt=1)
+    pretrained_transforms: bool = Field(True, description="with pretrained: true, image transforms follow the "
+                                        "weights' data config (mean, std, interpolation, crop_pct; timm.data)")
     kwargs: dict[str, Any] = Field(default_factory=dict, description="extra timm.create_model arguments")
+
+
+    @model_validator(mode="after")
+    def _weights_need_pretrained(self):
+        if self.weights is not None:
+            if not self.pretrained:
+                raise ValueError("weights needs pretrained: true")
+            if not self.weights.endswith(WEIGHT_EXTENSIONS):
+                raise ValueError(f"weights must be a {', '.join(WEIGHT_EXTENSIONS)} file")
+        return self
 
 
 timm_model.Options = _TimmOptions
 timm_model.check = _check_timm
+
+
+def pretrained_data_config(name: str, options: dict | None) -> dict | None:
+    """timm's data config of a pretrained timm model's weights (timm.data.resolve_data_config), or None
+    (not timm, not pretrained, `pretrained_transforms: false`, or a hub/local-dir model without a known config)."""
+    options = dict(options or {})
+    if name.startswith(TIMM_PREFIX):
+        name, options["arch"] = "timm", options.get("arch") or name[len(TIMM_PREFIX):]
+    if name != "timm":
+        return None
+    opts = validate(timm_model.Options, options, prefix="model.options")
+    if not (opts.pretrained and opts.pretrained_transforms):
+        return None
+    cfg = _pretrained_cfg(opts.arch)
+    if cfg is None:
+        return None
+    from timm.data import resolve_data_config
+    return resolve_data_config(pretrained_cfg=cfg.to_dict())
 
 
 # ----------------------------------------------------------------------------- public API

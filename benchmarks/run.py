@@ -23,6 +23,7 @@ from .store import RunDir, _atomic_write, write_json
 from .sweep import Sweep, expand_trials, load_sweep, missing_data, parse_only, select
 from .sweep_trial import LOG_FILE, trial_spec
 from .wandb_log import check_wandb, resolve_mode
+from .weights import check_pretrained
 
 PROG = "benchmarks.run"
 
@@ -166,6 +167,12 @@ def main(argv=None) -> int:
         missing = missing_data(sweep, {t.labels["dataset"] for t in chosen})
         if missing and not a.dry_run:
             raise DataMissingError(f"{a.sweep}: {missing[0]}")
+        try:   # once here, not in every trial
+            check_pretrained(sweep.model, download=not a.dry_run)
+        except ConfigError as exc:
+            if not a.dry_run:
+                raise ConfigError(f"{a.sweep}: {exc}") from None
+            missing.append(str(exc))
     status = {t.trial_id: RunDir(sweep.directory / "trials" / t.trial_id).status for t in chosen}
     if a.dry_run:
         print_plan(chosen, status)

@@ -333,6 +333,8 @@ def load_sweep(path: str | os.PathLike, sets: list[str] = (), results: str | Non
             ds.root = os.path.abspath(os.path.expanduser(ds.root))
     if sweep.wandb.dir is not None:
         sweep.wandb.dir = os.path.abspath(sweep.wandb.dir)
+    if isinstance(sweep.model.options.get("weights"), str):   # a local weight file, read by every trial
+        sweep.model.options["weights"] = os.path.abspath(os.path.expanduser(sweep.model.options["weights"]))
     return sweep
 
 

@@ -19,7 +19,7 @@ from molere.trainer import RunContext, Trainer
 from . import catalog  # noqa: F401  (registers everything)
 from .config import TrialConfig, erm_reference_config, identity, resolve, trial_id
 from .data import load_task
-from .models import build_model, model_factory
+from .models import build_model, model_factory, pretrained_data_config
 from .store import RunDir
 
 
@@ -93,7 +93,7 @@ def run_trial(cfg: TrialConfig, out_dir: str | os.PathLike, *, callbacks: tuple 
     t0 = time.perf_counter()
     try:
         seed_everything(cfg.seed)
-        task = load_task(cfg.dataset, cfg.regime, cfg.seed)
+        task = load_task(cfg.dataset, cfg.regime, cfg.seed, pretrained_data_config(cfg.model.name, cfg.model.options))
         device = resolve_device(cfg.train.device)
         factory = model_factory(cfg.model.name, task.num_classes, task.input_shape, cfg.model.options)
         seed_everything(cfg.seed)

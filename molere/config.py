@@ -49,7 +49,14 @@ class TrainConfig(Strict):
     lr: float = Field(0.1, gt=0)
     momentum: float = Field(0.9, ge=0, lt=1)
     weight_decay: float = Field(5e-4, ge=0)
-    schedule: Literal["constant", "step", "cosine"] = "cosine"
+    schedule: Literal["constant", "step", "cosine", "warmup_cosine"] = Field(
+        "cosine", description="cosine: per-epoch cosine; warmup_cosine: linear warmup then cosine, per step (timm)")
+    warmup_epochs: float = Field(0.0, ge=0, description="linear warmup length (warmup_cosine), may be fractional")
+    warmup_lr: float = Field(1e-6, ge=0, description="learning rate at the start of the warmup (warmup_cosine)")
+    min_lr: float = Field(0.0, ge=0, description="final learning rate of warmup_cosine")
+    label_smoothing: float = Field(0.0, ge=0, lt=1, description="label smoothing of the classifier's training loss")
+    decay_norm_bias: bool = Field(True, description="false: no weight decay on norms, biases and embeddings "
+                                                    "(timm's optimizer factory)")
     step_every: int = Field(30, gt=0, description="epochs between decays (step schedule)")
     step_gamma: float = Field(0.1, gt=0, le=1)
     grad_clip: float | None = Field(None, gt=0)
@@ -61,6 +68,14 @@ class TrainConfig(Strict):
     tf32: bool = Field(True, description="TF32 float32 matmuls and convolutions on CUDA")
     channels_last: bool | None = Field(None, description="channels_last memory format for convolutional "
                                                          "models; None = on CUDA")
+
+    @model_validator(mode="after")
+    def _warmup_needs_schedule(self):
+        if self.warmup_epochs > 0 and self.schedule != "warmup_cosine":
+            raise ValueError("warmup_epochs needs schedule: warmup_cosine")
+        if self.warmup_epochs >= self.epochs:
+            raise ValueError(f"warmup_epochs must be below epochs ({self.epochs})")
+        return self
 
     @model_validator(mode="after")
     def _device_known(self):

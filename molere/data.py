@@ -146,6 +146,8 @@ class TaskData:
     # evaluator(split_name, preds, examples) -> extra metrics (e.g. WILDS' official dataset.eval)
     evaluator: Callable[[str, torch.Tensor, ExampleSet], dict[str, float]] | None = None
     info: dict[str, Any] = field(default_factory=dict)   # realised noise rate, class counts, ...
+    # split name -> the class indices it is scored on (logits masked to them, e.g. ImageNet-R/A's 200)
+    class_subsets: dict[str, list[int]] = field(default_factory=dict)
 
     def eval_splits(self) -> dict[str, ExampleSet]:
         out = {"test": self.test}

@@ -137,7 +137,7 @@ class LookAhead:
     def __init__(self, model: nn.Module, scope: Scope = "all", val_bn: Literal["batch", "running"] = "batch",
                  reduction: Literal["mean", "sum"] = "mean",
                  mode: Literal["reverse", "forward", "finite_diff"] = "reverse", fd_eps: float = 0.01,
-                 fd_scheme: Literal["central", "one_sided"] = "central"):
+                 fd_scheme: Literal["central", "one_sided"] = "central", label_smoothing: float = 0.0):
         if scope not in ("all", "head"):
             raise ValueError(f"lookahead scope must be 'all' or 'head' (got {scope!r})")
         if mode not in ("reverse", "forward", "finite_diff"):
@@ -146,6 +146,7 @@ class LookAhead:
         if fd_scheme not in ("central", "one_sided"):
             raise ValueError(f"finite-difference scheme must be 'central' or 'one_sided' (got {fd_scheme!r})")
         self.fd_eps, self.fd_scheme = fd_eps, fd_scheme
+        self.label_smoothing = label_smoothing   # of the training losses ℓ_i (the validation loss is plain CE)
         all_names = [n for n, p in model.named_parameters() if p.requires_grad]
         self.names = head_parameter_names(model) if scope == "head" else all_names
         if not self.names:
@@ -175,12 +176,13 @@ class LookAhead:
         tensors = {**dict(model.named_parameters()), **fast, **cloned_buffers(model)}
         return F.cross_entropy(full(self._in_mode(training, functional_call, model, tensors, (x_val,))), y_val)
 
-    def _head_losses(self, head_params: dict, h: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    def _head_losses(self, head_params: dict, h: torch.Tensor, y: torch.Tensor,
+                     label_smoothing: float = 0.0) -> torch.Tensor:
         """Per-example CE of the head at `head_params` (model-level names) on features h, in IEEE float32."""
         head = {self._head_names[n]: t for n, t in head_params.items()}
         with ieee_fp32(h.device.type):
             return F.cross_entropy(functional_call(self.model.get_classifier(), head, (full(h),)), y,
-                                   reduction="none")
+                                   reduction="none", label_smoothing=label_smoothing)
 
     def hypergradient(self, x: torch.Tensor, y: torch.Tensor, weight_fn, x_val: torch.Tensor,
                       y_val: torch.Tensor, lr: float) -> Hypergradient:
@@ -198,11 +200,11 @@ class LookAhead:
         start = None if self.mode == "reverse" else rng_state(x.device)
         if self.scope == "head":
             feats = features_on(model, train_bufs, x)
-            losses = self._head_losses({n: params[n] for n in self.names}, feats, y)
+            losses = self._head_losses({n: params[n] for n in self.names}, feats, y, self.label_smoothing)
         else:
             with double_differentiable() if self.mode != "finite_diff" else nullcontext():
                 logits = functional_call(model, {**params, **train_bufs}, (x,))
-            losses = F.cross_entropy(full(logits), y, reduction="none")
+            losses = F.cross_entropy(full(logits), y, reduction="none", label_smoothing=self.label_smoothing)
         scale = 1.0 / len(y) if self.reduction == "mean" else 1.0
         weights = None if weight_fn is None else weight_fn(losses.detach())
         w = torch.zeros_like(losses) if weights is None else full(weights.detach())
@@ -239,10 +241,11 @@ class LookAhead:
 
         def per_example(p):   # ℓ_i as a function of the scoped parameters: the training forward, replayed
             if self.scope == "head":
-                return self._head_losses(p, h, y)
+                return self._head_losses(p, h, y, self.label_smoothing)
             with replaying(start, x.device):
                 tensors = {**params, **p, **cloned_buffers(model)}
-                return F.cross_entropy(full(functional_call(model, tensors, (x,))), y, reduction="none")
+                return F.cross_entropy(full(functional_call(model, tensors, (x,))), y, reduction="none",
+                                       label_smoothing=self.label_smoothing)
 
         primals = {n: p.detach() for n, p in scoped.items()}
         if self.mode == "forward":

@@ -65,7 +65,7 @@ class MetaSetMixin:
     def make_lookahead(self, engine: type[LookAhead] = LookAhead, **overrides) -> LookAhead:
         """The look-ahead engine (or a subclass) configured by the method's shared options."""
         opts = dict(scope=self.hp.lookahead_scope, val_bn=self.hp.val_bn, mode=self.hp.hypergrad, fd_eps=self.hp.fd_eps,
-                    fd_scheme=self.hp.fd_scheme)
+                    fd_scheme=self.hp.fd_scheme, label_smoothing=self.cfg.label_smoothing)
         return engine(self.model, **{**opts, **overrides})
 
 
@@ -145,7 +145,7 @@ class ReweightingTrainer(MetaSetMixin, Trainer):
 
     def training_step(self, batch: Batch) -> torch.Tensor:
         meta = self.meta_step_due()
-        losses = self.meta_step(batch) if meta else F.cross_entropy(self.model(batch.x), batch.y, reduction="none")
+        losses = self.meta_step(batch) if meta else self.train_loss(self.model(batch.x), batch.y, "none")
         if meta and not self.hp.weights_after_meta:
             w = self._last_meta_weights
         else:

@@ -63,17 +63,50 @@ class Outputs:
 
 
 def make_optimizer(params, cfg: TrainConfig) -> torch.optim.Optimizer:
+    """The classifier's optimiser; `params` is the model (or its parameters).
+
+    With `decay_norm_bias: false` (a model needed) timm's factory builds two groups: no weight decay on
+    1-d tensors (norms, biases) and on the model's `no_weight_decay()` names (position embeddings, tokens)."""
+    if not cfg.decay_norm_bias:
+        if not isinstance(params, nn.Module):
+            raise TypeError("decay_norm_bias=False needs the model, not its parameters")
+        from timm.optim import create_optimizer_v2
+        return create_optimizer_v2(params, opt="momentum" if cfg.optimizer == "sgd" else "adamw", lr=cfg.lr,
+                                   weight_decay=cfg.weight_decay, momentum=cfg.momentum, filter_bias_and_bn=True,
+                                   foreach=False)
+    if isinstance(params, nn.Module):
+        params = params.parameters()
     if cfg.optimizer == "sgd":
         return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
 
 
-def make_schedule(opt: torch.optim.Optimizer, cfg: TrainConfig):
+def make_schedule(opt: torch.optim.Optimizer, cfg: TrainConfig, updates_per_epoch: int = 0):
+    """The learning-rate schedule; `warmup_cosine` is timm's cosine scheduler stepped per update
+    (`per_step(schedule)`), the others are torch schedulers stepped per epoch."""
+    if cfg.schedule == "warmup_cosine":
+        from timm.scheduler import create_scheduler_v2
+        sched, _ = create_scheduler_v2(opt, sched="cosine", num_epochs=cfg.epochs, warmup_epochs=cfg.warmup_epochs,
+                                       warmup_lr=cfg.warmup_lr, min_lr=cfg.min_lr, step_on_epochs=False,
+                                       updates_per_epoch=max(1, updates_per_epoch))
+        return sched
     if cfg.schedule == "cosine":
         return torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=cfg.epochs)
     if cfg.schedule == "step":
         return torch.optim.lr_scheduler.StepLR(opt, step_size=cfg.step_every, gamma=cfg.step_gamma)
     return torch.optim.lr_scheduler.LambdaLR(opt, lambda _: 1.0)
+
+
+def per_step(schedule) -> bool:
+    """Whether `schedule` is stepped after every optimiser update (timm's per-update schedulers)."""
+    return hasattr(schedule, "step_update")
+
+
+def mask_to(logits: torch.Tensor, classes) -> torch.Tensor:
+    """`logits` with every class outside `classes` set to -inf (argmax and softmax over the subset)."""
+    keep = torch.zeros(logits.shape[-1], dtype=torch.bool, device=logits.device)
+    keep[torch.as_tensor(list(classes), dtype=torch.long, device=logits.device)] = True
+    return logits.masked_fill(~keep, float("-inf"))
 
 
 class Trainer:
@@ -93,13 +126,13 @@ class Trainer:
         self.data, self.cfg = data, train
         self.hp = hparams if hparams is not None else self.Hparams()
         self.generator = torch.Generator().manual_seed(self.context.seed)
-        self.optimizer = make_optimizer(self.model.parameters(), train)
-        self.schedule = make_schedule(self.optimizer, train)
+        self.optimizer = make_optimizer(self.model, train)
         self.epoch, self.global_step = 0, 0
         self.info: dict[str, Any] = {}   # method facts reported with the result (split sizes, ...)
         self.last_evaluation: tuple[int, dict, dict] | None = None   # (epoch, metrics, outputs)
         self._step_logs: dict[str, list[float]] = defaultdict(list)
         self.train_set, self.meta_set = self.split()
+        self.schedule = make_schedule(self.optimizer, train, -(-len(self.train_set) // train.batch_size))
         self.setup()
 
     # ---- hooks -------------------------------------------------------------------------------
@@ -113,7 +146,7 @@ class Trainer:
         pass
 
     def training_step(self, batch: Batch) -> torch.Tensor:
-        return F.cross_entropy(self.model(batch.x), batch.y)
+        return self.train_loss(self.model(batch.x), batch.y)
 
     def on_epoch_end(self, epoch: int) -> dict[str, float]:
         return {}
@@ -133,6 +166,9 @@ class Trainer:
     def autocast(self):
         """The configured autocast (`train.precision`) for forwards on the trainer's device."""
         return autocast(self.device, self.cfg.precision)
+    def train_loss(self, logits: torch.Tensor, y: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
+        """The classifier's training loss: cross-entropy with the configured label smoothing."""
+        return F.cross_entropy(logits, y, reduction=reduction, label_smoothing=self.cfg.label_smoothing)
 
     def log_step(self, **values: float) -> None:
         """Record per-step statistics; their epoch means join the epoch metrics as train/<name>."""
@@ -157,6 +193,8 @@ class Trainer:
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.global_step += 1
+        if per_step(self.schedule):
+            self.schedule.step_update(self.global_step)
         value = loss.item()
         if step_cbs:
             metrics = {"train/step_loss": value, "lr": self.lr, "train/batch_size": float(len(batch.y))}
@@ -173,7 +211,7 @@ class Trainer:
             self.on_epoch_start(self.epoch)
         losses = [self.train_step(batch) for batch in self.train_set.batches(
             self.cfg.batch_size, shuffle=True, generator=self.generator, num_workers=self.cfg.num_workers)]
-        self.schedule.step()
+        self.schedule.step(self.epoch + 1) if per_step(self.schedule) else self.schedule.step()
         metrics = {"epoch": self.epoch + 1, "train/loss": float(np.mean(losses)) if losses else float("nan"),
                    "train/epoch_time_s": time.perf_counter() - t0, "lr": self.lr}
         metrics.update({f"train/{k}": float(np.mean(v)) for k, v in self._step_logs.items()})
@@ -207,9 +245,12 @@ class Trainer:
         self.model.train(was_training)
         return torch.cat(out) if out else torch.empty(0, self.data.num_classes)
 
-    def outputs(self, examples: ExampleSet, true_labels: bool = True) -> Outputs:
-        """Predictions and probabilistic margins (against true labels unless told otherwise)."""
+    def outputs(self, examples: ExampleSet, true_labels: bool = True, classes=None) -> Outputs:
+        """Predictions and probabilistic margins (against true labels unless told otherwise); with `classes`,
+        over those classes only (the other logits masked to -inf, the subset-class protocol)."""
         z = self.logits(examples)
+        if classes is not None:
+            z = mask_to(z, classes)
         y = examples.true_labels if true_labels else examples.labels
         return Outputs(ids=examples.ids.numpy(), labels=y.numpy(), preds=z.argmax(1).numpy(),
                        margins=probabilistic_margin(z, y).numpy(),
@@ -226,7 +267,7 @@ class Trainer:
             if len(ex) == 0:
                 continue
             observed = name == "selection"   # model selection sees the labels a user has (maybe noisy)
-            o = outs[name] = self.outputs(ex, true_labels=not observed)
+            o = outs[name] = self.outputs(ex, true_labels=not observed, classes=self.data.class_subsets.get(name))
             correct = o.preds == o.labels
             metrics[f"{name}/acc"] = float(correct.mean())
             if observed:

@@ -76,13 +76,48 @@ def make_fake_imagenet(root, train_per_class=10, val_per_class=2, size=16) -> st
     return str(root)
 
 
-def make_fake_clothing1m(root, train_per_class=2, eval_per_class=1, size=16, seed=0) -> dict:
-    """root/annotations/{noisy_label_kv, clean_label_kv, *_key_list}.txt and root/images/<a>/<b>/<k>.jpg.
+def make_fake_ilsvrc(root, train_per_class=4, val_per_class=2, size=16) -> dict:
+    """The raw ILSVRC2012 layout: ROOT/ILSVRC2012_devkit_t12.tar.gz (data/meta.mat with the synsets and
+    data/ILSVRC2012_validation_ground_truth.txt, as in the official devkit), ROOT/train/<wnid>/*.JPEG and a
+    flat ROOT/val/ILSVRC2012_val_<8 digits>.JPEG. Returns the devkit's md5 and the val labels (class indices)."""
+    import hashlib
+    import tarfile
+    import tempfile
+
+    import scipy.io as sio
+    make_image_folder(os.path.join(root, "train"), {w: train_per_class for w in WNIDS}, size, seed=0)
+    rng = np.random.default_rng(1)
+    # ILSVRC2012_IDs of the leaf synsets are not in wnid order; a parent synset (num_children > 0) is skipped
+    ids = {WNIDS[0]: 3, WNIDS[1]: 1, WNIDS[2]: 2}
+    rows = [(ids[w], w, f"words {w}, alias", "gloss", 0) for w in WNIDS] + [(4, "n00000001", "parent", "g", 3)]
+    synsets = np.array(rows, dtype=[("ILSVRC2012_ID", "O"), ("WNID", "O"), ("words", "O"), ("gloss", "O"),
+                                    ("num_children", "O")])
+    val_classes = list(rng.permutation(np.repeat(np.arange(len(WNIDS)), val_per_class)))
+    with tempfile.TemporaryDirectory() as tmp:
+        data = os.path.join(tmp, "ILSVRC2012_devkit_t12", "data")
+        os.makedirs(data)
+        sio.savemat(os.path.join(data, "meta.mat"), {"synsets": synsets})
+        with open(os.path.join(data, "ILSVRC2012_validation_ground_truth.txt"), "w") as f:
+            f.writelines(f"{ids[WNIDS[c]]}\n" for c in val_classes)
+        with tarfile.open(os.path.join(root, "ILSVRC2012_devkit_t12.tar.gz"), "w:gz") as tar:
+            tar.add(os.path.join(tmp, "ILSVRC2012_devkit_t12"), arcname="ILSVRC2012_devkit_t12")
+    for i, c in enumerate(val_classes):
+        _save(_image(rng, size, int(c)), os.path.join(root, "val", f"ILSVRC2012_val_{i + 1:08d}.JPEG"))
+    with open(os.path.join(root, "ILSVRC2012_devkit_t12.tar.gz"), "rb") as f:
+        md5 = hashlib.md5(f.read()).hexdigest()
+    return {"md5": md5, "val_classes": [int(c) for c in val_classes]}
+
+
+def make_fake_clothing1m(root, train_per_class=2, eval_per_class=1, size=16, seed=0, mislabel_known=0,
+                         lists_at_root=False) -> dict:
+    """root/annotations/{noisy_label_kv, clean_label_kv, *_key_list}.txt (or the list files in root itself)
+    and root/images/<a>/<b>/<k>.jpg.
 
     Train images get noisy labels (class + 1 for every second one); the first of each class also has a
-    clean label. Returns the expected counts."""
+    clean label, and for the first `mislabel_known` classes that image's noisy label is wrong too.
+    Returns the expected counts."""
     rng = np.random.default_rng(seed)
-    ann = os.path.join(root, "annotations")
+    ann = root if lists_at_root else os.path.join(root, "annotations")
     os.makedirs(ann, exist_ok=True)
     noisy, clean, keys = {}, {}, {"train": [], "val": [], "test": []}
     k = 0
@@ -93,7 +128,7 @@ def make_fake_clothing1m(root, train_per_class=2, eval_per_class=1, size=16, see
                 _save(_image(rng, size, c), os.path.join(root, key))
                 keys[split].append(key)
                 if split == "train":
-                    noisy[key] = (c + i % 2) % 14
+                    noisy[key] = (c + (i % 2 or (i == 0 and c < mislabel_known))) % 14
                     if i == 0:
                         clean[key] = c
                 else:

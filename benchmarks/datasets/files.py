@@ -10,7 +10,7 @@ from torchvision.datasets.folder import IMG_EXTENSIONS, make_dataset
 
 from benchmarks.datasets.common import DataMissingError, DatasetOptions, require_path, stratified_split
 from benchmarks.datasets.images import (CIFAR_MEAN, CIFAR_STD, ArrayImages, ImageFiles, RootDataset,
-                                        make_sets, make_transforms)
+                                        make_sets)
 from benchmarks.registry import register_dataset
 from molere.config import ConfigError
 from molere.data import TaskData
@@ -69,7 +69,7 @@ class _Cifar(RootDataset):
         with open(os.path.join(d, self.meta_file), "rb") as f:
             names = [n.decode() for n in pickle.load(f, encoding="bytes")[self.names_key]]
         rest, held = stratified_split(y[:n_train], o.val_fraction, o.split_seed)
-        train_tf, eval_tf = make_transforms("pad", o.image_size, o.augment, CIFAR_MEAN, CIFAR_STD)
+        train_tf, eval_tf = self.transforms("pad", o.image_size, o.augment, CIFAR_MEAN, CIFAR_STD)
         sets = make_sets(y, (ArrayImages(x, train_tf), ArrayImages(x, eval_tf)),
                          {"train": rest, "val": held, "test": np.arange(n_train, len(y))})
         return TaskData(self.registered_name, sets["train"], sets["test"], self.num_classes,
@@ -93,6 +93,20 @@ class Cifar100(_Cifar):
 
 
 # ---- ImageNet ---------------------------------------------------------------------------------------
+DEVKIT, TRAIN_TAR, VAL_TAR = "ILSVRC2012_devkit_t12.tar.gz", "ILSVRC2012_img_train.tar", "ILSVRC2012_img_val.tar"
+
+
+def _folder_kind(folder: str) -> str:
+    """'classes' when `folder` has sub-folders, 'flat' when it holds image files directly, else 'empty'."""
+    flat = False
+    with os.scandir(folder) as it:
+        for e in it:
+            if e.is_dir():
+                return "classes"
+            flat = flat or e.name.lower().endswith(IMG_EXTENSIONS)
+    return "flat" if flat else "empty"
+
+
 def _scan(folder: str, class_to_idx: dict[str, int], what: str) -> list[tuple[str, int]]:
     """Images of an ImageFolder tree whose class folders must be a subset of `class_to_idx`."""
     unknown = sorted(set(e.name for e in os.scandir(folder) if e.is_dir()) - set(class_to_idx))
@@ -104,11 +118,19 @@ def _scan(folder: str, class_to_idx: dict[str, int], what: str) -> list[tuple[st
     return items
 
 
+def class_subset(folder: str, class_to_idx: dict[str, int]) -> list[int]:
+    """The class indices of the class folders of an ImageFolder tree (ImageNet-R / -A: 200 wnids)."""
+    return sorted(class_to_idx[e.name] for e in os.scandir(folder) if e.is_dir() and e.name in class_to_idx)
+
+
 @register_dataset("imagenet")
 class ImageNet(RootDataset):
-    """ImageNet-1K in ImageFolder layout (official val = test), optional wnid-subset extra test sets."""
+    """ImageNet-1K (official val = test) in ImageFolder layout or the raw ILSVRC layout with the devkit,
+    optional wnid-subset extra test sets (ImageNet-R / -A, scored on their classes)."""
     how = ("download ILSVRC2012 from https://image-net.org and arrange it as ROOT/train/<wnid>/*.JPEG and "
-           "ROOT/val/<wnid>/*.JPEG")
+           "ROOT/val/<wnid>/*.JPEG, "
+           f"or keep the raw layout: ROOT/{DEVKIT} with ROOT/train/<wnid>/ (or ROOT/{TRAIN_TAR}) and a flat "
+           f"ROOT/val/*.JPEG (or ROOT/{VAL_TAR})")
 
     class Options(DatasetOptions):
         image_size: int = Field(224, gt=0)
@@ -119,6 +141,8 @@ class ImageNet(RootDataset):
                                             description="name -> ImageFolder root with wnid class folders")
         val_source: str | None = Field(None, description="an extra_tests name partitioned into val + test")
         val_source_fraction: float = Field(0.5, gt=0, lt=1)
+        subset_classes: bool = Field(True, description="score each extra test set on the classes of its folders "
+                                                       "(ImageNet-R / -A: their 200 classes, logits masked)")
 
         @model_validator(mode="after")
         def _val_source_known(self):
@@ -129,28 +153,73 @@ class ImageNet(RootDataset):
                 raise ValueError(f"extra_tests names must not be {sorted(reserved)}")
             return self
 
+    def _fail(self, path: str, expected: str, root) -> None:
+        raise DataMissingError(f"dataset 'imagenet': {path}: expected {expected}; {self.how.replace('ROOT', str(root))}")
+
     def check(self, root: str | None) -> None:
-        how = self.how.replace("ROOT", str(root))
-        require_path(root, "imagenet", how)
-        for sub in ("train", "val"):
-            require_path(os.path.join(root, sub), "imagenet", how)
+        """The layout (ImageFolder or raw ILSVRC with the devkit) is complete; one line naming what is wrong."""
+        require_path(root, "imagenet", self.how.replace("ROOT", str(root)))
+        devkit = os.path.exists(os.path.join(root, DEVKIT))
+        for split, tar in (("train", TRAIN_TAR), ("val", VAL_TAR)):
+            folder = os.path.join(root, split)
+            if os.path.isdir(folder):
+                kind = _folder_kind(folder)
+                if kind == "empty":
+                    self._fail(folder, "class folders <wnid>/ with images (it is empty)", root)
+                if kind == "flat" and (split == "train" or not devkit):
+                    self._fail(folder, f"class folders <wnid>/ (it holds images directly; the raw flat val/ needs "
+                               f"{os.path.join(root, DEVKIT)} to label them)", root)
+            elif not (devkit and os.path.exists(os.path.join(root, tar))):
+                self._fail(folder, f"an ImageFolder tree{f' (or {tar} with {DEVKIT})' if devkit else ''}", root)
+        if devkit and not os.path.exists(os.path.join(root, "meta.bin")):
+            from torchvision.datasets.imagenet import parse_devkit_archive
+            try:   # once, in the driver: torchvision verifies the devkit and writes ROOT/meta.bin
+                parse_devkit_archive(root)
+            except (RuntimeError, OSError, KeyError, ValueError) as exc:
+                self._fail(os.path.join(root, DEVKIT), f"the official devkit, readable, in a writable folder "
+                           f"({type(exc).__name__}: {str(exc).splitlines()[0]})", root)
         for name, path in self.options.extra_tests.items():
             require_path(path, "imagenet", f"extra_tests.{name} must be an ImageFolder root with wnid folders")
+
+    def _items(self, root: str) -> tuple[list[str], dict[str, list[tuple[str, int]]]]:
+        """wnids and the (path, class) items of train and official val, from either layout."""
+        train_dir, val_dir = os.path.join(root, "train"), os.path.join(root, "val")
+        if not os.path.exists(os.path.join(root, DEVKIT)):
+            wnids = sorted(e.name for e in os.scandir(train_dir) if e.is_dir())
+            class_to_idx = {w: i for i, w in enumerate(wnids)}
+            return wnids, {"train": _scan(train_dir, class_to_idx, "imagenet"),
+                           "test": _scan(val_dir, class_to_idx, "imagenet")}
+        from torchvision.datasets import ImageNet as TvImageNet
+        from torchvision.datasets.imagenet import load_meta_file
+        train = TvImageNet(root, split="train")   # parses the devkit (ROOT/meta.bin), extracts a train tarball
+        wnids, class_to_idx = list(train.wnids), dict(train.wnid_to_idx)
+        if os.path.isdir(val_dir) and _folder_kind(val_dir) == "flat":   # raw val: sorted files <-> devkit labels
+            files = sorted(f for f in os.listdir(val_dir) if f.lower().endswith(IMG_EXTENSIONS))
+            val_wnids = load_meta_file(root)[1]
+            if len(files) != len(val_wnids):
+                raise DataMissingError(f"dataset 'imagenet': {val_dir}: expected the {len(val_wnids)} validation "
+                                       f"images the devkit labels, found {len(files)}")
+            test = [(os.path.join(val_dir, f), class_to_idx[w]) for f, w in zip(files, val_wnids)]
+        else:
+            val = TvImageNet(root, split="val")   # val/<wnid>/ folders, or extracts and sorts the val tarball
+            test = [(p, class_to_idx[val.wnids[c]]) for p, c in val.samples]
+        return wnids, {"train": list(train.samples), "test": test}
 
     def load(self, root: str | None, seed: int) -> TaskData:
         o = self.options
         self.check(root)
-        wnids = sorted(e.name for e in os.scandir(os.path.join(root, "train")) if e.is_dir())
-        if not wnids:
-            raise DataMissingError(f"dataset 'imagenet': no class folders in {os.path.join(root, 'train')}; "
-                                   + self.how.replace("ROOT", root))
+        wnids, items_of = self._items(root)
         class_to_idx = {w: i for i, w in enumerate(wnids)}
         # one combined file list: train, official val (our test), then extra sets by name
-        blocks = {"train": os.path.join(root, "train"), "test": os.path.join(root, "val")}
-        blocks.update({name: o.extra_tests[name] for name in sorted(o.extra_tests)})
-        paths, labels, parts = [], [], {}
-        for name, folder in blocks.items():
-            items = _scan(folder, class_to_idx, "imagenet" if name in ("train", "test") else f"extra_tests.{name}")
+        blocks = {name: o.extra_tests[name] for name in sorted(o.extra_tests)}
+        paths, labels, parts, subsets = [], [], {}, {}
+        for name in ("train", "test", *blocks):
+            if name in blocks:
+                items = _scan(blocks[name], class_to_idx, f"extra_tests.{name}")
+                if o.subset_classes:
+                    subsets[name] = class_subset(blocks[name], class_to_idx)
+            else:
+                items = items_of[name]
             parts[name] = np.arange(len(paths), len(paths) + len(items))
             paths += [p for p, _ in items]
             labels += [c for _, c in items]
@@ -159,16 +228,20 @@ class ImageNet(RootDataset):
             pos = parts[o.val_source]
             rest, held = stratified_split(labels[pos], o.val_source_fraction, o.split_seed)
             parts[o.val_source], parts["val"] = pos[rest], pos[held]
+            if o.val_source in subsets:
+                subsets["val"] = subsets[o.val_source]
         elif o.val_fraction > 0:
             pos = parts["train"]
             rest, held = stratified_split(labels[pos], o.val_fraction, o.split_seed)
             parts["train"], parts["val"] = pos[rest], pos[held]
-        train_tf, eval_tf = make_transforms("crop", o.image_size, o.augment)
+        train_tf, eval_tf = self.transforms("crop", o.image_size, o.augment)
         sets = make_sets(labels, (ImageFiles(paths, train_tf), ImageFiles(paths, eval_tf)), parts)
         extras = {name: sets[name] for name in o.extra_tests}
         return TaskData("imagenet", sets["train"], sets["test"], len(wnids), (3, o.image_size, o.image_size),
                         val=sets.get("val"), extra_tests=extras,
-                        info={"classes": wnids, "val_source": o.val_source or "train"})
+                        info={"classes": wnids, "val_source": o.val_source or "train",
+                              "subset_classes": {k: len(v) for k, v in subsets.items()}},
+                        class_subsets={k: v for k, v in subsets.items() if len(v) < len(wnids)})
 
 
 # ---- Clothing-1M ------------------------------------------------------------------------------------
@@ -188,7 +261,7 @@ class Clothing1M(RootDataset):
     files = ("noisy_label_kv.txt", "clean_label_kv.txt", "noisy_train_key_list.txt",
              "clean_val_key_list.txt", "clean_test_key_list.txt")
     how = ("request Clothing-1M from its authors (https://github.com/Cysu/noisy_label) and extract it into "
-           "ROOT (ROOT/annotations/*.txt, ROOT/images/...)")
+           "ROOT (the list files in ROOT/annotations/ or in ROOT itself, the images under ROOT/images/)")
 
     class Options(DatasetOptions):
         image_size: int = Field(224, gt=0)
@@ -196,16 +269,26 @@ class Clothing1M(RootDataset):
         train_subset: int | None = Field(None, gt=0, description="use a fixed random subset of this size")
         split_seed: int = 0
 
+    def annotations(self, root: str) -> str:
+        """The folder holding the five list files: ROOT/annotations/ or ROOT (DataMissingError naming the gap)."""
+        places = [os.path.join(root, "annotations"), root]
+        for d in places:
+            if all(os.path.isfile(os.path.join(d, f)) for f in self.files):
+                return d
+        d = next((d for d in places if any(os.path.isfile(os.path.join(d, f)) for f in self.files)), places[0])
+        absent = [f for f in self.files if not os.path.isfile(os.path.join(d, f))]
+        raise DataMissingError(f"dataset 'clothing1m': {os.path.join(d, absent[0])} not found; expected the list "
+                               f"files {', '.join(self.files)} in {places[0]} or {root}; "
+                               + self.how.replace("ROOT", root))
+
     def check(self, root: str | None) -> None:
-        how = self.how.replace("ROOT", str(root))
-        require_path(root, "clothing1m", how)
-        for f in self.files:
-            require_path(os.path.join(root, "annotations", f), "clothing1m", how)
+        require_path(root, "clothing1m", self.how.replace("ROOT", str(root)))
+        self.annotations(root)
 
     def load(self, root: str | None, seed: int) -> TaskData:
         o = self.options
         self.check(root)
-        ann = os.path.join(root, "annotations")
+        ann = self.annotations(root)
         noisy, clean = (_read_kv(os.path.join(ann, f)) for f in self.files[:2])
         keys = {s: _read_keys(os.path.join(ann, f)) for s, f in zip(("train", "val", "test"), self.files[2:])}
         table = {"train": noisy, "val": clean, "test": clean}
@@ -226,7 +309,7 @@ class Clothing1M(RootDataset):
         tr = parts["train"]
         known = np.asarray([flat[p] in clean for p in tr], dtype=bool)
         paths = [os.path.join(root, k) for k in flat]
-        train_tf, eval_tf = make_transforms("crop", o.image_size, o.augment)
+        train_tf, eval_tf = self.transforms("crop", o.image_size, o.augment)
         sets = make_sets(labels, (ImageFiles(paths, train_tf), ImageFiles(paths, eval_tf)), parts, true)
         noise = float((labels[tr][known] != true[tr][known]).mean()) if known.any() else float("nan")
         return TaskData("clothing1m", sets["train"], sets["test"], 14, (3, o.image_size, o.image_size),

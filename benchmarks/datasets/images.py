@@ -69,13 +69,37 @@ class ImageFiles(Dataset):
             return (self.transform(img.convert("RGB")),)
 
 
+def timm_transforms(data_config: dict, size: int, augment: bool,
+                    crop_scale: tuple[float, float] = (0.08, 1.0)) -> tuple:
+    """(train, eval) transforms from a timm data config (mean, std, interpolation, crop_pct of the pretrained
+    weights) via `timm.data.create_transform`, at side `size`; the dataset keeps its crop scale."""
+    from timm.data import create_transform
+    cfg = {**data_config, "input_size": (3, size, size)}
+    keys = ("input_size", "interpolation", "mean", "std", "crop_pct", "crop_mode")
+    common = {k: cfg[k] for k in keys if k in cfg}
+    eval_tf = create_transform(**common, is_training=False)
+    train_tf = create_transform(**common, is_training=True, scale=crop_scale) if augment else eval_tf
+    return train_tf, eval_tf
+
+
 class RootDataset:
-    """Base of datasets read from a user-given root; subclasses define `Options`, `check` and `load`."""
+    """Base of datasets read from a user-given root; subclasses define `Options`, `check` and `load`.
+
+    `data_config` (a timm data config, set by the trial for pretrained timm models) replaces the dataset's
+    own transforms by the weights' (`transforms`)."""
     needs_root = True
     Options: type
+    data_config: dict | None = None
 
     def __init__(self, options=None):
         self.options = options if options is not None else self.Options()
+
+    def transforms(self, style: str, size: int, augment: bool, mean=IMAGENET_MEAN, std=IMAGENET_STD,
+                   crop_scale: tuple[float, float] = (0.08, 1.0)) -> tuple:
+        """(train, eval): the pretrained model's (timm data config) when set, else `make_transforms`."""
+        if self.data_config is not None:
+            return timm_transforms(self.data_config, size, augment, crop_scale)
+        return make_transforms(style, size, augment, mean, std, crop_scale)
 
 
 def make_sets(labels, sources: tuple[Dataset, Dataset], parts: dict[str, np.ndarray],

@@ -12,7 +12,7 @@ import torch
 from pydantic import Field
 
 from benchmarks.datasets.common import DatasetOptions, require_path
-from benchmarks.datasets.images import RootDataset, make_transforms
+from benchmarks.datasets.images import RootDataset
 from benchmarks.registry import register_dataset
 from molere.config import ConfigError
 from molere.data import ExampleSet, TaskData
@@ -86,7 +86,7 @@ class _Wilds(RootDataset):
         if o.val_split not in splits or o.val_split in ("train", "test"):
             allowed = [s for s in splits if s not in ("train", "test")]
             raise ConfigError(f"val_split: one of {allowed} for {self.registered_name} (got {o.val_split!r})")
-        train_tf, eval_tf = make_transforms(self.style, o.image_size, o.augment, crop_scale=(0.7, 1.0))
+        train_tf, eval_tf = self.transforms(self.style, o.image_size, o.augment, crop_scale=(0.7, 1.0))
         from wilds.datasets.wilds_dataset import WILDSSubset
         # one source over the whole dataset (a subset of everything), so positions are wilds' global indices
         everything = np.arange(len(ds))

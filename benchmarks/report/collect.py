@@ -1,7 +1,8 @@
 """Read a sweep's result store (plan.json + trials/<id>/) into one long-form DataFrame, one row per planned trial.
 
 Statuses: done, failed (failed.json), incomplete (a run directory without `done`), missing (no run
-directory). Accuracies stay fractions as stored (`test/acc`, `<split>/acc`, `<split>/worst_group_acc`);
+directory). Accuracies and official metrics stay fractions as stored (`test/acc`, `<split>/acc`,
+`<split>/worst_group_acc`, `<split>/F1-macro_all`, `<split>/acc_wg`; METRIC_NAMES);
 gains are in accuracy points (x100). A trial's ERM partner is the plan's `erm_trial_id`, or else the ERM
 trial of the same dataset, regime, seed, model and training settings; a train-twice variant's control is
 the `erm_withheld_*` trial of the same key (and the same δ when both record one).
@@ -27,6 +28,10 @@ LABELS = ("dataset", "regime", "method", "seed", "hparams_id")
 ACC_SPLITS_SKIP = ("train", "val", "selection")                     # not test accuracies
 SELECTION_METRICS = ("selection/acc", "selection/acc_true")         # the model-selection split (report.selection)
 MACHINE_TRAIN_FIELDS = ("device", "num_workers")
+# what each reported metric (after "<split>/") is called: accuracies, then a dataset's official metrics
+# (WILDS' own evaluation: iWildCam's macro-F1, Waterbirds' worst-group accuracy)
+METRIC_NAMES = {"acc": "acc", "worst_group_acc": "worst-group acc", "F1-macro_all": "macro-F1",
+                "acc_wg": "WILDS worst-group acc"}
 
 
 def method_rank(name: str) -> tuple:
@@ -42,7 +47,7 @@ def load_plan(sweep_dir: Path) -> list[dict]:
 
 def is_acc_column(name: str) -> bool:
     split, _, what = name.partition("/")
-    return what in ("acc", "worst_group_acc") and split not in ACC_SPLITS_SKIP
+    return what in METRIC_NAMES and split not in ACC_SPLITS_SKIP
 
 
 def _key(plan_entry: dict) -> str:

@@ -20,7 +20,7 @@ import pandas as pd  # noqa: E402
 from molere import margins as M  # noqa: E402
 
 from ..store import read_jsonl  # noqa: E402
-from .collect import CONTROLS, method_rank  # noqa: E402
+from .collect import CONTROLS, METRIC_NAMES, method_rank  # noqa: E402
 from .tables import SHORT  # noqa: E402
 
 LRW_PANEL = ("lrw", "lrw_easy", "lrw_random", "lrw_hard", "molere")
@@ -81,7 +81,7 @@ def gain_frame(cells: pd.DataFrame, metrics: list[str]) -> pd.DataFrame:
             if f"{pre} n" not in r or pd.isna(r[f"{pre} n"]):
                 continue
             split, _, what = m.partition("/")
-            what = "worst group" if what == "worst_group_acc" else "acc"
+            what = METRIC_NAMES.get(what, what)
             group = f"{r['dataset']}\n{r['regime']}" + ("" if len(metrics) == 1 else f"\n{split}\n{what}")
             rows.append({"group": group, "variant": r["variant"], "method": r["method"],
                          **{k: r[f"{pre} {k}"] for k in ("mean", "lo", "hi", "n")}})

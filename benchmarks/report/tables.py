@@ -12,13 +12,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .collect import ORDERING, order_metrics
+from .collect import METRIC_NAMES, ORDERING, order_metrics
 from .stats import TEST_NAME
 
 SHORT = {"lrw_easy": "LRW-Easy", "lrw_random": "LRW-Random", "lrw_hard": "LRW-Hard", "molere": "MOLERE",
          "erm": "ERM", "lrw": "LRW", "mwn": "MWN", "l2rw": "L2RW", "fsr": "FSR",
          "erm_withheld_easy": "ERM, Easy withheld", "erm_withheld_random": "ERM, Random withheld",
-         "erm_withheld_hard": "ERM, Hard withheld"}
+         "erm_withheld_hard": "ERM, Hard withheld", "erm_train_val": "ERM, train + val"}
 
 
 @dataclass
@@ -100,7 +100,7 @@ def _acc(row, metric: str) -> str:
 
 def _metric_label(metric: str) -> str:
     split, _, what = metric.partition("/")
-    return f"{split} {'worst-group acc' if what == 'worst_group_acc' else 'acc'} (%)"
+    return f"{split} {METRIC_NAMES.get(what, what)} (%)"
 
 
 SELECTED = "selection/acc (mean)"   # the column bold follows (report.selection.add_selection_means)
@@ -132,7 +132,8 @@ def results_table(cells: pd.DataFrame, metrics: list[str]) -> Table:
     for _, g in cells.groupby(["dataset", "regime"], sort=False):
         bold |= {(i, _metric_label("test/acc")) for i in best_by_selection(g)}
     return Table("results", "Test accuracy and gain over ERM",
-                 "Accuracy: mean ± std over seeds in percent (n = finished seeds). Gain: method minus ERM of the "
+                 "Accuracy (and a dataset's official metrics, e.g. macro-F1): mean ± std over seeds in percent "
+                 "(n = finished seeds). Gain: method minus ERM of the "
                  f"same seed in accuracy points, mean with 95% CI and p-value of a {TEST_NAME}; n/a with fewer "
                  "than two pairs. Bold: the method with the best mean selection-split accuracy per dataset and regime "
                  "(never chosen by test accuracy). Trials that did not finish "
