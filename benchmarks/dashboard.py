@@ -178,6 +178,7 @@ def workspace(spec: dict, entity: str):
         entity=entity, project=spec["project"], name=f"{spec['sweep']} dashboard",
         sections=[ws.Section(name=s["name"], panels=[_panel(p) for p in s["panels"]], is_open=True)
                   for s in spec["sections"]],
+        settings=ws.WorkspaceSettings(max_runs=100),     # lines / groups per panel (wandb's default: 10)
         runset_settings=ws.RunsetSettings(
             filters=_expr_filters(spec["runsets"]["trials"]["filters"][:1]),
             groupby=[expr.Config(g[7:]) for g in spec["grouping"]], pinned_columns=list(spec["columns"])))
