@@ -7,13 +7,19 @@ Hooks a method may override (all optional except `training_step`):
   training_step(batch) -> loss  the loss whose gradient the real classifier step follows
   on_epoch_end(epoch) -> dict   extra per-epoch metrics
   extra_state() / load_extra_state(state)   what a checkpoint must hold beyond model and optimisers
+
+Persistent batch streams (`stream(key, attr, batch_size)`, `molere.data.Stream`) are part of the
+trainer's state: `state_dict()` holds every random state (the trainer's generator, torch's CPU/CUDA,
+python's and numpy's global RNG), every live stream's position (the epoch's data order included) and the
+progress of an unfinished epoch, so a trainer restored from a step checkpoint continues bit for bit.
 """
 from __future__ import annotations
 
+import random
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
-from typing import Any, Callable, Protocol
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -21,7 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .config import NoHparams, Strict, TrainConfig
-from .data import Batch, ExampleSet, TaskData
+from .data import Batch, ExampleSet, Loading, Stream, TaskData, name_key
 from .margins import probabilistic_margin
 
 
@@ -29,8 +35,15 @@ class NonFiniteLossError(FloatingPointError):
     """Raised when the training loss becomes NaN or infinite."""
 
 
-class Callback(Protocol):
-    def on_epoch_end(self, trainer: "Trainer", epoch: int, metrics: dict[str, float]) -> None: ...
+class Callback:
+    """Hooks the harness attaches to a trainer (`RunContext.callbacks`); both are no-ops here."""
+
+    def on_step_end(self, trainer: "Trainer", step: int, metrics: dict[str, float]) -> None:
+        """After every real optimizer step; `step` = trainer.global_step after the increment, `metrics`
+        holds at least {"train/step_loss": float, "lr": float}."""
+
+    def on_epoch_end(self, trainer: "Trainer", epoch: int, metrics: dict[str, float]) -> None:
+        """After every epoch (and its evaluation when due); `epoch` = completed epochs."""
 
 
 @dataclass
@@ -42,6 +55,7 @@ class RunContext:
     reference: Any = None            # ERM-first-pass provider (see baselines.train_twice); None = train in-process
     callbacks: list = field(default_factory=list)
     run_config: dict = field(default_factory=dict)   # the resolved trial config, for reference-run keys
+    cpus: float | None = None        # CPUs the trial was given (default DataLoader workers); None = all visible
 
 
 @dataclass
@@ -52,6 +66,7 @@ class Outputs:
     preds: np.ndarray
     margins: np.ndarray
     groups: np.ndarray | None = None
+    observed_margins: np.ndarray | None = None   # against the observed labels (= margins when asked for those)
 
 
 def make_optimizer(params, cfg: TrainConfig) -> torch.optim.Optimizer:
@@ -84,6 +99,11 @@ class Trainer:
         self.data, self.cfg = data, train
         self.hp = hparams if hparams is not None else self.Hparams()
         self.generator = torch.Generator().manual_seed(self.context.seed)
+        self.loading = Loading.for_run(train.num_workers, self.context.device, self.context.cpus)
+        self._streams: dict[str, tuple[str, Stream]] = {}
+        self._pending_streams: dict[str, tuple[ExampleSet, dict]] = {}
+        self._progress: dict | None = None   # losses of the unfinished epoch (None between epochs)
+        self.last_metrics: dict[str, float] = {}
         self.optimizer = make_optimizer(self.model.parameters(), train)
         self.schedule = make_schedule(self.optimizer, train)
         self.epoch, self.global_step = 0, 0
@@ -121,6 +141,19 @@ class Trainer:
         """The classifier's current learning rate (the default look-ahead step size)."""
         return self.optimizer.param_groups[0]["lr"]
 
+    def stream(self, key: str, attr: str, batch_size: int, workers: int | None = None) -> Stream:
+        """The persistent stream `key` over the set held in attribute `attr` (a new one when that set changed)."""
+        examples = getattr(self, attr)
+        entry = self._streams.get(key)
+        if entry is None or entry[1].examples is not examples:
+            s = Stream(examples, batch_size, self.generator, seed=self.context.seed * 2**32 + name_key(key),
+                       loading=self.loading, workers=workers)
+            pending = self._pending_streams.pop(key, None)
+            if pending is not None and pending[0] is examples:   # the set it was saved with, restored
+                s.load_state_dict(pending[1])
+            entry = self._streams[key] = (attr, s)
+        return entry[1]
+
     def log_step(self, **values: float) -> None:
         """Record per-step statistics; their epoch means join the epoch metrics as train/<name>."""
         for k, v in values.items():
@@ -142,29 +175,42 @@ class Trainer:
         return loss.item()
 
     def train_epoch(self) -> dict[str, float]:
-        """One pass over the training set (hooks included, no evaluation); returns the epoch's metrics."""
-        t0 = time.perf_counter()
+        """One pass over the training set (hooks included, no evaluation); returns the epoch's metrics.
+
+        A trainer restored mid-epoch continues the same pass (its epoch-start hook already ran)."""
+        self._epoch_t0 = time.perf_counter()
         self.model.train()
-        self.on_epoch_start(self.epoch)
-        losses = [self.train_step(batch) for batch in self.train_set.batches(
-            self.cfg.batch_size, shuffle=True, generator=self.generator, num_workers=self.cfg.num_workers)]
+        if self._progress is None:
+            self.on_epoch_start(self.epoch)
+            self._progress = {"losses": [], "elapsed": 0.0}
+        stream = self.stream("train", "train_set", self.cfg.batch_size, workers=self.loading.num_workers)
+        losses = self._progress["losses"]
+        for _ in range(stream.remaining()):
+            losses.append(self.train_step(next(stream)))
+            step = {"train/step_loss": losses[-1], "lr": self.lr}
+            for cb in self.context.callbacks:
+                if hasattr(cb, "on_step_end"):
+                    cb.on_step_end(self, self.global_step, step)
         self.schedule.step()
+        elapsed = self._progress["elapsed"] + time.perf_counter() - self._epoch_t0
         metrics = {"epoch": self.epoch + 1, "train/loss": float(np.mean(losses)) if losses else float("nan"),
-                   "train/epoch_time_s": time.perf_counter() - t0, "lr": self.lr}
+                   "train/epoch_time_s": elapsed, "lr": self.lr}
         metrics.update({f"train/{k}": float(np.mean(v)) for k, v in self._step_logs.items()})
         self._step_logs.clear()
         metrics.update(self.on_epoch_end(self.epoch))
+        self._progress = None
         self.epoch += 1
         return metrics
 
     def fit(self) -> dict[str, Any]:
         """Train for the configured epochs; returns the final metrics (history via callbacks)."""
-        metrics: dict[str, float] = {}
+        metrics: dict[str, float] = dict(self.last_metrics)
         while self.epoch < self.cfg.epochs:
             metrics = self.train_epoch()
             if self.epoch % self.cfg.eval_every == 0 or self.epoch == self.cfg.epochs:
                 self.last_evaluation = (self.epoch, *self.evaluate())
                 metrics.update(self.last_evaluation[1])
+            self.last_metrics = metrics
             for cb in self.context.callbacks:
                 cb.on_epoch_end(self, self.epoch, metrics)
         return metrics
@@ -176,16 +222,29 @@ class Trainer:
         was_training = self.model.training
         self.model.eval()
         out = [self.model(b.x.to(self.device)).float().cpu()
-               for b in examples.batches(batch_size, train=False, num_workers=self.cfg.num_workers)]
+               for b in examples.batches(batch_size, train=False, loading=self.loading)]
         self.model.train(was_training)
         return torch.cat(out) if out else torch.empty(0, self.data.num_classes)
 
-    def outputs(self, examples: ExampleSet, true_labels: bool = True) -> Outputs:
-        """Predictions and probabilistic margins (against true labels unless told otherwise)."""
-        z = self.logits(examples)
+    @torch.no_grad()
+    def outputs(self, examples: ExampleSet, true_labels: bool = True, batch_size: int = 512) -> Outputs:
+        """Predictions and probabilistic margins (against true labels unless told otherwise; against the
+        observed ones too), batch by batch: the host keeps O(len(examples)) scalars, never the logits."""
+        was_training = self.model.training
+        self.model.eval()
+        preds, margins, observed = [], [], []
+        for b in examples.batches(batch_size, train=False, loading=self.loading):
+            z = self.model(b.x.to(self.device, non_blocking=True)).float()
+            y_obs = b.y.to(self.device)
+            m_obs = probabilistic_margin(z, y_obs)
+            preds.append(z.argmax(1).cpu())
+            observed.append(m_obs.cpu())
+            margins.append(probabilistic_margin(z, b.y_true.to(self.device)).cpu() if true_labels else observed[-1])
+        self.model.train(was_training)
         y = examples.true_labels if true_labels else examples.labels
-        return Outputs(ids=examples.ids.numpy(), labels=y.numpy(), preds=z.argmax(1).numpy(),
-                       margins=probabilistic_margin(z, y).numpy(),
+        cat = lambda parts, dtype: (torch.cat(parts) if parts else torch.empty(0, dtype=dtype)).numpy()  # noqa: E731
+        return Outputs(ids=examples.ids.numpy(), labels=y.numpy(), preds=cat(preds, torch.long),
+                       margins=cat(margins, torch.float), observed_margins=cat(observed, torch.float),
                        groups=None if examples.groups is None else examples.groups.numpy())
 
     def evaluate(self, splits: dict[str, ExampleSet] | None = None) -> tuple[dict[str, float], dict[str, Outputs]]:
@@ -212,9 +271,18 @@ class Trainer:
 
     # ---- checkpoints -------------------------------------------------------------------------
     def state_dict(self) -> dict:
+        """Everything a resumed run needs to continue bit for bit (plain types and tensors only)."""
+        progress = None
+        if self._progress is not None:
+            progress = {"losses": list(self._progress["losses"]), "step_logs": {k: list(v) for k, v in self._step_logs.items()},
+                        "elapsed": self._progress["elapsed"] + time.perf_counter() - self._epoch_t0}
+        streams = {k: {"attr": attr, **s.state_dict()} for k, (attr, s) in self._streams.items()
+                   if s.examples is getattr(self, attr, None)}   # a stale stream is rebuilt on its next use
         return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
                 "schedule": self.schedule.state_dict(), "epoch": self.epoch, "global_step": self.global_step,
-                "generator": self.generator.get_state(), "extra": self.extra_state()}
+                "generator": self.generator.get_state(), "extra": self.extra_state(), "rng": global_rng_state(),
+                "streams": streams, "progress": progress, "last_metrics": dict(self.last_metrics),
+                "info": dict(self.info)}
 
     def load_state_dict(self, state: dict) -> None:
         self.model.load_state_dict(state["model"])
@@ -223,3 +291,31 @@ class Trainer:
         self.epoch, self.global_step = state["epoch"], state["global_step"]
         self.generator.set_state(state["generator"])
         self.load_extra_state(state["extra"])
+        if "rng" in state:
+            set_global_rng_state(state["rng"])
+        self._streams = {}
+        self._pending_streams = {k: (getattr(self, v["attr"], None), v) for k, v in state.get("streams", {}).items()}
+        progress = state.get("progress")
+        self._progress = None if progress is None else {"losses": list(progress["losses"]), "elapsed": progress["elapsed"]}
+        self._step_logs = defaultdict(list, {k: list(v) for k, v in (progress or {}).get("step_logs", {}).items()})
+        self.last_metrics = dict(state.get("last_metrics", {}))
+        self.info.update(state.get("info", {}))
+
+
+def global_rng_state() -> dict:
+    """torch's CPU (and, once initialised, every CUDA device's), python's and numpy's global random state."""
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    return {"torch": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() and torch.cuda.is_initialized() else [],
+            "python": random.getstate(),
+            "numpy": {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+                      "has_gauss": int(has_gauss), "gauss": float(gauss)}}
+
+
+def set_global_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    if state["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+    random.setstate(state["python"])
+    n = state["numpy"]
+    np.random.set_state((n["kind"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["gauss"]))
