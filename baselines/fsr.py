@@ -147,7 +147,9 @@ class FSR(L2RW):
                 "probe": None if self.meta_set is None else self._probe_pos}
 
     def load_extra_state(self, state: dict) -> None:
-        self.scores, self.scored, self._prev_head = state["scores"], state["scored"], state["prev_head"]
+        self.scores, self.scored = state["scores"], state["scored"]
+        prev = state["prev_head"]
+        self._prev_head = None if prev is None else {n: p.to(self.device) for n, p in prev.items()}
         if state.get("probe") is not None:   # a run resumed mid-epoch keeps the epoch's probe set
             self._probe_pos = state["probe"]
             self.meta_set = self.train_set.subset(self._probe_pos)
