@@ -105,6 +105,8 @@ def test_resume_is_not_vacuous(tmp_path):
 
 KILLER = """
 import os, signal, sys
+import torch
+torch.set_num_threads(int(sys.argv[4]))   # the parent's: same reduction order, same floats
 from benchmarks.config import TrialConfig
 from benchmarks.trial import run_trial
 from molere.trainer import Callback
@@ -125,7 +127,8 @@ def test_sigkill_mid_epoch_then_rerun_equals_uninterrupted(tmp_path):
     run_trial(cfg, straight.path, checkpoint=True, checkpoint_steps=4)
     (tmp_path / "cfg.json").write_text(cfg.model_dump_json())
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
-    killed = subprocess.run([sys.executable, "-c", KILLER, str(tmp_path / "cfg.json"), str(tmp_path / "k"), "15"],
+    killed = subprocess.run([sys.executable, "-c", KILLER, str(tmp_path / "cfg.json"), str(tmp_path / "k"), "15",
+                             str(torch.get_num_threads())],
                             cwd=ROOT, env=env, capture_output=True, timeout=300)
     assert killed.returncode == -signal.SIGKILL, killed.stderr.decode()[-2000:]
     broken = RunDir(tmp_path / "k")
