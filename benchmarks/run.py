@@ -14,6 +14,8 @@ import time
 
 import yaml
 
+from molere.config import ConfigError
+
 from . import catalog
 from .cli import bad_input_exits
 from .datasets.common import DataMissingError
@@ -61,6 +63,17 @@ def counts(status: dict[str, str]) -> str:
     n = {s: sum(v == s for v in status.values()) for s in ("done", "failed", "incomplete", "absent")}
     return (f"{len(status)} trials: {n['done']} done, {n['failed']} failed, {n['incomplete']} incomplete, "
             f"{n['absent']} not started")
+
+
+def missing_gpus(sweep: Sweep, address: str | None) -> str | None:
+    """Why a sweep that asks for GPUs cannot run on this machine (local Ray only; a cluster has its own)."""
+    import torch
+    if sweep.resources.gpu <= 0 or address or os.environ.get("RAY_ADDRESS"):
+        return None
+    if torch.cuda.device_count() > 0:
+        return None
+    return (f"resources.gpu: the sweep asks for {sweep.resources.gpu:g} GPU per trial and this machine has none "
+            f"visible; run it on a GPU machine, pass --address of a GPU cluster, or --set resources.gpu=0")
 
 
 def wandb_settings(sweep: Sweep) -> dict:
@@ -123,6 +136,9 @@ def main(argv=None) -> int:
         missing = missing_data(sweep, {t.labels["dataset"] for t in chosen})
         if missing and not a.dry_run:
             raise DataMissingError(f"{a.sweep}: {missing[0]}")
+        no_gpu = None if a.dry_run else missing_gpus(sweep, a.address)
+        if no_gpu:
+            raise ConfigError(f"{a.sweep}: {no_gpu}")
     status = {t.trial_id: RunDir(sweep.directory / "trials" / t.trial_id).status for t in chosen}
     if a.dry_run:
         print_plan(chosen, status)

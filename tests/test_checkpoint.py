@@ -206,3 +206,27 @@ def test_checkpoints_every_n_steps_and_at_epoch_end(tmp_path, monkeypatch):
     saved.clear()
     run_trial(config("erm"), tmp_path / "off", checkpoint=False, checkpoint_steps=4)
     assert saved == []
+
+
+# ---- devices ----------------------------------------------------------------------------------------
+def test_device_auto_logs_its_choice(capsys):
+    from benchmarks.trial import resolve_device
+    chosen = resolve_device("auto")
+    assert chosen == ("cuda" if torch.cuda.is_available() else "cpu")
+    assert f"device auto -> {chosen}" in capsys.readouterr().err
+    assert resolve_device("cpu") == "cpu" and capsys.readouterr().err == ""
+
+
+def test_gpu_sweep_without_a_gpu_stops_before_ray(tmp_path, capsys, monkeypatch):
+    from benchmarks import run, scheduler
+    monkeypatch.setattr(scheduler, "run_trials", lambda *a, **k: pytest.fail("Ray was started"))
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 0)
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    path = tmp_path / "s.yaml"
+    path.write_text("name: s\ndatasets: [{name: digits}]\nmethods: {erm: {}}\nresources: {cpu: 1, gpu: 1}\n")
+    with pytest.raises(SystemExit) as exc:
+        run.main([str(path), "--results", str(tmp_path / "r")])
+    err = capsys.readouterr().err.strip()
+    assert exc.value.code == 2 and len(err.splitlines()) == 1
+    assert "resources.gpu: the sweep asks for 1 GPU per trial and this machine has none visible" in err
+    assert not (tmp_path / "r").exists()
