@@ -40,7 +40,8 @@ class Loading:
     def for_run(cls, num_workers: int | None, device: str = "cpu", cpus: float | None = None) -> "Loading":
         """`num_workers=None`: one worker per CPU the trial was given (Ray's share), one kept for the loop."""
         if num_workers is None:
-            cpus = cpus if cpus is not None else len(os.sched_getaffinity(0))
+            if cpus is None:
+                cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
             num_workers = max(0, int(cpus) - 1)
         return cls(num_workers=num_workers, pin_memory=torch.device(device).type == "cuda")
 

@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from benchmarks import catalog  # noqa: F401  (registers every method)
-from benchmarks.config import TrialConfig
+from benchmarks.config import TrialConfig, resolve, trial_id
 from benchmarks.store import CheckpointDiscarded, RunDir
 from benchmarks.trial import run_trial
 from molere.registry import METHODS
@@ -68,19 +68,29 @@ def assert_same(a, b) -> None:
     assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
 
 
+@pytest.fixture(scope="module")
+def erm_store(tmp_path_factory):
+    """A store holding the ERM trial of the key, which the train-twice methods reuse (no in-process ERM)."""
+    root = tmp_path_factory.mktemp("store")
+    cfg = resolve(config("erm"))
+    run_trial(cfg, root / trial_id(cfg))
+    return root
+
+
 @pytest.mark.parametrize("method", BUILTIN)
-def test_interrupted_trial_resumes_mid_epoch_bit_for_bit(tmp_path, method):
+def test_interrupted_trial_resumes_mid_epoch_bit_for_bit(tmp_path, method, erm_store):
     cfg = config(method)
     straight = RunDir(tmp_path / "straight")
-    run_trial(cfg, straight.path, checkpoint=True, checkpoint_steps=4)
+    run_trial(cfg, straight.path, checkpoint=True, checkpoint_steps=4, store_root=erm_store)
     broken = RunDir(tmp_path / "broken")
     k = STEPS_PER_EPOCH + 6           # epoch 2, after the step-12 checkpoint
     with pytest.raises(Interrupted):
-        run_trial(cfg, broken.path, checkpoint=True, checkpoint_steps=4, callbacks=(InterruptAt(k),))
+        run_trial(cfg, broken.path, checkpoint=True, checkpoint_steps=4, callbacks=(InterruptAt(k),),
+                  store_root=erm_store)
     assert broken.status == "failed"
     saved = broken.load_checkpoint(broken.config()["trial_id"])
     assert saved["global_step"] == 12 and saved["epoch"] == 1 and saved["progress"] is not None
-    run_trial(cfg, broken.path, checkpoint=True, checkpoint_steps=4)
+    run_trial(cfg, broken.path, checkpoint=True, checkpoint_steps=4, store_root=erm_store)
     assert_same(outcome(straight), outcome(broken))
     assert [r["epoch"] for r in broken.metrics()] == [1, 2]
 
@@ -107,7 +117,7 @@ KILLER = """
 import os, signal, sys
 import torch
 torch.set_num_threads(int(sys.argv[4]))   # the parent's: same reduction order, same floats
-from benchmarks.config import TrialConfig
+from benchmarks.config import TrialConfig, resolve, trial_id
 from benchmarks.trial import run_trial
 from molere.trainer import Callback
 
@@ -121,6 +131,7 @@ run_trial(cfg, sys.argv[2], checkpoint=True, checkpoint_steps=4, callbacks=(Kill
 """
 
 
+@pytest.mark.slow
 def test_sigkill_mid_epoch_then_rerun_equals_uninterrupted(tmp_path):
     cfg = config("molere")
     straight = RunDir(tmp_path / "straight")
