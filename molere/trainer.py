@@ -274,8 +274,10 @@ class Trainer:
         """Everything a resumed run needs to continue bit for bit (plain types and tensors only)."""
         progress = None
         if self._progress is not None:
-            progress = {"losses": list(self._progress["losses"]), "step_logs": {k: list(v) for k, v in self._step_logs.items()},
-                        "elapsed": self._progress["elapsed"] + time.perf_counter() - self._epoch_t0}
+            now = time.perf_counter()
+            progress = {"losses": list(self._progress["losses"]),
+                        "step_logs": {k: list(v) for k, v in self._step_logs.items()},
+                        "elapsed": self._progress["elapsed"] + now - getattr(self, "_epoch_t0", now)}
         streams = {k: {"attr": attr, **s.state_dict()} for k, (attr, s) in self._streams.items()
                    if s.examples is getattr(self, attr, None)}   # a stale stream is rebuilt on its next use
         return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),

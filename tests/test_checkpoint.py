@@ -27,8 +27,8 @@ HPARAMS = {"fsr": {"warmup_epochs": 1, "meta_batch_size": 32}, "molere": {"meta_
 STEPS_PER_EPOCH = 9   # 1131 digits training examples (molere: 1131 of its pool) in batches of 128
 
 
-class Interrupted(Exception):
-    pass
+class Interrupted(KeyboardInterrupt):
+    """What Ctrl-C raises (a BaseException: the trial records a failure and re-raises)."""
 
 
 class InterruptAt(Callback):

@@ -168,7 +168,8 @@ def test_molere_split_from_in_epoch_statistics_equals_a_fresh_pass():
     t.train_epoch()
     assert passes == [len(t.pool), len(t.meta_set)]    # the first split (nothing recorded yet), then val only
     recorded = t._cache[1].clone()
-    fresh, _, _ = real()
+    fresh, preds, margins = real()
+    assert fresh.shape == preds.shape == margins.shape == (len(t.pool),)   # O(|S|) scalars, no logits
     assert torch.allclose(recorded, fresh, atol=1e-6)
     assert recorded.std() > 0.01                       # the splitter is not constant: the test can tell
     pick = lambda p: choose_validation(p, t.val_cap, t.hp.fill, t.hp.split_rule)  # noqa: E731
