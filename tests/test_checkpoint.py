@@ -241,3 +241,22 @@ def test_gpu_sweep_without_a_gpu_stops_before_ray(tmp_path, capsys, monkeypatch)
     assert exc.value.code == 2 and len(err.splitlines()) == 1
     assert "resources.gpu: the sweep asks for 1 GPU per trial and this machine has none visible" in err
     assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.slow
+def test_file_backed_trial_with_workers_resumes_bit_for_bit(tmp_path):
+    """Worker-backed streams over image files with random augmentations: resume equals the straight run."""
+    from tests import fakes
+    root = fakes.make_fake_imagenet(tmp_path / "imagenet", train_per_class=12, val_per_class=3, size=20)
+    cfg = TrialConfig.model_validate({
+        "dataset": {"name": "imagenet", "root": root, "options": {"image_size": 16, "val_fraction": 0.2}},
+        "model": {"name": "mlp", "options": {"hidden": [16], "dropout": 0.2}},
+        "method": {"name": "molere", "hparams": {"meta_batch_size": 4, "meta_every": 2}},
+        "train": {"epochs": 2, "batch_size": 8, "lr": 0.05, "num_workers": 2}, "seed": 1})
+    straight = RunDir(tmp_path / "straight")
+    run_trial(cfg, straight.path, checkpoint=True, checkpoint_steps=3)
+    broken = RunDir(tmp_path / "broken")
+    with pytest.raises(Interrupted):
+        run_trial(cfg, broken.path, checkpoint=True, checkpoint_steps=3, callbacks=(InterruptAt(7),))
+    run_trial(cfg, broken.path, checkpoint=True, checkpoint_steps=3)
+    assert_same(outcome(straight), outcome(broken))
