@@ -253,9 +253,8 @@ class Stream:
         return -(-len(self.examples) // self.batch_size)
 
     def remaining(self) -> int:
-        """Batches left in the current pass (a full pass when none is open)."""
-        open_pass = self.order is not None and self.drawn < self.batches_per_pass
-        return self.batches_per_pass - self.drawn if open_pass else self.batches_per_pass
+        """Batches left in the current pass (0 when it is complete, a full pass before the first)."""
+        return self.batches_per_pass if self.order is None else self.batches_per_pass - self.drawn
 
     def __iter__(self) -> "Stream":
         return self

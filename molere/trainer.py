@@ -180,12 +180,13 @@ class Trainer:
         A trainer restored mid-epoch continues the same pass (its epoch-start hook already ran)."""
         self._epoch_t0 = time.perf_counter()
         self.model.train()
-        if self._progress is None:
+        fresh = self._progress is None
+        if fresh:
             self.on_epoch_start(self.epoch)
             self._progress = {"losses": [], "elapsed": 0.0}
         stream = self.stream("train", "train_set", self.cfg.batch_size, workers=self.loading.num_workers)
         losses = self._progress["losses"]
-        for _ in range(stream.remaining()):
+        for _ in range(stream.batches_per_pass if fresh else stream.remaining()):
             losses.append(self.train_step(next(stream)))
             step = {"train/step_loss": losses[-1], "lr": self.lr}
             for cb in self.context.callbacks:

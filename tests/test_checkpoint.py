@@ -95,6 +95,23 @@ def test_interrupted_trial_resumes_mid_epoch_bit_for_bit(tmp_path, method, erm_s
     assert [r["epoch"] for r in broken.metrics()] == [1, 2]
 
 
+def test_resume_from_a_step_checkpoint_at_the_end_of_an_epoch(tmp_path):
+    """Step 9 is the last step of epoch 1: a run resumed from its step checkpoint (epoch 1's end hooks
+    not run yet) finishes epoch 1 without training it again."""
+    cfg = config("erm")
+    straight = RunDir(tmp_path / "straight")
+    run_trial(cfg, straight.path, checkpoint=True, checkpoint_steps=STEPS_PER_EPOCH)
+    broken = RunDir(tmp_path / "broken")
+    with pytest.raises(Interrupted):
+        run_trial(cfg, broken.path, checkpoint=True, checkpoint_steps=STEPS_PER_EPOCH,
+                  callbacks=(InterruptAt(STEPS_PER_EPOCH),))
+    state = broken.load_checkpoint(broken.config()["trial_id"])
+    assert state["global_step"] == STEPS_PER_EPOCH and state["epoch"] == 0 and state["progress"] is not None
+    run_trial(cfg, broken.path, checkpoint=True, checkpoint_steps=STEPS_PER_EPOCH)
+    assert_same(outcome(straight), outcome(broken))
+    assert [r["epoch"] for r in broken.metrics()] == [1, 2]
+
+
 def test_resume_is_not_vacuous(tmp_path):
     """Control: resuming with the global RNG (dropout) or a stream position lost gives a different run."""
     cfg = config("mwn")
