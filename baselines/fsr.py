@@ -99,6 +99,7 @@ class FSR(L2RW):
     def refill_probe_set(self) -> None:
         pos = best_per_class(self.scores, self.scored, self.train_set.labels, self.hp.probe_per_class,
                              self.data.num_classes, self.generator)
+        self._probe_pos = pos
         self.meta_set = self.train_set.subset(pos)
         self.probe_purity = float((self.meta_set.labels == self.meta_set.true_labels).float().mean())
 
@@ -145,7 +146,14 @@ class FSR(L2RW):
         return loss
 
     def extra_state(self) -> dict:
-        return {"scores": self.scores.clone(), "scored": self.scored.clone(), "prev_head": self._prev_head}
+        return {"scores": self.scores.clone(), "scored": self.scored.clone(), "prev_head": self._prev_head,
+                "probe": None if self.meta_set is None else self._probe_pos}
 
     def load_extra_state(self, state: dict) -> None:
-        self.scores, self.scored, self._prev_head = state["scores"], state["scored"], state["prev_head"]
+        self.scores, self.scored = state["scores"], state["scored"]
+        prev = state["prev_head"]
+        self._prev_head = None if prev is None else {n: p.to(self.device) for n, p in prev.items()}
+        if state.get("probe") is not None:   # a run resumed mid-epoch keeps the epoch's probe set
+            self._probe_pos = state["probe"]
+            self.meta_set = self.train_set.subset(self._probe_pos)
+            self.probe_purity = float((self.meta_set.labels == self.meta_set.true_labels).float().mean())

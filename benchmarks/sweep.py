@@ -66,7 +66,10 @@ class WandbConfig(Strict):
 
 
 class StoreConfig(Strict):
-    checkpoint: bool = Field(False, description="checkpoint every epoch so an interrupted trial resumes")
+    checkpoint: bool = Field(False, description="checkpoint every epoch (and step-wise, below) so an interrupted "
+                                                "trial resumes where it stopped; off: no checkpoint is read")
+    checkpoint_steps: int | None = Field(None, gt=0, description="also checkpoint every N optimizer steps")
+    checkpoint_minutes: float | None = Field(None, gt=0, description="also checkpoint every M minutes of training")
 
 
 class Sweep(Strict):

@@ -24,7 +24,8 @@ def trial_spec(planned, sweep, wandb_settings: dict | None) -> dict:
     return {"trial_id": planned.trial_id, "labels": planned.labels, "sweep": sweep.name,
             "config": planned.config.model_dump(mode="json"), "out_dir": str(trials / planned.trial_id),
             "store_root": str(trials), "erm_dir": str(trials / planned.erm_id),
-            "checkpoint": sweep.store.checkpoint, "cpu": sweep.resources.cpu, "wandb": wandb_settings}
+            "checkpoint": sweep.store.checkpoint, "checkpoint_steps": sweep.store.checkpoint_steps,
+            "checkpoint_minutes": sweep.store.checkpoint_minutes, "cpu": sweep.resources.cpu, "wandb": wandb_settings}
 
 
 def _erm_partner(spec: dict) -> dict | None:
@@ -93,7 +94,9 @@ def _run(spec: dict, run: RunDir, where: dict) -> dict:
     try:
         try:
             result = run_trial(TrialConfig.model_validate(spec["config"]), run.path, callbacks=(logger,),
-                               store_root=spec["store_root"], checkpoint=spec["checkpoint"])
+                               store_root=spec["store_root"], checkpoint=spec["checkpoint"],
+                               checkpoint_steps=spec.get("checkpoint_steps"),
+                               checkpoint_minutes=spec.get("checkpoint_minutes"), cpus=spec["cpu"])
         except Exception as exc:  # noqa: BLE001 - a failing trial is recorded, never propagated
             traceback.print_exc()
             if run.status != "failed":

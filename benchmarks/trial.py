@@ -4,6 +4,7 @@ from __future__ import annotations
 import os
 import platform
 import random
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -14,7 +15,7 @@ import torch
 from baselines.crossfit import crossfit_margins
 from baselines.train_twice import TrainTwiceOptions
 from molere.registry import METHODS
-from molere.trainer import RunContext, Trainer
+from molere.trainer import Callback, RunContext, Trainer
 
 from . import catalog  # noqa: F401  (registers everything)
 from .config import TrialConfig, erm_reference_config, identity, resolve, trial_id
@@ -30,21 +31,45 @@ def seed_everything(seed: int) -> None:
 
 
 def resolve_device(device: str) -> str:
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return device
+    """`auto` -> cuda when a GPU is visible, else cpu; the choice is logged (one line on stderr)."""
+    if device != "auto":
+        return device
+    if torch.cuda.is_available():
+        chosen, why = "cuda", f"{torch.cuda.device_count()} visible, {torch.cuda.get_device_name(0)}"
+    else:
+        chosen, why = "cpu", "no CUDA device visible"
+    print(f"benchmarks.trial: device auto -> {chosen} ({why})", file=sys.stderr, flush=True)
+    return chosen
 
 
-class StoreLog:
-    """Callback: append every epoch's metrics to the run directory (and checkpoint when asked)."""
+class StoreLog(Callback):
+    """Callback: append every epoch's metrics to the run directory."""
 
-    def __init__(self, run: RunDir, checkpoint: bool):
-        self.run, self.checkpoint = run, checkpoint
+    def __init__(self, run: RunDir):
+        self.run = run
 
     def on_epoch_end(self, trainer: Trainer, epoch: int, metrics: dict) -> None:
         self.run.append_metrics({"epoch": epoch, **{k: v for k, v in metrics.items() if k != "epoch"}})
-        if self.checkpoint:
-            self.run.save_checkpoint(trainer.state_dict())
+
+
+class Checkpointer(Callback):
+    """Callback: save the trainer's state at every epoch end and every `steps` steps or `minutes` minutes."""
+
+    def __init__(self, run: RunDir, trial_id: str, steps: int | None = None, minutes: float | None = None):
+        self.run, self.trial_id, self.steps, self.minutes = run, trial_id, steps, minutes
+        self.last = time.monotonic()
+
+    def on_step_end(self, trainer: Trainer, step: int, metrics: dict) -> None:
+        if (self.steps and step % self.steps == 0) or (
+                self.minutes and time.monotonic() - self.last >= 60 * self.minutes):
+            self.save(trainer)
+
+    def on_epoch_end(self, trainer: Trainer, epoch: int, metrics: dict) -> None:
+        self.save(trainer)
+
+    def save(self, trainer: Trainer) -> None:
+        self.run.save_checkpoint(trainer.state_dict(), self.trial_id)
+        self.last = time.monotonic()
 
 
 class StoreReference:
@@ -71,6 +96,15 @@ class StoreReference:
         pass   # an in-process pass is not a complete ERM trial; the store only holds real trials
 
 
+def pool_margins(trainer: Trainer, task, train_out, outs: dict) -> dict[str, np.ndarray]:
+    """ERM's margins (observed labels) on train + val, from the end-of-trial passes already made."""
+    parts = [train_out if trainer.train_set is task.train else trainer.outputs(task.train, true_labels=False)]
+    if task.val is not None and len(task.val):
+        parts.append(outs["val"] if "val" in outs else trainer.outputs(task.val, true_labels=False))
+    return {"pool_ids": np.concatenate([p.ids for p in parts]),
+            "pool_margins": np.concatenate([p.observed_margins for p in parts])}
+
+
 def versions() -> dict[str, str]:
     import importlib.metadata as md
     out = {"python": platform.python_version()}
@@ -83,13 +117,17 @@ def versions() -> dict[str, str]:
 
 
 def run_trial(cfg: TrialConfig, out_dir: str | os.PathLike, *, callbacks: tuple = (), store_root=None,
-              checkpoint: bool = False) -> dict[str, Any]:
-    """Train and evaluate one configuration; writes the run directory and returns the result dict."""
+              checkpoint: bool = False, checkpoint_steps: int | None = None, checkpoint_minutes: float | None = None,
+              cpus: float | None = None) -> dict[str, Any]:
+    """Train and evaluate one configuration; writes the run directory and returns the result dict.
+
+    With `checkpoint`, the trainer's state is saved at every epoch end and every `checkpoint_steps`
+    steps / `checkpoint_minutes` minutes, and a rerun resumes from it (mid-epoch, bit for bit on CPU)."""
     cfg = resolve(cfg)
     run = RunDir(out_dir)
     tid = trial_id(cfg)
     resume = run.start({"trial_id": tid, "config": cfg.model_dump(mode="json"), "identity": identity(cfg),
-                        "versions": versions()})
+                        "versions": versions()}, checkpoint=checkpoint)
     t0 = time.perf_counter()
     try:
         seed_everything(cfg.seed)
@@ -100,17 +138,18 @@ def run_trial(cfg: TrialConfig, out_dir: str | os.PathLike, *, callbacks: tuple 
         model = factory()
         method = METHODS.get(cfg.method.name)
         hp = method.Hparams.model_validate(cfg.method.hparams)
+        saving = [Checkpointer(run, tid, checkpoint_steps, checkpoint_minutes)] if checkpoint else []
         context = RunContext(seed=cfg.seed, device=device, model_factory=factory,
-                             reference=StoreReference(store_root, cfg),
-                             callbacks=[StoreLog(run, checkpoint), *callbacks], run_config=cfg.model_dump(mode="json"))
+                             reference=StoreReference(store_root, cfg), cpus=cpus,
+                             callbacks=[StoreLog(run), *saving, *callbacks], run_config=cfg.model_dump(mode="json"))
         trainer = method(model, task, cfg.train.model_copy(update={"device": device}), hp, context)
-        if resume:
-            trainer.load_state_dict(torch.load(run.file("checkpoint.pt"), map_location=device, weights_only=False))
+        if resume is not None:
+            trainer.load_state_dict(resume)
         final = trainer.fit()
         last = trainer.last_evaluation
         metrics, outs = last[1:] if last and last[0] == trainer.epoch else trainer.evaluate()
         metrics = dict(metrics)
-        train_out = trainer.outputs(trainer.train_set, true_labels=False)
+        train_out = trainer.outputs(trainer.train_set, true_labels=False)   # the one pass over train
         metrics["train/acc_observed"] = float((train_out.preds == train_out.labels).mean())
         metrics["train/acc_true"] = float((train_out.preds == trainer.train_set.true_labels.numpy()).mean())
         arrays = {}
@@ -118,10 +157,9 @@ def run_trial(cfg: TrialConfig, out_dir: str | os.PathLike, *, callbacks: tuple 
             arrays.update({f"{name}_ids": o.ids, f"{name}_labels": o.labels, f"{name}_preds": o.preds,
                            f"{name}_margins": o.margins})
         if getattr(trainer, "saves_pool_margins", False):
+            arrays.update(pool_margins(trainer, task, train_out, outs))
             from molere.data import ExampleSet
             pool = task.train if task.val is None else ExampleSet.concat(task.train, task.val)
-            p = trainer.outputs(pool, true_labels=False)
-            arrays.update({"pool_ids": p.ids, "pool_margins": p.margins})
             folds = TrainTwiceOptions().crossfit_folds   # the default ranking of the train-twice methods
             arrays.update({"pool_oof_folds": np.array(folds), "pool_oof_margins": crossfit_margins(
                 pool, task, trainer.cfg, trainer.context, folds, trainer.device)})

@@ -61,7 +61,8 @@ class TrainConfig(Strict):
     step_gamma: float = Field(0.1, gt=0, le=1)
     grad_clip: float | None = Field(None, gt=0)
     eval_every: int = Field(1, gt=0, description="evaluate every N epochs (and always at the end)")
-    num_workers: int = Field(0, ge=0)
+    num_workers: int | None = Field(None, ge=0, description="DataLoader workers of file-backed sets; None = the "
+                                    "trial's CPUs - 1 (molere.data.Loading)")
     device: str = "cpu"
     precision: Literal["fp32", "bf16", "fp16"] = Field(
         "fp32", description="fp32, bf16 autocast, or fp16 autocast with a gradient scaler (docs/perf.md)")

@@ -1,12 +1,16 @@
 """What a method receives: labelled example sets (in memory or backed by a dataset) and the task."""
 from __future__ import annotations
 
+import os
+import random
+import zlib
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Sampler
 
 
 @dataclass
@@ -21,8 +25,66 @@ class Batch:
                      self.y_true.to(device))
 
 
+@dataclass(frozen=True)
+class Loading:
+    """DataLoader settings of every file-backed pass, chosen here only (in-memory sets never use them).
+
+    Training passes and eval passes use `num_workers` workers; every persistent stream (meta,
+    validation, splitter and probe batches) keeps its own `stream_workers` workers alive between
+    passes (`persistent_workers`). Batches are pinned for an asynchronous copy when training on CUDA."""
+    num_workers: int = 0
+    pin_memory: bool = False
+    prefetch_factor: int = 4
+
+    @classmethod
+    def for_run(cls, num_workers: int | None, device: str = "cpu", cpus: float | None = None) -> "Loading":
+        """`num_workers=None`: one worker per CPU the trial was given (Ray's share), one kept for the loop."""
+        if num_workers is None:
+            if cpus is None:
+                cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+            num_workers = max(0, int(cpus) - 1)
+        return cls(num_workers=num_workers, pin_memory=torch.device(device).type == "cuda")
+
+    @property
+    def stream_workers(self) -> int:
+        return 0 if self.num_workers == 0 else max(1, self.num_workers // 4)
+
+    def kwargs(self, workers: int, persistent: bool = False) -> dict:
+        kw: dict[str, Any] = {"num_workers": workers, "pin_memory": self.pin_memory}
+        if workers > 0:
+            kw.update(prefetch_factor=self.prefetch_factor, persistent_workers=persistent)
+        return kw
+
+
+@contextmanager
+def seeded(seed: int):
+    """Run the block with torch's CPU, python's and numpy's global RNG seeded by `seed`, restored after."""
+    py, npy = random.getstate(), np.random.get_state()
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        random.seed(seed)
+        np.random.seed(seed % 2**32)
+        try:
+            yield
+        finally:
+            random.setstate(py)
+            np.random.set_state(npy)
+
+
+def pass_seed(*keys: int) -> int:
+    """A 62-bit seed derived from integers (a stream's base seed, its name, the pass number)."""
+    return int(np.random.SeedSequence([int(k) % 2**63 for k in keys]).generate_state(1, np.uint64)[0] % 2**62)
+
+
+def name_key(name: str) -> int:
+    return zlib.crc32(name.encode())
+
+
 class _Items(Dataset):
-    """Loads the inputs of selected positions of a source dataset (labels live in the ExampleSet)."""
+    """Loads the inputs of selected positions of a source dataset (labels live in the ExampleSet).
+
+    A key `(i, seed)` loads item i with every global RNG seeded by `seed`: random augmentations are then
+    a function of (pass, position) only — the same with or without workers, and after a resume."""
 
     def __init__(self, source: Dataset, positions: np.ndarray):
         self.source, self.positions = source, positions
@@ -30,9 +92,47 @@ class _Items(Dataset):
     def __len__(self) -> int:
         return len(self.positions)
 
-    def __getitem__(self, i: int):
-        item = self.source[int(self.positions[i])]
+    def __getitem__(self, key):
+        i, seed = key if isinstance(key, tuple) else (key, None)
+        if seed is None:
+            item = self.source[int(self.positions[i])]
+        else:
+            with seeded(seed):
+                item = self.source[int(self.positions[i])]
         return (item[0] if isinstance(item, (tuple, list)) else item), i
+
+
+class _Keys(Sampler):
+    """The keys of the next pass (set before every `iter(loader)`; a loader with persistent workers
+    re-reads them at every new iterator)."""
+
+    def __init__(self):
+        self.keys: list = []
+
+    def __iter__(self):
+        return iter(self.keys)
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+
+class _Feed:
+    """A DataLoader over a file-backed set whose keys change from pass to pass."""
+
+    def __init__(self, examples: "ExampleSet", batch_size: int, train: bool, loading: Loading, workers: int,
+                 persistent: bool):
+        src = examples.source if train or examples.eval_source is None else examples.eval_source
+        self.examples, self.sampler = examples, _Keys()
+        self.loader = DataLoader(_Items(src, examples.positions), batch_size=batch_size, sampler=self.sampler,
+                                 generator=torch.Generator().manual_seed(0),   # never draws from the global RNG
+                                 **loading.kwargs(workers, persistent))
+
+    def run(self, order: torch.Tensor, first_seed: int | None) -> Iterator["Batch"]:
+        pos = order.tolist()
+        self.sampler.keys = pos if first_seed is None else [(p, first_seed + j) for j, p in enumerate(pos)]
+        ex = self.examples
+        for x, i in self.loader:
+            yield Batch(x, ex.labels[i], i, ex.true_labels[i])
 
 
 class ExampleSet:
@@ -103,32 +203,87 @@ class ExampleSet:
             metadata=None if a.metadata is None or b.metadata is None else cat([a.metadata, b.metadata]))
 
     def batches(self, batch_size: int, *, shuffle: bool = False, generator: torch.Generator | None = None,
-                drop_last: bool = False, train: bool = True, num_workers: int = 0) -> Iterator[Batch]:
-        """One pass over the set in batches; `train=False` uses evaluation transforms."""
+                drop_last: bool = False, train: bool = True, num_workers: int = 0, loading: Loading | None = None,
+                order: torch.Tensor | None = None, first_seed: int | None = None) -> Iterator[Batch]:
+        """One pass over the set in batches; `train=False` uses evaluation transforms.
+
+        `order` gives the positions to visit (default: shuffled by `generator`, or in order); file-backed
+        items are loaded with seed `first_seed + k` for the k-th of them (see `_Items`)."""
         n = len(self)
-        order = torch.randperm(n, generator=generator) if shuffle else torch.arange(n)
+        if order is None:
+            order = torch.randperm(n, generator=generator) if shuffle else torch.arange(n)
+        if drop_last and len(order) >= batch_size:
+            order = order[:len(order) - len(order) % batch_size]
         if self.in_memory:
-            stop = n - n % batch_size if drop_last and n >= batch_size else n
-            for s in range(0, stop, batch_size):
+            for s in range(0, len(order), batch_size):
                 i = order[s:s + batch_size]
                 yield Batch(self.x[i], self.labels[i], i, self.true_labels[i])
             return
-        src = self.source if train or self.eval_source is None else self.eval_source
-        loader = DataLoader(_Items(src, self.positions), batch_size=batch_size, num_workers=num_workers,
-                            sampler=order.tolist(), drop_last=drop_last and n >= batch_size)
-        for x, i in loader:
-            yield Batch(x, self.labels[i], i, self.true_labels[i])
+        loading = loading or Loading(num_workers=num_workers)
+        yield from _Feed(self, batch_size, train, loading, loading.num_workers, False).run(order, first_seed)
 
     def class_counts(self, num_classes: int, true: bool = False) -> torch.Tensor:
         return torch.bincount(self.true_labels if true else self.labels, minlength=num_classes)
 
 
-def forever(examples: ExampleSet, batch_size: int, generator: torch.Generator, **kw) -> Iterator[Batch]:
-    """An endless shuffled stream of batches (a persistent meta/validation iterator)."""
-    if len(examples) == 0:
-        raise ValueError("cannot draw batches from an empty example set")
-    while True:
-        yield from examples.batches(min(batch_size, len(examples)), shuffle=True, generator=generator, **kw)
+class Stream:
+    """An endless shuffled stream of batches over a set (the training epochs, meta/validation batches).
+
+    Every pass draws a permutation from `generator` when its first batch is asked for. The position
+    (this pass's order, its number and the batches drawn from it) is `state_dict()`, so a resumed
+    stream continues with the same batches. A file-backed set is read by `loading.stream_workers`
+    persistent workers (`persistent=False`: `loading.num_workers` workers, restarted every pass),
+    with augmentations seeded per (pass, position)."""
+
+    def __init__(self, examples: ExampleSet, batch_size: int, generator: torch.Generator, *, seed: int = 0,
+                 loading: Loading | None = None, train: bool = True, workers: int | None = None):
+        if len(examples) == 0:
+            raise ValueError("cannot draw batches from an empty example set")
+        self.examples, self.batch_size = examples, min(batch_size, len(examples))
+        self.generator, self.seed, self.train = generator, seed, train
+        self.loading = loading or Loading()
+        self.workers = self.loading.stream_workers if workers is None else workers
+        self.order: torch.Tensor | None = None
+        self.passes, self.drawn = 0, 0
+        self._it: Iterator[Batch] | None = None
+        self._feed: _Feed | None = None
+
+    @property
+    def batches_per_pass(self) -> int:
+        return -(-len(self.examples) // self.batch_size)
+
+    def remaining(self) -> int:
+        """Batches left in the current pass (0 when it is complete, a full pass before the first)."""
+        return self.batches_per_pass if self.order is None else self.batches_per_pass - self.drawn
+
+    def __iter__(self) -> "Stream":
+        return self
+
+    def __next__(self) -> Batch:
+        if self.order is None or self.drawn >= self.batches_per_pass:
+            self.order = torch.randperm(len(self.examples), generator=self.generator)
+            self.passes, self.drawn, self._it = self.passes + 1, 0, None
+        if self._it is None:
+            self._it = self._pass(self.drawn * self.batch_size)
+        batch = next(self._it)
+        self.drawn += 1
+        return batch
+
+    def _pass(self, start: int) -> Iterator[Batch]:
+        ex, order = self.examples, self.order[start:]
+        if ex.in_memory:
+            return ex.batches(self.batch_size, order=order)
+        if self._feed is None:
+            self._feed = _Feed(ex, self.batch_size, self.train, self.loading, self.workers, True)
+        return self._feed.run(order, pass_seed(self.seed, self.passes) + start if self.train else None)
+
+    def state_dict(self) -> dict:
+        return {"order": self.order, "passes": self.passes, "drawn": self.drawn, "size": len(self.examples)}
+
+    def load_state_dict(self, state: dict) -> None:
+        if state["size"] != len(self.examples):
+            raise ValueError(f"stream state for {state['size']} examples, this set has {len(self.examples)}")
+        self.order, self.passes, self.drawn, self._it = state["order"], state["passes"], state["drawn"], None
 
 
 @dataclass

@@ -51,6 +51,11 @@ Open choices (paper.md §7) and the reading chosen here (all hparams):
 - Regulariser weights (§7.7) `w_gap`, `w_ratio`, `w_bal`, `lambda_val`: 1 (LS defaults).
 - Θ's architecture (§2.1): `splitter_net: features` (LS: features ⊕ one-hot(y) -> Linear), `input`
   (MLP); φ's (§7.1): `meta_net: input` (an MLP on x, shared with `lrw`).
+Per-epoch statistics of the pool (P(val), predictions, margins: O(|S|) scalars) come from a fresh pass
+over S at the end of every epoch (`resplit: pass`), or (`resplit: epoch`) from the frozen forward of
+every training batch when it is trained on plus a pass over the validation split only (δ|S|): no
+second read of the training split, at the price of statistics taken during the epoch (and on training
+transforms). On a frozen classifier and splitter both give the same split.
 """
 from __future__ import annotations
 
@@ -62,7 +67,7 @@ import torch.nn.functional as F
 from pydantic import Field
 
 from .config import ConfigError
-from .data import Batch, ExampleSet, forever
+from .data import Batch, ExampleSet
 from .lookahead import LookAhead
 from .lrw import LRWHparams, LRWTrainer
 from .margins import probabilistic_margin
@@ -86,6 +91,9 @@ class MOLEREHparams(LRWHparams, SplitterOptions):
     splitter_warmup: bool = Field(
         True, description="Θ trains during warm-up (correctness CE on pool batches + size/balance KLs: no split "
                           "needed) so the first split is informed; False = Θ untouched until then")
+    resplit: Literal["pass", "epoch"] = Field(
+        "pass", description="pool statistics for the next split: a fresh pass over the pool at epoch end, or "
+                            "recorded on every training batch during the epoch (+ a pass over the val split)")
 
 
 class _RecordingLookAhead(LookAhead):
@@ -104,12 +112,12 @@ def class_tv(labels: torch.Tensor, val_mask: torch.Tensor, num_classes: int) -> 
     return 0.5 * (q_val - q_all).abs().sum().item()
 
 
-def split_stats(pool: ExampleSet, val_mask: torch.Tensor, p_val: torch.Tensor, logits: torch.Tensor,
-                num_classes: int) -> dict[str, float]:
+def split_stats(pool: ExampleSet, val_mask: torch.Tensor, p_val: torch.Tensor, preds: torch.Tensor,
+                margin: torch.Tensor, num_classes: int) -> dict[str, float]:
     """Size, class balance, misclassification, margin, label noise and P(val) of val vs train and pool
     (the pool's value is what a random split of any size has in expectation)."""
     y = pool.labels
-    wrong, margin, noisy = logits.argmax(1) != y, probabilistic_margin(logits, y), y != pool.true_labels
+    wrong, noisy = preds != y, y != pool.true_labels
     n_val = int(val_mask.sum())
     out = {"split/val_size": float(n_val), "split/val_fraction": n_val / len(y),
            "split/val_class_tv": class_tv(y, val_mask, num_classes)}
@@ -144,7 +152,6 @@ class MOLERE(LRWTrainer):
         self.warmup_epochs = (hp.warmup_epochs if hp.warmup_epochs is not None
                               else int(np.floor(hp.warmup_fraction * self.cfg.epochs + 0.5)))
         self._split_gen = torch.Generator().manual_seed(self.context.seed)
-        self._streams: dict[str, tuple] = {}
         self._cache: tuple[int, torch.Tensor] | None = None
         self.info.update(pool_size=len(self.pool), val_cap=self.val_cap, delta=hp.delta,
                          warmup_epochs=self.warmup_epochs, splitter_classes="0=validation,1=train",
@@ -155,6 +162,7 @@ class MOLERE(LRWTrainer):
     def _assign(self, val_idx: torch.Tensor) -> tuple[ExampleSet, ExampleSet]:
         self.val_mask = torch.zeros(len(self.pool), dtype=torch.bool)
         self.val_mask[val_idx] = True
+        self._train_pos = torch.nonzero(~self.val_mask).flatten()
         return (self.pool.subset(torch.nonzero(~self.val_mask).flatten()),
                 self.pool.subset(torch.nonzero(self.val_mask).flatten()))
 
@@ -170,24 +178,29 @@ class MOLERE(LRWTrainer):
         self.splitter_opt = self.splitter.make_optimizer()
 
     @torch.no_grad()
-    def pool_pass(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """P(val) and classifier logits (eval mode) for every pool example, in order."""
-        p, z = [], []
-        for b in self.pool.batches(256, train=False, num_workers=self.cfg.num_workers):
-            x, y = b.x.to(self.device), b.y.to(self.device)
-            f, logits = self.splitter.classify(x)
-            p.append(F.softmax(self.splitter(x, y, f), 1)[:, VALIDATION].float().cpu())
-            z.append(logits.float().cpu())
-        return torch.cat(p), torch.cat(z)
+    def scores(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """P(val), prediction and margin (observed label) of a batch under the frozen classifier, on the host."""
+        f, logits = self.splitter.classify(x)
+        p = F.softmax(self.splitter(x, y, f), 1)[:, VALIDATION]
+        return p.float().cpu(), logits.argmax(1).cpu(), probabilistic_margin(logits, y).cpu()
+
+    def pool_pass(self, examples: ExampleSet | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """P(val), predictions and margins (eval mode) of every example of `examples` (the pool), in order."""
+        parts = [self.scores(b.x.to(self.device, non_blocking=True), b.y.to(self.device))
+                 for b in (examples or self.pool).batches(256, train=False, loading=self.loading)]
+        return tuple(torch.cat(c) for c in zip(*parts))
 
     def on_epoch_start(self, epoch: int) -> None:
         if epoch == 0 and not hasattr(self, "_split_stats"):
-            p_val, logits = self.pool_pass()           # the random warm-up split, with the initial classifier
-            self._split_stats = split_stats(self.pool, self.val_mask, p_val, logits, self.data.num_classes)
+            # the random warm-up split, with the initial classifier
+            self._split_stats = split_stats(self.pool, self.val_mask, *self.pool_pass(), self.data.num_classes)
+        if self.hp.resplit == "epoch":   # statistics of this epoch's training batches, by pool position
+            n = len(self.pool)
+            self._recorded = (torch.full((n,), float("nan")), torch.full((n,), -1), torch.full((n,), float("nan")))
         if epoch < self.warmup_epochs:
             return
         cached = self._cache is not None and self._cache[0] == self.global_step
-        p_val, logits = self._cache[1:] if cached else self.pool_pass()
+        p_val, preds, margins = self._cache[1:] if cached else self.pool_pass()
         labels = self.pool.labels if self.hp.class_balanced else None
         one_ranking = torch.Generator().set_state(self._split_gen.get_state())
         unbalanced = choose_validation(p_val, self.val_cap, self.hp.fill, self.hp.split_rule, one_ranking)
@@ -195,7 +208,7 @@ class MOLERE(LRWTrainer):
         before = self.val_mask
         self.train_set, self.meta_set = self._assign(idx)
         # hardness of the new split under the classifier state that will now train on it
-        stats = split_stats(self.pool, self.val_mask, p_val, logits, self.data.num_classes)
+        stats = split_stats(self.pool, self.val_mask, p_val, preds, margins, self.data.num_classes)
         mask = torch.zeros_like(self.val_mask)
         mask[unbalanced] = True
         stats["split/val_class_tv_one_ranking"] = class_tv(self.pool.labels, mask, self.data.num_classes)
@@ -206,7 +219,15 @@ class MOLERE(LRWTrainer):
     def meta_step_due(self) -> bool:
         return super().meta_step_due() and (self.hp.warmup_meta or not self.in_warmup)
 
+    def record(self, batch: Batch) -> None:
+        """Keep the batch's pool statistics (for `resplit: epoch`), taken before this step's updates."""
+        pos = self._train_pos[batch.idx.cpu()]
+        for store, value in zip(self._recorded, self.scores(batch.x, batch.y)):
+            store[pos] = value.to(store.dtype)
+
     def training_step(self, batch: Batch) -> torch.Tensor:
+        if self.hp.resplit == "epoch":
+            self.record(batch)
         splitter_due = (self.hp.splitter_warmup or not self.in_warmup) and self.global_step % self.hp.meta_every == 0
         if hasattr(self.lookahead, "last"):
             self.lookahead.last = None        # option B only ever uses this step's look-ahead
@@ -215,10 +236,8 @@ class MOLERE(LRWTrainer):
             self.splitter_step(batch)
         return loss
 
-    def _next(self, name: str, examples: ExampleSet) -> tuple[torch.Tensor, torch.Tensor]:
-        if name not in self._streams or self._streams[name][0] is not examples:
-            self._streams[name] = (examples, forever(examples, self.hp.meta_batch_size, self.generator, train=True))
-        b = next(self._streams[name][1]).to(self.device)
+    def _next(self, name: str, attr: str) -> tuple[torch.Tensor, torch.Tensor]:
+        b = next(self.stream(f"splitter_{name}", attr, self.hp.meta_batch_size)).to(self.device)
         return b.x, b.y
 
     def _scored(self, x: torch.Tensor, y: torch.Tensor):
@@ -230,13 +249,13 @@ class MOLERE(LRWTrainer):
         """The terms of L_Θ on a pool batch and (when the split has one) a validation batch. In warm-up the
         split is random, so only the terms that need none apply: correctness CE on the pool batch and KLs."""
         hp, warm = self.hp, self.in_warmup
-        xp, yp = self._next("pool", self.pool)
+        xp, yp = self._next("pool", "pool")
         sp, zp, lp = self._scored(xp, yp)
         p_train = F.softmax(sp, 1)[:, TRAIN]
         terms = {"ratio": split_size_kl(p_train, 1 - hp.delta), "bal": label_balance_kl(p_train, yp)}
         on = {"pool": (sp, zp, lp, yp)}
         if len(self.meta_set) > 0 and not warm:
-            xv, yv = self._next("val", self.meta_set)
+            xv, yv = self._next("val", "meta_set")
             sv, zv, lv = self._scored(xv, yv)
             on["val"] = (sv, zv, lv, yv)
         gap_on = "pool" if warm else hp.gap_on
@@ -270,8 +289,16 @@ class MOLERE(LRWTrainer):
 
     # ---- reporting and checkpoints -------------------------------------------------------------
     def on_epoch_end(self, epoch: int) -> dict[str, float]:
-        p_val, logits = self.pool_pass()
-        self._cache = (self.global_step, p_val, logits)   # the next epoch's split uses this same state
+        if self.hp.resplit == "epoch":
+            p_val, preds, margins = self._recorded
+            val_pos = torch.nonzero(self.val_mask).flatten()
+            for store, value in zip(self._recorded, self.pool_pass(self.meta_set)):
+                store[val_pos] = value.to(store.dtype)
+            if torch.isnan(p_val).any():
+                raise RuntimeError(f"resplit=epoch: {int(torch.isnan(p_val).sum())} pool examples were not seen")
+        else:
+            p_val, preds, margins = self.pool_pass()
+        self._cache = (self.global_step, p_val, preds, margins)   # the next epoch's split uses this same state
         stats = {**self._split_stats, "split/warmup": float(epoch < self.warmup_epochs)}
         self.info["split_history"].append({"epoch": epoch + 1, **stats})
         return stats
@@ -279,7 +306,8 @@ class MOLERE(LRWTrainer):
     def extra_state(self) -> dict:
         return {**super().extra_state(), "splitter": self.splitter.state_dict(),
                 "splitter_opt": self.splitter_opt.state_dict(), "val_mask": self.val_mask.clone(),
-                "split_gen": self._split_gen.get_state(), "split_stats": getattr(self, "_split_stats", {})}
+                "split_gen": self._split_gen.get_state(), "split_stats": getattr(self, "_split_stats", {}),
+                "recorded": list(getattr(self, "_recorded", ())) if self.hp.resplit == "epoch" else None}
 
     def load_extra_state(self, state: dict) -> None:
         super().load_extra_state(state)
@@ -288,3 +316,5 @@ class MOLERE(LRWTrainer):
         self._split_gen.set_state(state["split_gen"])
         self._split_stats = state.get("split_stats", {})
         self.train_set, self.meta_set = self._assign(torch.nonzero(state["val_mask"]).flatten())
+        if state.get("recorded"):
+            self._recorded = tuple(state["recorded"])

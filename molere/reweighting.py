@@ -6,7 +6,7 @@ function; every `meta_every` classifier steps it updates φ on the look-ahead's 
 """
 from __future__ import annotations
 
-from typing import Iterator, Literal
+from typing import Literal
 
 import numpy as np
 import torch
@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from pydantic import Field
 
 from .config import ConfigError, Strict
-from .data import Batch, ExampleSet, forever
+from .data import Batch, ExampleSet
 from .diagnostics import UNTRAINED_DISPLACEMENT, aligned, eval_losses, relative_displacement, weight_diagnostics
 from .lookahead import LookAhead
 from .trainer import Trainer
@@ -49,14 +49,8 @@ def weight_stats(w: torch.Tensor) -> dict[str, float]:
 class MetaSetMixin:
     """A persistent stream over the meta set, with observed or true labels as configured."""
 
-    def _meta_stream(self) -> Iterator[Batch]:
-        if getattr(self, "_stream_of", None) is not self.meta_set:
-            self._stream_of = self.meta_set
-            self._stream = forever(self.meta_set, self.hp.meta_batch_size, self.generator, train=True)
-        return self._stream
-
     def next_meta_batch(self) -> tuple[torch.Tensor, torch.Tensor]:
-        b = next(self._meta_stream()).to(self.device)
+        b = next(self.stream("meta", "meta_set", self.hp.meta_batch_size)).to(self.device)
         return b.x, (b.y_true if self.hp.meta_labels == "true" else b.y)
 
     def lookahead_lr(self) -> float:

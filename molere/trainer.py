@@ -7,9 +7,15 @@ Hooks a method may override (all optional except `training_step`):
   training_step(batch) -> loss  the loss whose gradient the real classifier step follows
   on_epoch_end(epoch) -> dict   extra per-epoch metrics
   extra_state() / load_extra_state(state)   what a checkpoint must hold beyond model and optimisers
+
+Persistent batch streams (`stream(key, attr, batch_size)`, `molere.data.Stream`) are part of the
+trainer's state: `state_dict()` holds every random state (the trainer's generator, torch's CPU/CUDA,
+python's and numpy's global RNG), every live stream's position (the epoch's data order included) and the
+progress of an unfinished epoch, so a trainer restored from a step checkpoint continues bit for bit.
 """
 from __future__ import annotations
 
+import random
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -21,7 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .config import NoHparams, Strict, TrainConfig
-from .data import Batch, ExampleSet, TaskData
+from .data import Batch, ExampleSet, Loading, Stream, TaskData, name_key
 from .margins import probabilistic_margin
 from .precision import autocast, prepare
 
@@ -31,14 +37,15 @@ class NonFiniteLossError(FloatingPointError):
 
 
 class Callback:
-    """Observer of a Trainer's loop; subclasses override what they need (both are no-ops here)."""
+    """Hooks the harness attaches to a trainer (`RunContext.callbacks`); both are no-ops here."""
 
     def on_step_end(self, trainer: "Trainer", step: int, metrics: dict[str, float]) -> None:
-        """After every real optimizer step; `step` = trainer.global_step, metrics hold at least
-        train/step_loss and lr (plus train/batch_size and this step's `log_step` values as train/step_<name>)."""
+        """After every real optimizer step; `step` = trainer.global_step after the increment, `metrics`
+        holds at least train/step_loss and lr (plus train/batch_size and this step's `log_step` values as
+        train/step_<name>)."""
 
     def on_epoch_end(self, trainer: "Trainer", epoch: int, metrics: dict[str, float]) -> None:
-        """After every epoch (and its evaluation, when one is due)."""
+        """After every epoch (and its evaluation when due); `epoch` = completed epochs."""
 
 
 @dataclass
@@ -50,6 +57,7 @@ class RunContext:
     reference: Any = None            # ERM-first-pass provider (see baselines.train_twice); None = train in-process
     callbacks: list = field(default_factory=list)
     run_config: dict = field(default_factory=dict)   # the resolved trial config, for reference-run keys
+    cpus: float | None = None        # CPUs the trial was given (default DataLoader workers); None = all visible
 
 
 @dataclass
@@ -60,6 +68,7 @@ class Outputs:
     preds: np.ndarray
     margins: np.ndarray
     groups: np.ndarray | None = None
+    observed_margins: np.ndarray | None = None   # against the observed labels (= margins when asked for those)
 
 
 def make_optimizer(params, cfg: TrainConfig) -> torch.optim.Optimizer:
@@ -126,6 +135,11 @@ class Trainer:
         self.data, self.cfg = data, train
         self.hp = hparams if hparams is not None else self.Hparams()
         self.generator = torch.Generator().manual_seed(self.context.seed)
+        self.loading = Loading.for_run(train.num_workers, self.context.device, self.context.cpus)
+        self._streams: dict[str, tuple[str, Stream]] = {}
+        self._pending_streams: dict[str, tuple[ExampleSet, dict]] = {}
+        self._progress: dict | None = None   # losses of the unfinished epoch (None between epochs)
+        self.last_metrics: dict[str, float] = {}
         self.optimizer = make_optimizer(self.model, train)
         self.epoch, self.global_step = 0, 0
         self.info: dict[str, Any] = {}   # method facts reported with the result (split sizes, ...)
@@ -166,9 +180,23 @@ class Trainer:
     def autocast(self):
         """The configured autocast (`train.precision`) for forwards on the trainer's device."""
         return autocast(self.device, self.cfg.precision)
+
     def train_loss(self, logits: torch.Tensor, y: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
         """The classifier's training loss: cross-entropy with the configured label smoothing."""
         return F.cross_entropy(logits, y, reduction=reduction, label_smoothing=self.cfg.label_smoothing)
+
+    def stream(self, key: str, attr: str, batch_size: int, workers: int | None = None) -> Stream:
+        """The persistent stream `key` over the set held in attribute `attr` (a new one when that set changed)."""
+        examples = getattr(self, attr)
+        entry = self._streams.get(key)
+        if entry is None or entry[1].examples is not examples:
+            s = Stream(examples, batch_size, self.generator, seed=self.context.seed * 2**32 + name_key(key),
+                       loading=self.loading, workers=workers)
+            pending = self._pending_streams.pop(key, None)
+            if pending is not None and pending[0] is examples:   # the set it was saved with, restored
+                s.load_state_dict(pending[1])
+            entry = self._streams[key] = (attr, s)
+        return entry[1]
 
     def log_step(self, **values: float) -> None:
         """Record per-step statistics; their epoch means join the epoch metrics as train/<name>."""
@@ -178,8 +206,6 @@ class Trainer:
     # ---- the loop ----------------------------------------------------------------------------
     def train_step(self, batch: Batch) -> float:
         """One real classifier step on `batch` (the method's loss, backward, clip, optimiser step)."""
-        step_cbs = [cb for cb in self.context.callbacks if hasattr(cb, "on_step_end")]
-        logged = {k: len(v) for k, v in self._step_logs.items()} if step_cbs else {}
         with self.autocast():
             loss = self.training_step(batch.to(self.device))
         if not torch.isfinite(loss):
@@ -195,40 +221,52 @@ class Trainer:
         self.global_step += 1
         if per_step(self.schedule):
             self.schedule.step_update(self.global_step)
-        value = loss.item()
-        if step_cbs:
-            metrics = {"train/step_loss": value, "lr": self.lr, "train/batch_size": float(len(batch.y))}
-            metrics.update({f"train/step_{k}": v[-1] for k, v in self._step_logs.items() if len(v) > logged.get(k, 0)})
-            for cb in step_cbs:
-                cb.on_step_end(self, self.global_step, metrics)
-        return value
+        return loss.item()
 
     def train_epoch(self) -> dict[str, float]:
-        """One pass over the training set (hooks included, no evaluation); returns the epoch's metrics."""
-        t0 = time.perf_counter()
+        """One pass over the training set (hooks included, no evaluation); returns the epoch's metrics.
+
+        A trainer restored mid-epoch continues the same pass (its epoch-start hook already ran)."""
+        self._epoch_t0 = time.perf_counter()
         self.model.train()
-        with self.autocast():
-            self.on_epoch_start(self.epoch)
-        losses = [self.train_step(batch) for batch in self.train_set.batches(
-            self.cfg.batch_size, shuffle=True, generator=self.generator, num_workers=self.cfg.num_workers)]
+        fresh = self._progress is None
+        if fresh:
+            with self.autocast():
+                self.on_epoch_start(self.epoch)
+            self._progress = {"losses": [], "elapsed": 0.0}
+        stream = self.stream("train", "train_set", self.cfg.batch_size, workers=self.loading.num_workers)
+        losses = self._progress["losses"]
+        step_cbs = [cb for cb in self.context.callbacks if hasattr(cb, "on_step_end")]
+        for _ in range(stream.batches_per_pass if fresh else stream.remaining()):
+            logged = {k: len(v) for k, v in self._step_logs.items()}
+            batch = next(stream)
+            losses.append(self.train_step(batch))
+            if step_cbs:   # after the loss is recorded: a step checkpoint holds this step's progress
+                step = {"train/step_loss": losses[-1], "lr": self.lr, "train/batch_size": float(len(batch.y))}
+                step.update({f"train/step_{k}": v[-1] for k, v in self._step_logs.items() if len(v) > logged.get(k, 0)})
+                for cb in step_cbs:
+                    cb.on_step_end(self, self.global_step, step)
         self.schedule.step(self.epoch + 1) if per_step(self.schedule) else self.schedule.step()
+        elapsed = self._progress["elapsed"] + time.perf_counter() - self._epoch_t0
         metrics = {"epoch": self.epoch + 1, "train/loss": float(np.mean(losses)) if losses else float("nan"),
-                   "train/epoch_time_s": time.perf_counter() - t0, "lr": self.lr}
+                   "train/epoch_time_s": elapsed, "lr": self.lr}
         metrics.update({f"train/{k}": float(np.mean(v)) for k, v in self._step_logs.items()})
         self._step_logs.clear()
         with self.autocast():
             metrics.update(self.on_epoch_end(self.epoch))
+        self._progress = None
         self.epoch += 1
         return metrics
 
     def fit(self) -> dict[str, Any]:
         """Train for the configured epochs; returns the final metrics (history via callbacks)."""
-        metrics: dict[str, float] = {}
+        metrics: dict[str, float] = dict(self.last_metrics)
         while self.epoch < self.cfg.epochs:
             metrics = self.train_epoch()
             if self.epoch % self.cfg.eval_every == 0 or self.epoch == self.cfg.epochs:
                 self.last_evaluation = (self.epoch, *self.evaluate())
                 metrics.update(self.last_evaluation[1])
+            self.last_metrics = metrics
             for cb in self.context.callbacks:
                 cb.on_epoch_end(self, self.epoch, metrics)
         return metrics
@@ -241,19 +279,34 @@ class Trainer:
         self.model.eval()
         with self.autocast():
             out = [self.model(b.x.to(self.device)).float().cpu()
-                   for b in examples.batches(batch_size, train=False, num_workers=self.cfg.num_workers)]
+                   for b in examples.batches(batch_size, train=False, loading=self.loading)]
         self.model.train(was_training)
         return torch.cat(out) if out else torch.empty(0, self.data.num_classes)
 
-    def outputs(self, examples: ExampleSet, true_labels: bool = True, classes=None) -> Outputs:
-        """Predictions and probabilistic margins (against true labels unless told otherwise); with `classes`,
-        over those classes only (the other logits masked to -inf, the subset-class protocol)."""
-        z = self.logits(examples)
-        if classes is not None:
-            z = mask_to(z, classes)
+    @torch.no_grad()
+    def outputs(self, examples: ExampleSet, true_labels: bool = True, batch_size: int = 512,
+                classes=None) -> Outputs:
+        """Predictions and probabilistic margins (against true labels unless told otherwise; against the
+        observed ones too), batch by batch: the host keeps O(len(examples)) scalars, never the logits.
+        With `classes`, over those classes only (the other logits masked to -inf, the subset-class protocol)."""
+        was_training = self.model.training
+        self.model.eval()
+        preds, margins, observed = [], [], []
+        for b in examples.batches(batch_size, train=False, loading=self.loading):
+            with self.autocast():
+                z = self.model(b.x.to(self.device, non_blocking=True)).float()
+            if classes is not None:
+                z = mask_to(z, classes)
+            y_obs = b.y.to(self.device)
+            m_obs = probabilistic_margin(z, y_obs)
+            preds.append(z.argmax(1).cpu())
+            observed.append(m_obs.cpu())
+            margins.append(probabilistic_margin(z, b.y_true.to(self.device)).cpu() if true_labels else observed[-1])
+        self.model.train(was_training)
         y = examples.true_labels if true_labels else examples.labels
-        return Outputs(ids=examples.ids.numpy(), labels=y.numpy(), preds=z.argmax(1).numpy(),
-                       margins=probabilistic_margin(z, y).numpy(),
+        cat = lambda parts, dtype: (torch.cat(parts) if parts else torch.empty(0, dtype=dtype)).numpy()  # noqa: E731
+        return Outputs(ids=examples.ids.numpy(), labels=y.numpy(), preds=cat(preds, torch.long),
+                       margins=cat(margins, torch.float), observed_margins=cat(observed, torch.float),
                        groups=None if examples.groups is None else examples.groups.numpy())
 
     def evaluate(self, splits: dict[str, ExampleSet] | None = None) -> tuple[dict[str, float], dict[str, Outputs]]:
@@ -283,10 +336,20 @@ class Trainer:
 
     # ---- checkpoints -------------------------------------------------------------------------
     def state_dict(self) -> dict:
+        """Everything a resumed run needs to continue bit for bit (plain types and tensors only)."""
+        progress = None
+        if self._progress is not None:
+            now = time.perf_counter()
+            progress = {"losses": list(self._progress["losses"]),
+                        "step_logs": {k: list(v) for k, v in self._step_logs.items()},
+                        "elapsed": self._progress["elapsed"] + now - getattr(self, "_epoch_t0", now)}
+        streams = {k: {"attr": attr, **s.state_dict()} for k, (attr, s) in self._streams.items()
+                   if s.examples is getattr(self, attr, None)}   # a stale stream is rebuilt on its next use
         return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
                 "schedule": self.schedule.state_dict(), "epoch": self.epoch, "global_step": self.global_step,
-                "generator": self.generator.get_state(), "extra": self.extra_state(),
-                "scaler": self.scaler.state_dict()}
+                "generator": self.generator.get_state(), "extra": self.extra_state(), "rng": global_rng_state(),
+                "streams": streams, "progress": progress, "last_metrics": dict(self.last_metrics),
+                "info": dict(self.info), "scaler": self.scaler.state_dict()}
 
     def load_state_dict(self, state: dict) -> None:
         self.model.load_state_dict(state["model"])
@@ -297,3 +360,31 @@ class Trainer:
         self.load_extra_state(state["extra"])
         if state.get("scaler"):   # empty when saved without fp16
             self.scaler.load_state_dict(state["scaler"])
+        if "rng" in state:
+            set_global_rng_state(state["rng"])
+        self._streams = {}
+        self._pending_streams = {k: (getattr(self, v["attr"], None), v) for k, v in state.get("streams", {}).items()}
+        progress = state.get("progress")
+        self._progress = None if progress is None else {"losses": list(progress["losses"]), "elapsed": progress["elapsed"]}
+        self._step_logs = defaultdict(list, {k: list(v) for k, v in (progress or {}).get("step_logs", {}).items()})
+        self.last_metrics = dict(state.get("last_metrics", {}))
+        self.info.update(state.get("info", {}))
+
+
+def global_rng_state() -> dict:
+    """torch's CPU (and, once initialised, every CUDA device's), python's and numpy's global random state."""
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    return {"torch": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() and torch.cuda.is_initialized() else [],
+            "python": random.getstate(),
+            "numpy": {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+                      "has_gauss": int(has_gauss), "gauss": float(gauss)}}
+
+
+def set_global_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    if state["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+    random.setstate(state["python"])
+    n = state["numpy"]
+    np.random.set_state((n["kind"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["gauss"]))
