@@ -185,9 +185,14 @@ _HARNESS_KWARGS = ("pretrained", "num_classes", "in_chans", "img_size", "drop_ra
 
 
 def _check_timm(num_classes: int, input_shape: tuple, opts: "timm_model.Options") -> None:
+    image_shape("timm", input_shape)
+    _check_timm_options(opts)
+
+
+def _check_timm_options(opts: "timm_model.Options") -> None:
+    """The checks that need no input shape (architecture name, reserved kwargs)."""
     import timm
 
-    image_shape("timm", input_shape)
     arch = opts.arch
     if not arch:
         raise ConfigError("model.options.arch: required for model 'timm', e.g. 'resnet18' "
@@ -275,6 +280,7 @@ class _TimmOptions(Strict):
 
 timm_model.Options = _TimmOptions
 timm_model.check = _check_timm
+timm_model.check_options = _check_timm_options
 
 
 # ----------------------------------------------------------------------------- public API

@@ -18,7 +18,7 @@ from . import catalog  # noqa: F401  (registers everything)
 from .config import TrialConfig, erm_reference_config, identity, resolve, trial_id
 from .data import load_task
 from .models import build_model, model_factory
-from .store import RunDir
+from .store import RunDir, fingerprint
 
 
 def seed_everything(seed: int) -> None:
@@ -51,12 +51,17 @@ class StoreReference:
     def __init__(self, store_root: str | os.PathLike | None, cfg: TrialConfig):
         self.root = None if store_root is None else Path(store_root)
         self.erm_dir = None if self.root is None else RunDir(self.root / trial_id(erm_reference_config(cfg)))
+        self.used: dict | None = None   # which ERM margins were used (recorded in result.json)
 
     def erm_pool_margins(self):
         if self.erm_dir is None or self.erm_dir.status != "done":
             return None
         m = self.erm_dir.margins()
-        return (m["pool_ids"], m["pool_margins"]) if "pool_ids" in m else None
+        if "pool_ids" not in m:
+            return None
+        self.used = {"trial_id": self.erm_dir.path.name,
+                     "margins_sha256": fingerprint(self.erm_dir.file("margins.npz"))["sha256"]}
+        return m["pool_ids"], m["pool_margins"]
 
     def offer_erm_pool_margins(self, ids, margins) -> None:
         pass   # an in-process pass is not a complete ERM trial; the store only holds real trials
@@ -91,8 +96,8 @@ def run_trial(cfg: TrialConfig, out_dir: str | os.PathLike, *, callbacks: tuple 
         model = factory()
         method = METHODS.get(cfg.method.name)
         hp = method.Hparams.model_validate(cfg.method.hparams)
-        context = RunContext(seed=cfg.seed, device=device, model_factory=factory,
-                             reference=StoreReference(store_root, cfg),
+        reference = StoreReference(store_root, cfg)
+        context = RunContext(seed=cfg.seed, device=device, model_factory=factory, reference=reference,
                              callbacks=[StoreLog(run, checkpoint), *callbacks], run_config=cfg.model_dump(mode="json"))
         trainer = method(model, task, cfg.train.model_copy(update={"device": device}), hp, context)
         if resume:
@@ -117,6 +122,8 @@ def run_trial(cfg: TrialConfig, out_dir: str | os.PathLike, *, callbacks: tuple 
         result = {"trial_id": tid, "status": "done", "metrics": {**final, **metrics},
                   "info": task.info, "method_info": getattr(trainer, "info", {}),
                   "wall_time_s": time.perf_counter() - t0}
+        if reference.used:
+            result["reference"] = reference.used
         run.finish(result)
         return result
     except BaseException as exc:
