@@ -73,6 +73,16 @@ def start_ray(address: str | None) -> None:
         ray.init(num_cpus=os.cpu_count(), include_dashboard=False, _node_ip_address="127.0.0.1", **common)
 
 
+def _cluster_resources(wait_s: float = 10.0) -> dict:
+    """The cluster's total resources (nodes register shortly after `ray.init`, so wait a little)."""
+    deadline = time.monotonic() + wait_s
+    have = ray.cluster_resources()
+    while not have.get("CPU") and time.monotonic() < deadline:
+        time.sleep(0.5)
+        have = ray.cluster_resources()
+    return {"cpu": have.get("CPU", 0), "gpu": have.get("GPU", 0)}
+
+
 def _trainable(config: dict, secrets: dict | None = None) -> None:
     from .sweep_trial import run_one
     ctx = ray.get_runtime_context()
@@ -190,8 +200,8 @@ def run_trials(specs: list[dict], waits_on: dict[str, str | None], *, resources:
     start_ray(address)
     progress = Progress(len(specs))
     try:
-        if check_cluster is not None:
-            check_cluster(ray.cluster_resources())
+        if check_cluster is not None and (address or os.environ.get("RAY_ADDRESS")):
+            check_cluster(_cluster_resources())
         trainable = tune.with_parameters(_trainable, secrets=secrets)
         tuner = tune.Tuner(
             tune.with_resources(trainable, {k: v for k, v in resources.items() if v}),
