@@ -6,7 +6,7 @@ import json
 
 from pydantic import Field
 
-from molere.config import Strict, TrainConfig, validate
+from molere.config import ConfigError, Strict, TrainConfig, validate
 
 from .data import DatasetConfig
 from .regimes import RegimeConfig
@@ -39,7 +39,10 @@ class TrialConfig(Strict):
 def resolve(cfg: TrialConfig) -> TrialConfig:
     """Check every name against the registries and fill the method's default hyperparameters."""
     from . import catalog
-    catalog.load_plugins(cfg.plugins)
+    try:
+        catalog.load_plugins(cfg.plugins)
+    except ImportError as exc:
+        raise ConfigError(f"plugins: {str(exc)[:200]}") from None
     method_cls = catalog.METHODS.get(cfg.method.name)
     hp = validate(method_cls.Hparams, cfg.method.hparams, prefix="method.hparams")
     catalog.DATASETS.get(cfg.dataset.name)

@@ -180,10 +180,10 @@ def main(argv=None) -> int:
         print(f"{sweep.name}: {counts(status)}; would run {sum(s != 'done' for s in status.values())}")
         return 0
     with bad_input_exits(PROG):
-        writable_results(sweep)
-        lock = lock_results(sweep)              # noqa: F841 - held until the process ends
         if not (a.address or os.environ.get("RAY_ADDRESS")):
             check_resources(sweep, local_resources(), "this machine")
+        writable_results(sweep)
+        lock = lock_results(sweep)              # noqa: F841 - held until the process ends
     shutil.rmtree(sweep.directory / ".ray", ignore_errors=True)   # a killed run's Ray state is not the record
     status = {t.trial_id: RunDir(sweep.directory / "trials" / t.trial_id).status for t in chosen}
     for tid, why in untrusted(chosen, sweep.directory).items():
