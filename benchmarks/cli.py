@@ -10,6 +10,7 @@ from molere.registry import UnknownNameError
 from .datasets.common import DataMissingError
 
 BAD_INPUT = (ConfigError, UnknownNameError, DataMissingError)
+MAX_CHARS = 1000
 
 
 @contextmanager
@@ -18,5 +19,6 @@ def bad_input_exits(prog: str):
     try:
         yield
     except BAD_INPUT as exc:
-        print(f"{prog}: error: {exc}", file=sys.stderr)
+        text = " ".join(str(exc).split())          # one line, and never more than a screenful
+        print(f"{prog}: error: {text if len(text) <= MAX_CHARS else text[:MAX_CHARS - 1] + '…'}", file=sys.stderr)
         raise SystemExit(2) from None

@@ -6,7 +6,7 @@ import json
 
 from pydantic import Field
 
-from molere.config import Strict, TrainConfig, validate
+from molere.config import ConfigError, Strict, TrainConfig, validate
 
 from .data import DatasetConfig
 from .regimes import RegimeConfig
@@ -33,14 +33,17 @@ class TrialConfig(Strict):
     model: ModelConfig = Field(default_factory=ModelConfig)
     method: MethodConfig = Field(default_factory=MethodConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
-    seed: int = Field(0, ge=0)
+    seed: int = Field(0, ge=0, lt=2**32)
     plugins: list[str] = Field(default_factory=list)
 
 
 def resolve(cfg: TrialConfig) -> TrialConfig:
     """Check every name against the registries and fill the method's default hyperparameters."""
     from . import catalog
-    catalog.load_plugins(cfg.plugins)
+    try:
+        catalog.load_plugins(cfg.plugins)
+    except ImportError as exc:
+        raise ConfigError(f"plugins: {str(exc)[:200]}") from None
     method_cls = catalog.METHODS.get(cfg.method.name)
     hp = validate(method_cls.Hparams, cfg.method.hparams, prefix="method.hparams")
     catalog.DATASETS.get(cfg.dataset.name)

@@ -187,9 +187,14 @@ WEIGHT_EXTENSIONS = (".safetensors", ".pth", ".bin")
 
 
 def _check_timm(num_classes: int, input_shape: tuple, opts: "timm_model.Options") -> None:
+    image_shape("timm", input_shape)
+    _check_timm_options(opts)
+
+
+def _check_timm_options(opts: "timm_model.Options") -> None:
+    """The checks that need no input shape (architecture name, reserved kwargs)."""
     import timm
 
-    image_shape("timm", input_shape)
     arch = opts.arch
     if not arch:
         raise ConfigError("model.options.arch: required for model 'timm', e.g. 'resnet18' "
@@ -296,6 +301,7 @@ class _TimmOptions(Strict):
 
 timm_model.Options = _TimmOptions
 timm_model.check = _check_timm
+timm_model.check_options = _check_timm_options
 
 
 def pretrained_data_config(name: str, options: dict | None) -> dict | None:

@@ -7,8 +7,10 @@ unfinished ones. Exit 0 when every trial is done, 1 when any failed.
 from __future__ import annotations
 
 import argparse
+import fcntl
 import json
 import os
+import shutil
 import sys
 import time
 
@@ -20,7 +22,7 @@ from . import catalog
 from .cli import bad_input_exits
 from .datasets.common import DataMissingError
 from .store import RunDir, _atomic_write, write_json
-from .sweep import Sweep, expand_trials, load_sweep, missing_data, parse_only, select
+from .sweep import Sweep, check_resources, expand_trials, load_sweep, missing_data, parse_only, select
 from .sweep_trial import LOG_FILE, trial_spec
 from .wandb_log import check_wandb, resolve_mode
 from .weights import check_pretrained
@@ -135,6 +137,51 @@ def summarize(sweep: Sweep, trials, lost: dict[str, str], elapsed: float) -> int
     return 1 if bad else 0
 
 
+def writable_results(sweep: Sweep) -> None:
+    """The sweep's folder can be created and written (else one line naming results_dir)."""
+    d = sweep.directory
+    try:
+        d.mkdir(parents=True, exist_ok=True)
+        probe = d / f".write-test-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise ConfigError(f"results_dir: cannot write {d} ({exc.strerror or type(exc).__name__}); "
+                          "choose a writable folder with --results") from None
+
+
+def lock_results(sweep: Sweep):
+    """Hold an advisory lock on the sweep's folder for this process's lifetime (one sweep at a time)."""
+    f = open(sweep.directory / ".lock", "a+")
+    try:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        f.seek(0)
+        holder = f.read().strip() or "another process"
+        f.close()
+        raise ConfigError(f"{sweep.directory} is in use by another sweep ({holder[:80]}); wait for it to "
+                          "finish or give another --results folder") from None
+    f.truncate(0)
+    f.write(f"pid {os.getpid()} since {time.strftime('%Y-%m-%d %H:%M:%S')}\n")
+    f.flush()
+    return f
+
+
+def local_resources() -> dict[str, float]:
+    import torch
+    return {"cpu": float(os.cpu_count() or 1), "gpu": float(torch.cuda.device_count())}
+
+
+def untrusted(trials, directory) -> dict[str, str]:
+    """{trial id: why} for completed trials whose outputs do not check out (they are rerun)."""
+    out = {}
+    for t in trials:
+        why = RunDir(directory / "trials" / t.trial_id).problem()
+        if why:
+            out[t.trial_id] = why
+    return out
+
+
 def report(sweep: Sweep, settings: dict) -> None:
     """Build the sweep report when the report module exists; a report failure never loses results."""
     try:
@@ -194,27 +241,47 @@ def main(argv=None) -> int:
             print(f"warning: {m}", file=sys.stderr)
         print(f"{sweep.name}: {counts(status)}; would run {sum(s != 'done' for s in status.values())}")
         return 0
+    with bad_input_exits(PROG):
+        if not (a.address or os.environ.get("RAY_ADDRESS")):
+            check_resources(sweep, local_resources(), "this machine")
+        writable_results(sweep)
+        lock = lock_results(sweep)              # noqa: F841 - held until the process ends
+    shutil.rmtree(sweep.directory / ".ray", ignore_errors=True)   # a killed run's Ray state is not the record
+    status = {t.trial_id: RunDir(sweep.directory / "trials" / t.trial_id).status for t in chosen}
+    for tid, why in untrusted(chosen, sweep.directory).items():
+        print(f"{sweep.name}: not trusting trial {tid}: {why}; rerunning it", file=sys.stderr)
     write_plan(sweep, plan)
     settings = wandb_settings(sweep)
     todo = [t for t in chosen if status[t.trial_id] != "done"]
+    rerun = {t.trial_id for t in todo}
+    # done trials whose ERM reference is rerun now wait for it; they run again only if its margins change
+    recheck = [t for t in chosen if status[t.trial_id] == "done" and t.needs_reference and t.erm_id in rerun]
     t0 = time.monotonic()
     lost: dict[str, str] = {}
     if todo:
         print(f"{sweep.name}: running {len(todo)} of {len(chosen)} trials "
               f"({len(chosen) - len(todo)} already done); W&B {settings['mode']}", file=sys.stderr)
         from .scheduler import run_trials
-        ids = {t.trial_id for t in todo}
+        ids = {t.trial_id for t in todo + recheck}
         # ERM trials first; every other trial of a key waits for that key's ERM trial when it runs now
-        ordered = sorted(todo, key=lambda t: t.erm_id != t.trial_id)
+        ordered = sorted(todo + recheck, key=lambda t: t.erm_id != t.trial_id)
         waits = {t.trial_id: (t.erm_id if t.erm_id != t.trial_id and t.erm_id in ids else None) for t in ordered}
         specs = [trial_spec(t, sweep, settings) for t in ordered]
+        asked = {"cpu": sweep.resources.cpu, "gpu": sweep.resources.gpu}
         try:
-            lost = run_trials(specs, waits, resources=sweep.resources.model_dump(),
-                              storage=str((sweep.directory / ".ray").resolve()), address=a.address)
+            with bad_input_exits(PROG):
+                lost = run_trials(specs, waits, resources=asked, storage=str((sweep.directory / ".ray").resolve()),
+                                  address=a.address,
+                                  check_cluster=lambda have: check_resources(sweep, have, "the Ray cluster"),
+                                  skip_if_done=lambda spec: RunDir(spec["out_dir"]).status == "done")
         except ConnectionError as exc:
             print(f"{PROG}: error: cannot reach the Ray cluster ({a.address or os.environ.get('RAY_ADDRESS')}): "
                   f"{str(exc).splitlines()[0]}; check --address / RAY_ADDRESS", file=sys.stderr)
             return 2
+    for tid, error in lost.items():             # Ray lost the worker itself: the store records it
+        run = RunDir(sweep.directory / "trials" / tid)
+        if run.status not in ("done", "failed"):
+            run.fail_with(f"WorkerLost: {error}", cause="worker died")
     code = summarize(sweep, chosen, lost, time.monotonic() - t0)
     report(sweep, settings)
     dashboard(sweep, settings)

@@ -21,6 +21,16 @@ RAY_ENV = {"RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "disabled",
            "RAY_AIR_NEW_OUTPUT": "0", "WANDB_SILENT": "true"}   # silent Ray; our own progress line
 FORWARD = ("WANDB_", "HF_", "TORCH_HOME", "OMP_NUM_THREADS")
 LOCAL_ONLY = ("WANDB_SERVICE",)   # the address of this process's wandb-core: a worker must start its own
+SECRET_WORDS = ("KEY", "TOKEN", "SECRET", "PASSWORD")   # never in Ray's runtime env (Ray logs it)
+
+
+def is_secret(name: str) -> bool:
+    return any(w in name.upper() for w in SECRET_WORDS)
+
+
+def worker_secrets() -> dict[str, str]:
+    """Credentials for the workers; they travel through Ray's object store, never its runtime env."""
+    return {k: v for k, v in os.environ.items() if k.startswith(FORWARD) and is_secret(k)}
 
 
 def tune_domain(kind: str, arg):
@@ -36,7 +46,8 @@ def worker_env() -> dict[str, str]:
     """The environment every worker gets (local or on a cluster): Ray settings, W&B/HF settings, paths."""
     for k, v in RAY_ENV.items():
         os.environ.setdefault(k, v)
-    env = {k: v for k, v in os.environ.items() if (k in RAY_ENV or k.startswith(FORWARD)) and k not in LOCAL_ONLY}
+    env = {k: v for k, v in os.environ.items()
+           if k in RAY_ENV or (k.startswith(FORWARD) and not is_secret(k) and k not in LOCAL_ONLY)}
     path = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p] + [os.getcwd()]
     env["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(path))
     env["RAY_CHDIR_TO_TRIAL_DIR"] = "0"
@@ -63,18 +74,28 @@ def start_ray(address: str | None) -> None:
         ray.init(num_cpus=os.cpu_count(), include_dashboard=False, _node_ip_address="127.0.0.1", **common)
 
 
-def _trainable(config: dict) -> None:
+def _cluster_resources(wait_s: float = 10.0) -> dict:
+    """The cluster's total resources (nodes register shortly after `ray.init`, so wait a little)."""
+    deadline = time.monotonic() + wait_s
+    have = ray.cluster_resources()
+    while not have.get("CPU") and time.monotonic() < deadline:
+        time.sleep(0.5)
+        have = ray.cluster_resources()
+    return {"cpu": have.get("CPU", 0), "gpu": have.get("GPU", 0)}
+
+
+def _trainable(config: dict, secrets: dict | None = None) -> None:
     from .sweep_trial import run_one
     ctx = ray.get_runtime_context()
-    tune.report(run_one(config["spec"], {"node_id": ctx.get_node_id()}))
+    tune.report(run_one(config["spec"], {"node_id": ctx.get_node_id()}, secrets))
 
 
 class _Queue(Searcher):
     """Hands out the trials in order; one waiting for an ERM trial of this run goes once that is over."""
 
-    def __init__(self, specs: list[dict], waits_on: dict[str, str | None]):
+    def __init__(self, specs: list[dict], waits_on: dict[str, str | None], skip_if_done=None):
         super().__init__()
-        self.pending, self.waits_on = list(specs), waits_on
+        self.pending, self.waits_on, self.skip_if_done = list(specs), waits_on, skip_if_done
         self.finished: set[str] = set()
         self.ours: dict[str, str] = {}
 
@@ -82,10 +103,13 @@ class _Queue(Searcher):
         return True
 
     def suggest(self, trial_id: str):
-        for i, spec in enumerate(self.pending):
+        for i, spec in enumerate(list(self.pending)):
             dep = self.waits_on.get(spec["trial_id"])
+            if dep is not None and dep in self.finished and self.skip_if_done and self.skip_if_done(spec):
+                self.pending.remove(spec)       # its rerun ERM gave the same margins: still done
+                continue
             if dep is None or dep in self.finished:
-                self.pending.pop(i)
+                self.pending.remove(spec)
                 self.ours[trial_id] = spec["trial_id"]
                 return {"spec": spec}
         return Searcher.FINISHED if not self.pending else None
@@ -167,19 +191,27 @@ class Progress(tune.Callback):
 
 
 def run_trials(specs: list[dict], waits_on: dict[str, str | None], *, resources: dict, storage: str,
-               address: str | None = None) -> dict[str, str]:
-    """Run every spec as a Ray Tune trial; returns {trial id: error} for trials Ray itself lost."""
+               address: str | None = None, check_cluster=None, skip_if_done=None) -> dict[str, str]:
+    """Run every spec as a Ray Tune trial; returns {trial id: error} for trials Ray itself lost.
+
+    `check_cluster(resources)` may reject the cluster before any trial starts (it raises);
+    `skip_if_done(spec)` is asked, once its ERM trial is over, whether a waiting trial still needs to run.
+    """
+    secrets = worker_secrets()
     start_ray(address)
     progress = Progress(len(specs))
     try:
+        if check_cluster is not None and (address or os.environ.get("RAY_ADDRESS")):
+            check_cluster(_cluster_resources())
+        trainable = tune.with_parameters(_trainable, secrets=secrets)
         tuner = tune.Tuner(
-            tune.with_resources(_trainable, {k: v for k, v in resources.items() if v}),
-            tune_config=tune.TuneConfig(search_alg=_Queue(specs, waits_on), num_samples=len(specs),
+            tune.with_resources(trainable, {k: v for k, v in resources.items() if v}),
+            tune_config=tune.TuneConfig(search_alg=_Queue(specs, waits_on, skip_if_done), num_samples=len(specs),
                                         reuse_actors=True,
                                         trial_name_creator=lambda t: t.config["spec"]["trial_id"],
                                         trial_dirname_creator=lambda t: t.config["spec"]["trial_id"]),
             run_config=tune.RunConfig(name="tune", storage_path=storage, verbose=0, callbacks=[progress],
-                                      failure_config=tune.FailureConfig(max_failures=2)))
+                                      failure_config=tune.FailureConfig(max_failures=0)))
         grid = tuner.fit()
         lost = {}
         for r in grid:

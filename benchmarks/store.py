@@ -6,10 +6,15 @@
 <run>/margins.npz     per-example ids / labels / predictions / margins of every evaluated split
 <run>/result.json     final metrics and dataset info
 <run>/failed.json     reason and traceback when the trial failed
-<run>/done            completion marker, written last
+<run>/done            completion marker, written last: size and sha256 of result.json
+
+A trial is done only when its outputs check out (`RunDir.problem()`): result.json parses, names the trial
+of config.json, and every file it lists (with size and sha256 recorded at completion) is unchanged; a
+train-twice trial's ERM reference still has the margins it used. Anything else is not trusted (rerun).
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import tempfile
@@ -70,6 +75,18 @@ def read_jsonl(path: Path) -> list[dict]:
     return rows
 
 
+RECORDED = ("config.json", "metrics.jsonl", "margins.npz")   # the outputs listed in result.json
+
+
+def fingerprint(path: Path) -> dict:
+    """Size and sha256 of a file (what completion records and verification compares)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return {"size": Path(path).stat().st_size, "sha256": h.hexdigest()}
+
+
 class RunDir:
     """One trial's directory in the store."""
 
@@ -81,11 +98,41 @@ class RunDir:
 
     @property
     def status(self) -> str:
-        if self.file("done").exists():
+        if self.file("done").exists() and self.problem() is None:
             return "done"
         if self.file("failed.json").exists():
             return "failed"
-        return "incomplete" if self.file("config.json").exists() else "absent"
+        return "incomplete" if self.file("config.json").exists() or self.file("done").exists() else "absent"
+
+    def problem(self) -> str | None:
+        """Why this trial's completed outputs cannot be trusted, or None (also None when not completed)."""
+        if not self.file("done").exists():
+            return None
+        if not self.file("result.json").exists():
+            return "result.json is missing"
+        try:
+            seal = json.loads(self.file("done").read_text() or "null")
+            if not isinstance(seal, dict) or fingerprint(self.file("result.json")) != seal.get("result.json"):
+                return "result.json differs from the one recorded at completion (or no record)"
+            result, config = self.result(), self.config()
+            if result.get("trial_id") != config.get("trial_id"):
+                return "result.json does not match config.json's trial id"
+            for name, seen in (result.get("files") or {}).items():
+                if not self.file(name).exists():
+                    return f"{name} is missing"
+                if fingerprint(self.file(name)) != seen:
+                    return f"{name} changed since completion (size or sha256 differs)"
+            if set(RECORDED) - set(result.get("files") or {}):
+                return "result.json lists no outputs"
+            ref = result.get("reference")
+            if ref:
+                erm = RunDir(self.path.parent / ref["trial_id"])
+                if erm.file("done").exists() and erm.problem() is None and \
+                        fingerprint(erm.file("margins.npz"))["sha256"] != ref["margins_sha256"]:
+                    return f"its ERM reference {ref['trial_id']} has other margins than the ones it used"
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+            return f"unreadable outputs ({type(exc).__name__}: {str(exc)[:80]})"
+        return None
 
     def start(self, config: dict, checkpoint: bool = False) -> dict | None:
         """Prepare a (re)run: write the config, drop partial results; returns the checkpointed trainer
@@ -155,12 +202,19 @@ class RunDir:
         _atomic_write(self.file("margins.npz"), buf.getvalue())
 
     def finish(self, result: dict) -> None:
-        write_json(self.file("result.json"), result)
-        _atomic_write(self.file("done"), b"")
+        """Record the outputs (size, sha256) in result.json, then seal result.json in `done`."""
+        files = {n: fingerprint(self.file(n)) for n in RECORDED if self.file(n).exists()}
+        write_json(self.file("result.json"), {**result, "files": files})
+        _atomic_write(self.file("done"), json.dumps({"result.json": fingerprint(self.file("result.json"))}).encode())
 
     def fail(self, exc: BaseException) -> None:
         write_json(self.file("failed.json"), {"error": f"{type(exc).__name__}: {exc}",
                                               "traceback": "".join(traceback.format_exception(exc))})
+
+    def fail_with(self, error: str, **details) -> None:
+        """Record a failure seen from outside the trial (time limit, worker death)."""
+        self.file("done").unlink(missing_ok=True)
+        write_json(self.file("failed.json"), {"error": error, "traceback": "", **details})
 
     # ---- readers -----------------------------------------------------------------------------
     def config(self) -> dict:

@@ -15,17 +15,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-import yaml
 from pydantic import BaseModel, Field, ValidationError, field_validator
 
 from molere.config import ConfigError, Strict, TrainConfig
 from molere.registry import UnknownNameError
 
-from . import catalog
+from . import catalog, safe_yaml
 from .config import MethodConfig, ModelConfig, TrialConfig, erm_reference_config, resolve, trial_id
 from .data import DatasetConfig, check_dataset
 from .datasets.common import DataMissingError
 from .regimes import RegimeConfig
+from .safe_yaml import excerpt
 from .search_space import TRAIN_PREFIX, expand, searchable, spaces_of
 
 
@@ -50,6 +50,15 @@ class SearchConfig(Strict):
 class Resources(Strict):
     cpu: float = Field(1.0, gt=0, description="CPUs per trial (also the trial's torch threads)")
     gpu: float = Field(0.0, ge=0, description="GPUs per trial; fractions pack trials on one GPU")
+    time_limit_s: float = Field(24 * 3600, gt=0, description="wall-clock limit of one trial (then: failed, "
+                                "'time limit'); each shipped sweep sets its own")
+
+    @field_validator("gpu")
+    @classmethod
+    def _whole_or_fraction(cls, gpu: float) -> float:
+        if gpu > 1 and gpu != int(gpu):
+            raise ValueError("a fraction of one GPU (0 < gpu <= 1) or a whole number of GPUs")
+        return gpu
 
 
 class WandbConfig(Strict):
@@ -94,8 +103,8 @@ class Sweep(Strict):
     @field_validator("seeds")
     @classmethod
     def _seeds(cls, seeds: list[int]) -> list[int]:
-        if any(s < 0 for s in seeds):
-            raise ValueError("seeds must be integers >= 0")
+        if any(not 0 <= s < 2**32 for s in seeds):
+            raise ValueError("seeds must be integers in [0, 2**32)")
         if len(set(seeds)) != len(seeds):
             raise ValueError("duplicate seeds; list every seed once")
         return seeds
@@ -164,7 +173,7 @@ def explain(exc: ValidationError, model: type[BaseModel], prefix: str = "") -> s
             parts.append(f"{where}: unknown field ({hint}allowed: {', '.join(allowed)})")
             continue
         got = err.get("input")
-        shown = "" if err["type"] == "missing" or isinstance(got, dict) else f" (got {got!r})"
+        shown = "" if err["type"] == "missing" or isinstance(got, dict) else f" (got {excerpt(got)})"
         msg = "required field missing" if err["type"] == "missing" else err["msg"].removeprefix("Value error, ")
         parts.append(f"{where}: {msg}{shown}")
     return "; ".join(parts)
@@ -189,33 +198,32 @@ def _step(node, key: str, path: str):
         raise ConfigError(f"--set {path}: {key!r} is neither an index below {len(node)} nor a listed name")
     if isinstance(node, dict):
         return key
-    raise ConfigError(f"--set {path}: cannot go into {key!r}, the value above it is {node!r}")
+    raise ConfigError(f"--set {excerpt(path)}: cannot go into {excerpt(key)!r}, the value above it is {excerpt(node)}")
 
 
 def apply_override(raw: dict, text: str) -> None:
     """Apply one `a.b.c=value` (value parsed as YAML) to the raw sweep dict, creating missing keys."""
     if "=" not in text:
-        raise ConfigError(f"--set: expected key=value (got {text!r})")
+        raise ConfigError(f"--set: expected key=value (got {excerpt(text)!r})")
     path, value = text.split("=", 1)
     keys = path.split(".")
     if not all(keys):
-        raise ConfigError(f"--set: bad key {path!r}")
+        raise ConfigError(f"--set: bad key {excerpt(path)!r}")
     node = raw
     for key in keys[:-1]:
         k = _step(node, key, path)
         if isinstance(node, dict) and not isinstance(node.get(k), (dict, list)):
             node[k] = {}
         node = node[k]
-    node[_step(node, keys[-1], path)] = yaml.safe_load(value)
+    try:
+        parsed = safe_yaml.loads(value)
+    except ConfigError as exc:
+        raise ConfigError(f"--set {excerpt(path, 40)}: {exc}") from None
+    node[_step(node, keys[-1], path)] = parsed
 
 
 def read_raw(path: str | os.PathLike) -> dict:
-    try:
-        raw = yaml.safe_load(Path(path).read_text())
-    except FileNotFoundError:
-        raise ConfigError("sweep file not found; give the path of a YAML file such as sweeps/quickstart.yaml") from None
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"not valid YAML: {' '.join(str(exc).split())}") from None
+    raw = safe_yaml.load_file(path)
     if not isinstance(raw, dict):
         raise ConfigError(f"the file must hold a mapping with name, datasets, methods, ... (got {type(raw).__name__})")
     return raw
@@ -305,10 +313,34 @@ def _check_names(sweep: Sweep) -> None:
         entry = catalog.MODELS.get(name)
     except UnknownNameError as exc:
         raise ConfigError(f"model.name: {exc}") from None
-    check(entry.Options, opts, "model.options")
-    for ds in sweep.datasets:
+    model_opts = check(entry.Options, opts, "model.options")
+    for ds in sweep.datasets:   # the model against each dataset's input, when that is known before loading
+        ds_cls = catalog.DATASETS.get(ds.name)
+        shape = getattr(ds_cls, "input_shape", None)
+        try:
+            if shape is not None and hasattr(entry, "check"):
+                entry.check(getattr(ds_cls, "num_classes", 10), shape, model_opts)
+            elif hasattr(entry, "check_options"):
+                entry.check_options(model_opts)
+        except ConfigError as exc:
+            raise ConfigError(f"model on datasets.{ds.name}: {exc}") from None
         for method in sweep.methods:
-            method_draws(sweep, method, ds)
+            for draw in method_draws(sweep, method, ds):
+                device = draw.train.device
+                if device.startswith("cuda") and not sweep.resources.gpu:
+                    raise ConfigError(f"datasets.{ds.name}: train.device {device!r} needs resources.gpu > 0 "
+                                      "(a trial gets no GPU otherwise); or use device: auto")
+
+
+def check_resources(sweep: Sweep, have: dict[str, float], where: str) -> None:
+    """One line when a trial asks for more CPUs/GPUs than `have` (the machine or the cluster) offers."""
+    asked = {"cpu": sweep.resources.cpu, "gpu": sweep.resources.gpu}
+    short = [k for k, v in asked.items() if v > have.get(k, 0)]
+    if short:
+        ask = ", ".join(f"{k}={asked[k]:g}" for k in asked)
+        got = ", ".join(f"{have.get(k, 0):g} {k.upper()}s" for k in asked)
+        raise ConfigError(f"resources: each trial asks for {ask} but {where} has {got}; lower resources."
+                          f"{short[0]} (--set resources.{short[0]}=...) or use a machine that has them")
 
 
 def load_sweep(path: str | os.PathLike, sets: list[str] = (), results: str | None = None) -> Sweep:
@@ -322,11 +354,12 @@ def load_sweep(path: str | os.PathLike, sets: list[str] = (), results: str | Non
             raw["results_dir"] = results
         plugins = raw.get("plugins") or []
         if not (isinstance(plugins, list) and all(isinstance(p, str) for p in plugins)):
-            raise ConfigError(f"plugins: a list of importable module names (got {plugins!r})")
+            raise ConfigError(f"plugins: a list of importable module names (got {excerpt(plugins)})")
         try:
             catalog.load_plugins(plugins)
         except ImportError as exc:
-            raise ConfigError(f"plugins: {exc}; make the module importable (PYTHONPATH) or fix its name") from None
+            raise ConfigError(f"plugins: {excerpt(str(exc), 200)}; make the module importable (PYTHONPATH) "
+                              "or fix it") from None
         sweep = check(Sweep, raw, "")
         _check_names(sweep)
     except (ConfigError, UnknownNameError) as exc:

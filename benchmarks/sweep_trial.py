@@ -1,15 +1,20 @@
 """One sweep trial inside a worker: thread count, W&B run, its log file and fault capture (no Ray imports here).
 
 `run_one(spec)` never raises for a failing trial: the failure is written to the trial's directory
-(failed.json with reason and traceback) and returned, so one bad trial never stops the sweep.
+(failed.json with reason and traceback) and returned, so one bad trial never stops the sweep. The trial
+runs in a child process of the worker, so a trial that overruns its time limit is stopped and one that
+dies (a signal, `os._exit`, the out-of-memory killer) is recorded with its cause by the surviving parent.
 """
 from __future__ import annotations
 
 import contextlib
 import datetime
+import multiprocessing
 import os
+import signal
 import socket
 import sys
+import time
 import traceback
 from pathlib import Path
 
@@ -25,7 +30,8 @@ def trial_spec(planned, sweep, wandb_settings: dict | None) -> dict:
             "config": planned.config.model_dump(mode="json"), "out_dir": str(trials / planned.trial_id),
             "store_root": str(trials), "erm_dir": str(trials / planned.erm_id),
             "checkpoint": sweep.store.checkpoint, "checkpoint_steps": sweep.store.checkpoint_steps,
-            "checkpoint_minutes": sweep.store.checkpoint_minutes, "cpu": sweep.resources.cpu, "wandb": wandb_settings}
+            "checkpoint_minutes": sweep.store.checkpoint_minutes, "cpu": sweep.resources.cpu, "wandb": wandb_settings,
+            "time_limit_s": sweep.resources.time_limit_s}
 
 
 def _erm_partner(spec: dict) -> dict | None:
@@ -63,9 +69,77 @@ def output_to(path: Path):
                 os.environ["WANDB_SILENT"] = silent
 
 
-def run_one(spec: dict, placement: dict | None = None) -> dict:
-    """Run the trial of `spec`; returns {"status": "done"|"failed", ...} and never raises on trial errors.
-    Its stdout/stderr (every attempt, tracebacks and W&B messages included) go to <trial>/trial.log."""
+def _oom_kills() -> int | None:
+    """The cgroup's count of out-of-memory kills (cgroup v2), or None where it cannot be read."""
+    try:
+        for line in open("/sys/fs/cgroup/memory.events"):
+            if line.startswith("oom_kill "):
+                return int(line.split()[1])
+    except (OSError, ValueError):
+        pass
+    return None
+
+
+def death_cause(exitcode: int, oom_before: int | None) -> str:
+    """Why a trial process ended without recording a result."""
+    if exitcode < 0:
+        name = signal.Signals(-exitcode).name if -exitcode in signal.valid_signals() else f"signal {-exitcode}"
+        cause = f"trial process killed by {name}"
+        oom_after = _oom_kills()
+        if name == "SIGKILL":
+            oom = oom_before is not None and oom_after is not None and oom_after > oom_before
+            cause += " (the out-of-memory killer did)" if oom else " (likely out of memory: the OOM killer sends SIGKILL)"
+        return cause
+    return f"trial process exited with code {exitcode} before recording a result"
+
+
+def _child(spec: dict, placement: dict | None, secrets: dict) -> None:
+    os.setpgrp()                          # its own process group: a time limit stops everything it started
+    os.environ.update(secrets)
+    run_logged(spec, placement)
+
+
+def run_one(spec: dict, placement: dict | None = None, secrets: dict | None = None) -> dict:
+    """Run the trial of `spec` in a child process within its time limit; returns {"status": ...} and
+    never raises on trial errors. The child's stdout/stderr (every attempt, tracebacks and W&B messages
+    included) go to <trial>/trial.log, and so does the cause of a time limit or a death."""
+    run = RunDir(spec["out_dir"])
+    run.path.mkdir(parents=True, exist_ok=True)
+    limit = float(spec.get("time_limit_s") or 24 * 3600)
+    ctx = multiprocessing.get_context("forkserver")
+    ctx.set_forkserver_preload(["benchmarks.trial", "benchmarks.wandb_log"])
+    oom_before = _oom_kills()
+    proc = ctx.Process(target=_child, args=(spec, placement, dict(secrets or {})), daemon=False)
+    t0 = time.monotonic()
+    proc.start()
+    proc.join(limit)
+    if proc.exitcode is None:             # over the limit: stop it and whatever it started
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        proc.join()
+        _note(run, f"=== trial {spec['trial_id']} stopped: time limit of {limit:g} s exceeded")
+        run.fail_with(f"TimeLimitExceeded: time limit of {limit:g} s exceeded (stopped after "
+                      f"{time.monotonic() - t0:.0f} s); raise resources.time_limit_s if it needs longer",
+                      cause="time limit")
+    elif run.status not in ("done", "failed"):
+        cause = death_cause(proc.exitcode, oom_before)
+        _note(run, f"=== trial {spec['trial_id']} died: {cause}")
+        run.fail_with(f"WorkerDied: {cause}", cause="worker died", exitcode=proc.exitcode)
+    out = {"status": run.status}
+    if out["status"] == "failed":
+        out["error"] = run.failure().get("error", "")
+    return out
+
+
+def _note(run: RunDir, line: str) -> None:
+    with open(run.file(LOG_FILE), "a") as f:
+        print(line, file=f)
+
+
+def run_logged(spec: dict, placement: dict | None = None) -> dict:
+    """Run the trial of `spec` in this process (the body of the child), its output appended to trial.log."""
     run = RunDir(spec["out_dir"])
     run.path.mkdir(parents=True, exist_ok=True)
     with output_to(run.file(LOG_FILE)) as log:

@@ -6,25 +6,24 @@ import json
 import os
 import tempfile
 
-import yaml
-
 from molere.config import ConfigError, TrainConfig, validate
 
+from . import safe_yaml
 from .cli import bad_input_exits
+from .safe_yaml import excerpt
 from .config import TrialConfig
-
-
-def _value(text: str):
-    return yaml.safe_load(text)
 
 
 def _pairs(items: list[str], flag: str) -> dict:
     out = {}
     for item in items or []:
         if "=" not in item:
-            raise ConfigError(f"{flag}: expected key=value (got {item!r})")
+            raise ConfigError(f"{flag}: expected key=value (got {excerpt(item)!r})")
         k, v = item.split("=", 1)
-        out[k] = _value(v)
+        try:
+            out[k] = safe_yaml.loads(v)
+        except ConfigError as exc:
+            raise ConfigError(f"{flag} {excerpt(k, 40)}: {exc}") from None
     return out
 
 
@@ -77,6 +76,8 @@ def main(argv=None) -> int:
         from .data import check_dataset
         cfg = resolve(cfg)
         check_dataset(cfg.dataset)
+        if a.out is not None and os.path.exists(a.out) and not os.path.isdir(a.out):
+            raise ConfigError(f"--out: {excerpt(a.out)} is a file; give a folder for the run directory")
     from .trial import run_trial
     out = a.out or tempfile.mkdtemp(prefix="run-")
     with bad_input_exits("benchmarks.train"):

@@ -21,7 +21,7 @@ from . import catalog  # noqa: F401  (registers everything)
 from .config import TrialConfig, erm_reference_config, identity, resolve, trial_id
 from .data import load_task
 from .models import build_model, model_factory, pretrained_data_config
-from .store import RunDir
+from .store import RunDir, fingerprint
 
 
 def seed_everything(seed: int) -> None:
@@ -78,19 +78,27 @@ class StoreReference:
     def __init__(self, store_root: str | os.PathLike | None, cfg: TrialConfig):
         self.root = None if store_root is None else Path(store_root)
         self.erm_dir = None if self.root is None else RunDir(self.root / trial_id(erm_reference_config(cfg)))
+        self.used: dict | None = None   # which ERM margins were used (recorded in result.json)
 
     def erm_pool_margins(self):
         if self.erm_dir is None or self.erm_dir.status != "done":
             return None
         m = self.erm_dir.margins()
-        return (m["pool_ids"], m["pool_margins"]) if "pool_ids" in m else None
+        if "pool_ids" not in m:
+            return None
+        self.used = {"trial_id": self.erm_dir.path.name,
+                     "margins_sha256": fingerprint(self.erm_dir.file("margins.npz"))["sha256"]}
+        return m["pool_ids"], m["pool_margins"]
 
     def erm_crossfit_margins(self, folds: int):
         if self.erm_dir is None or self.erm_dir.status != "done":
             return None
         m = self.erm_dir.margins()
-        ok = "pool_oof_margins" in m and int(m["pool_oof_folds"]) == folds
-        return (m["pool_ids"], m["pool_oof_margins"]) if ok else None
+        if "pool_oof_margins" not in m or int(m["pool_oof_folds"]) != folds:
+            return None
+        self.used = {"trial_id": self.erm_dir.path.name,
+                     "margins_sha256": fingerprint(self.erm_dir.file("margins.npz"))["sha256"]}
+        return m["pool_ids"], m["pool_oof_margins"]
 
     def offer_erm_pool_margins(self, ids, margins) -> None:
         pass   # an in-process pass is not a complete ERM trial; the store only holds real trials
@@ -139,8 +147,8 @@ def run_trial(cfg: TrialConfig, out_dir: str | os.PathLike, *, callbacks: tuple 
         method = METHODS.get(cfg.method.name)
         hp = method.Hparams.model_validate(cfg.method.hparams)
         saving = [Checkpointer(run, tid, checkpoint_steps, checkpoint_minutes)] if checkpoint else []
-        context = RunContext(seed=cfg.seed, device=device, model_factory=factory,
-                             reference=StoreReference(store_root, cfg), cpus=cpus,
+        reference = StoreReference(store_root, cfg)
+        context = RunContext(seed=cfg.seed, device=device, model_factory=factory, reference=reference, cpus=cpus,
                              callbacks=[StoreLog(run), *saving, *callbacks], run_config=cfg.model_dump(mode="json"))
         trainer = method(model, task, cfg.train.model_copy(update={"device": device}), hp, context)
         if resume is not None:
@@ -169,6 +177,8 @@ def run_trial(cfg: TrialConfig, out_dir: str | os.PathLike, *, callbacks: tuple 
                   "info": task.info, "method_info": getattr(trainer, "info", {}),
                   "reweighting": diagnostics() if diagnostics else None,
                   "wall_time_s": time.perf_counter() - t0}
+        if reference.used:
+            result["reference"] = reference.used
         run.finish(result)
         return result
     except BaseException as exc:

@@ -11,8 +11,13 @@ class ConfigError(ValueError):
 
 
 class Strict(BaseModel):
-    """Base for every config block: unknown keys are errors, values are re-validated on assignment."""
-    model_config = ConfigDict(extra="forbid", validate_assignment=True, frozen=False)
+    """Base for every config block: unknown keys and inf/nan are errors, values re-validated on assignment."""
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, frozen=False, allow_inf_nan=False)
+
+
+def _cut(value, limit: int = 60) -> str:
+    text = " ".join(repr(value).split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def one_line(exc: ValidationError, prefix: str = "") -> str:
@@ -24,7 +29,7 @@ def one_line(exc: ValidationError, prefix: str = "") -> str:
         if err["type"] == "extra_forbidden":
             msg = "unknown field (typo?)"
         got = err.get("input")
-        shown = "" if err["type"] in ("extra_forbidden", "missing") or isinstance(got, dict) else f" (got {got!r})"
+        shown = "" if err["type"] in ("extra_forbidden", "missing") or isinstance(got, dict) else f" (got {_cut(got)})"
         parts.append(f"{loc or 'config'}: {msg}{shown}")
     return "; ".join(parts)
 

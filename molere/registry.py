@@ -67,5 +67,5 @@ def load_plugins(modules: list[str] | tuple[str, ...]) -> None:
     for mod in modules:
         try:
             importlib.import_module(mod)
-        except ImportError as exc:
-            raise ImportError(f"plugin {mod!r} could not be imported: {exc}") from exc
+        except Exception as exc:  # noqa: BLE001 - a broken plugin (syntax error, raising, clashing) is bad input
+            raise ImportError(f"plugin {mod!r} could not be imported: {type(exc).__name__}: {exc}") from exc

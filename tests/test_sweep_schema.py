@@ -234,3 +234,153 @@ def test_dry_run_with_fake_data_roots_has_no_warning(tmp_path, capsys, no_launch
         assert run.main(args + [x for s in sets for x in ("--set", s)]) == 0
         err = capsys.readouterr().err
         assert "warning: datasets" not in err          # (absent pretrained weights are warned about separately)
+
+
+# ---- hostile inputs: each exits 2 with one short line, no traceback, before anything starts ----------
+BOMB = "".join(f"{a}: &{a} [{', '.join([f'*{p}' if p else '1'] * 9)}]\n"
+               for p, a in zip([None, *"abcdefgh"], "abcdefghi"))
+TEXT = yaml.safe_dump(BASE)
+
+
+def _text(text: str | bytes):
+    def make(tmp_path):
+        path = tmp_path / "sweep.yaml"
+        path.write_bytes(text if isinstance(text, bytes) else text.encode())
+        return [str(path)]
+    return make
+
+
+def _over(*sets, base=TEXT):
+    def make(tmp_path):
+        return _text(base)(tmp_path) + [x for s in sets for x in ("--set", s)]
+    return make
+
+
+def _plugin(source: str):
+    def make(tmp_path):
+        name = f"hostile_plugin_{abs(hash(source)) % 10**8}"
+        (tmp_path / f"{name}.py").write_text(source)
+        sys.path.insert(0, str(tmp_path))
+        sys.modules.pop(name, None)
+        return _text(yaml.safe_dump({**BASE, "plugins": [name]}))(tmp_path)
+    return make
+
+
+def _results_file(tmp_path):
+    (tmp_path / "taken").write_text("a file, not a folder\n")
+    return _text(TEXT)(tmp_path) + ["--results", str(tmp_path / "taken")]
+
+
+HOSTILE = [
+    ("sweep_is_directory", lambda tmp_path: [str(tmp_path)], "is a directory"),
+    ("latin1_text", _text("name: caf\u00e9\n".encode("latin-1")), "not UTF-8 text (byte 0xe9"),
+    ("utf16_text", _text(TEXT.encode("utf-16")), "not UTF-8 text"),
+    ("utf16_without_bom", _text(TEXT.encode("utf-16-le")), "NUL bytes"),
+    ("binary_garbage", _text(bytes(range(256)) * 8), "not UTF-8 text"),
+    ("empty_file", _text(""), "the file must hold a mapping"),
+    ("too_large", _text("# " + "x" * (1 << 20) + "\n" + TEXT), "larger than 1 MiB"),
+    ("python_tag", _text(TEXT + "x: !!python/object/apply:os.system ['touch pwned']\n"), "not valid YAML"),
+    ("deep_nesting", _text("name: " + "[" * 5000 + "]" * 5000 + "\n"), "nested too deeply"),
+    ("duplicate_method", _text(TEXT.replace("  erm: {}\n", "  erm: {}\n  erm: {lr: 1}\n")), "duplicate key 'erm'"),
+    ("duplicate_name", _text("name: a\n" + TEXT), "duplicate key 'name'"),
+    ("alias_bomb", _text(BOMB + TEXT), "YAML aliases expand to more than"),
+    ("alias_bomb_timm_kwargs", _text(BOMB.replace("i: &i", "bomb: &i") + TEXT.replace(
+        "model:\n  name: mlp\n", "model:\n  name: timm/resnet18\n  options:\n    kwargs: {x: *i}\n")),
+     "YAML aliases expand to more than"),
+    ("recursive_alias", _text("r: &r [*r]\n" + TEXT), "YAML aliases expand to more than"),
+    ("set_unclosed_list", _over("train.epochs=[1"), "--set train.epochs: not valid YAML"),
+    ("set_bad_key", _over("=3"), "--set: bad key"),
+    ("set_into_scalar", _over("name.x=1"), "name: Input should be a valid string"),
+    ("set_huge_value", _over("train.epochs=" + "9x" * 20000), "train.epochs: Input should be a valid integer"),
+    ("set_huge_overflow", _over("train.lr=1e400"), "train.lr: Input should be a finite number"),
+    ("plugin_raises", _plugin("raise RuntimeError('plugin exploded')\n"), "could not be imported: RuntimeError"),
+    ("plugin_reregisters_erm", _plugin("from molere.registry import register_method\n"
+                                       "@register_method('erm')\nclass Other: pass\n"), "'erm' is already registered"),
+    ("plugin_syntax_error", _plugin("def broken(:\n"), "could not be imported: SyntaxError"),
+    ("plugins_not_a_list", _over("plugins=some_module"), "plugins: a list of importable module names"),
+    ("results_is_a_file", _results_file, "results_dir: cannot write"),
+    ("results_unwritable", lambda tmp_path: _text(TEXT)(tmp_path) + ["--results", "/proc/no-results-here"],
+     "results_dir: cannot write"),
+    ("results_not_a_string", _over("results_dir=[1]"), "results_dir: Input should be a valid string"),
+    ("unknown_timm_arch", _over("model.name=timm/resnett18"), "unknown timm architecture 'resnett18'"),
+    ("unknown_timm_arch_option", _over("model={name: timm, options: {arch: nosuchnet}}"),
+     "unknown timm architecture 'nosuchnet'"),
+    ("timm_on_vector_data", _over("model.name=timm/resnet18", "datasets=[{name: mnist1d}]"),
+     "model on datasets.mnist1d: model 'timm' needs image input"),
+    ("cnn_on_vector_data", _over("model.name=cnn", "datasets=[{name: mnist1d}]"), "model 'cnn' needs image input"),
+    ("lr_inf", _over("train.lr=.inf"), "train.lr: Input should be a finite number"),
+    ("lr_nan", _over("train.lr=.nan"), "train.lr: Input should be a finite number"),
+    ("hparam_inf", _over("methods.mwn.meta_lr=.inf"), "methods.mwn.meta_lr: Input should be a finite number"),
+    ("seed_1e23", _over("seeds=[1e23]"), "seeds.0: Input should be a valid integer"),
+    ("seed_2_32", _over("seeds=[4294967296]"), "seeds must be integers in [0, 2**32)"),
+    ("device_cuda_without_gpu_resource", _over("train.device=cuda"), "train.device 'cuda' needs resources.gpu > 0"),
+    ("device_cuda_without_gpu", _over("train.device=cuda", "resources.gpu=1"),
+     "asks for cpu=1, gpu=1 but this machine has 2 CPUs, 0 GPUs"),
+    ("gpu_1_without_gpu", _over("resources.gpu=1"), "but this machine has 2 CPUs, 0 GPUs; lower resources.gpu"),
+    ("gpu_1_5", _over("resources.gpu=1.5"), "resources.gpu: a fraction of one GPU"),
+    ("cpu_64", _over("resources.cpu=64"), "asks for cpu=64, gpu=0 but this machine has 2 CPUs"),
+    ("time_limit_zero", _over("resources.time_limit_s=0"), "resources.time_limit_s: Input should be greater than 0"),
+    ("time_limit_inf", _over("resources.time_limit_s=.inf"), "resources.time_limit_s: Input should be a finite"),
+    ("only_unknown_key", lambda tmp_path: _text(TEXT)(tmp_path) + ["--only", "colour=red"], "--only: expected KEY"),
+    ("only_unknown_value", lambda tmp_path: _text(TEXT)(tmp_path) + ["--only", "method=nope"], "--only method: nope"),
+]
+
+
+@pytest.mark.parametrize("case,make,expected", HOSTILE, ids=[c[0] for c in HOSTILE])
+def test_hostile_input_is_one_short_line_exit_2(case, make, expected, tmp_path, capsys, no_launch, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(run, "local_resources", lambda: {"cpu": 2.0, "gpu": 0.0})   # a 2-CPU machine, no GPU
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    argv = make(tmp_path)
+    with pytest.raises(SystemExit) as exc:
+        run.main(argv)
+    assert exc.value.code == 2
+    out, err = capsys.readouterr()
+    assert out == "" and len(err.encode()) < 2048 and "Traceback" not in err, err[:3000]
+    assert len(err.strip().splitlines()) == 1 and err.startswith("benchmarks.run: error: "), err
+    assert expected in err, err
+    assert not (tmp_path / "results").exists() and not (tmp_path / "pwned").exists()
+    ray = sys.modules.get("ray")
+    assert ray is None or not ray.is_initialized()
+
+
+def _train_out_file(tmp_path):
+    (tmp_path / "out").write_text("")
+    return ["--out", str(tmp_path / "out")]
+
+
+def _truncated_plan(tmp_path):
+    (tmp_path / "s").mkdir()
+    (tmp_path / "s" / "plan.json").write_text('[{"trial_id": "abc", "lab')
+    return [str(tmp_path / "s")]
+
+
+OTHER_CLIS = [
+    ("train", "data_opt_unclosed", lambda t: ["--data-opt", "x=[1"], "--data-opt x: not valid YAML"),
+    ("train", "missing_plugin", lambda t: ["--plugin", "no_such_plugin_mod"], "plugin 'no_such_plugin_mod' could not"),
+    ("train", "out_is_a_file", _train_out_file, "--out: "),
+    ("train", "seed_too_large", lambda t: ["--seed", str(2**64)], "seed: Input should be less than 4294967296"),
+    ("train", "lr_inf", lambda t: ["--lr", "inf"], "train.lr: Input should be a finite number"),
+    ("report", "truncated_plan", _truncated_plan, "plan.json: unreadable (JSONDecodeError"),
+]
+
+
+@pytest.mark.parametrize("prog,case,make,expected", OTHER_CLIS, ids=[f"{c[0]}-{c[1]}" for c in OTHER_CLIS])
+def test_hostile_input_to_train_and_report_is_one_line_exit_2(prog, case, make, expected, tmp_path, capsys,
+                                                              monkeypatch):
+    from benchmarks import train
+    from benchmarks.report.__main__ import main as report_main
+    monkeypatch.chdir(tmp_path)
+    argv = make(tmp_path)
+    with pytest.raises(SystemExit) as exc:
+        code = (train.main if prog == "train" else report_main)(argv)
+        raise SystemExit(code)
+    assert exc.value.code == 2
+    out, err = capsys.readouterr()
+    assert len(err.encode()) < 2048 and "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+    assert err.startswith(f"benchmarks.{prog}: error: ") and expected in err, err
+    assert not (tmp_path / "s" / "report").exists() and not list(tmp_path.glob("run-*"))
+
+
+def test_hostile_corpus_is_large_enough():
+    assert len(MALFORMED) + len(HOSTILE) + len(OTHER_CLIS) >= 40 + len(MALFORMED)

@@ -61,6 +61,7 @@ def build_task(name: str, x_pool: torch.Tensor, y_pool, x_test: torch.Tensor, y_
 class Digits:
     """scikit-learn digits: 1797 8x8 grey images, 10 classes, fixed stratified test split."""
     needs_root = False
+    input_shape = (1, 8, 8)   # known before loading (the driver checks models against it)
 
     class Options(SplitOptions):
         test_fraction: float = Field(0.3, gt=0, lt=1, description="share of the images held out as test")
@@ -100,6 +101,7 @@ def _mnist1d_arrays(num_samples: int) -> tuple[np.ndarray, ...]:
 class Mnist1D:
     """MNIST-1D: 40-dim synthetic sequences, 10 classes, generated locally (4000 train / 1000 test)."""
     needs_root = False
+    input_shape = (40,)   # known before loading (the driver checks models against it)
 
     class Options(SplitOptions):
         num_samples: int = Field(5000, ge=100, description="examples generated in all (80% train pool, 20% test)")
@@ -167,6 +169,7 @@ def _fashion_arrays(paths: tuple[str, ...]) -> tuple[np.ndarray, ...]:
 class FashionMnist:
     """Fashion-MNIST: 28x28 grey clothing images, 10 classes, 60k train / 10k test, from IDX files."""
     needs_root = False
+    input_shape = (1, 28, 28)   # known before loading (the driver checks models against it)
 
     class Options(SplitOptions):
         train_subset: int | None = Field(None, gt=0, description="fixed stratified subset of the training images")

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
@@ -22,6 +23,12 @@ def main(argv=None) -> int:
     if not (Path(a.sweep_dir) / "plan.json").exists():
         print(f"benchmarks.report: error: {a.sweep_dir}: no plan.json (expected a sweep directory of the "
               "result store)", file=sys.stderr)
+        return 2
+    try:
+        json.loads((Path(a.sweep_dir) / "plan.json").read_text())
+    except (OSError, ValueError) as exc:
+        print(f"benchmarks.report: error: {a.sweep_dir}/plan.json: unreadable ({type(exc).__name__}: "
+              f"{str(exc)[:120]}); rerun the sweep to rewrite it", file=sys.stderr)
         return 2
     wb = None if a.wandb_mode is None else {"mode": a.wandb_mode, "project": a.wandb_project}
     r = build_report(a.sweep_dir, a.out, wb, selection_epoch=a.select_epoch)

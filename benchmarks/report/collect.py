@@ -71,6 +71,8 @@ def _read_trial(path: Path) -> dict:
     row: dict = {"status": "missing" if not path.exists() else run.status}
     if row["status"] == "absent":
         row["status"] = "incomplete"
+    if row["status"] == "incomplete" and run.problem():
+        row["failure"] = f"not trusted: {run.problem()}"
     if row["status"] == "failed":
         try:
             row["failure"] = run.failure().get("error", "")
