@@ -24,10 +24,8 @@ import torch.nn.functional as F
 from pydantic import Field
 
 from molere.data import Batch
-from molere.registry import register_method
-from molere.reweighting import (MetaHparams, MetaSetMixin, MetaSourceHparams, MetaSourceMixin, clamped_normalised,
-                                weight_stats)
-from molere.trainer import Trainer
+from molere.registry import MethodCard, register_method
+from molere.reweighting import MetaHparams, MetaSourceHparams, MetaTrainer, clamped_normalised, weight_stats
 
 
 class L2RWOptions(MetaHparams):
@@ -37,13 +35,13 @@ class L2RWOptions(MetaHparams):
 
 
 @register_method("l2rw")
-class L2RW(MetaSourceMixin, MetaSetMixin, Trainer):
+class L2RW(MetaTrainer):
     """Learning to Reweight: per-batch weights from the meta-gradient of a look-ahead at ε = 0."""
+
+    card = MethodCard(label="L2RW", name="Learning to Reweight Examples", color="#8c564b", rank=10)
 
     class Hparams(L2RWOptions, MetaSourceHparams):
         pass
-
-    uses_meta_set = True
 
     def setup(self) -> None:
         self.lookahead = self.make_lookahead(reduction="sum")
@@ -51,14 +49,11 @@ class L2RW(MetaSourceMixin, MetaSetMixin, Trainer):
     def meta_weights(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
         """(w, ℓ): L2RW weights of the batch and its per-example losses (graph to θ, for the real step)."""
         xv, yv = self.next_meta_batch()
-        hg = self.lookahead.hypergradient(batch.x, batch.y, None, xv, yv, self.lookahead_lr())
+        hg = self.lookahead.hypergradient(batch.x, batch.y, val_x=xv, val_y=yv, lr=self.lookahead_lr())
         hg.commit_buffers()   # its training forward is the real step's forward
         w = clamped_normalised(hg.dw)
         self.log_step(meta_val_loss=hg.val_loss.item(), zero_weight_batch=float(w.sum() == 0), **weight_stats(w))
         return w, hg.train_losses
-
-    def meta_step_due(self) -> bool:
-        return self.meta_set is not None and len(self.meta_set) > 0 and self.global_step % self.hp.meta_every == 0
 
     def training_step(self, batch: Batch) -> torch.Tensor:
         if not self.meta_step_due():

@@ -25,8 +25,8 @@ from pydantic import Field
 from torch import nn
 
 from molere.data import Batch
-from molere.registry import register_method
-from molere.reweighting import MetaHparams, MetaSourceHparams, MetaSourceMixin, ReweightingTrainer, mean_one
+from molere.registry import MethodCard, register_method
+from molere.reweighting import ReweightingHparams, ReweightingTrainer, mean_one
 
 
 class WeightNet(nn.Module):
@@ -42,10 +42,12 @@ class WeightNet(nn.Module):
 
 
 @register_method("mwn")
-class MWN(MetaSourceMixin, ReweightingTrainer):
+class MWN(ReweightingTrainer):
     """Meta-Weight-Net: a loss → weight MLP meta-learned every step through a one-step look-ahead."""
 
-    class Hparams(MetaHparams, MetaSourceHparams):
+    card = MethodCard(label="MWN", name="Meta-Weight-Net", color="#17becf", rank=9)
+
+    class Hparams(ReweightingHparams):
         meta_batch_size: int = Field(100, gt=0, description="meta batch size (paper: 100, as the training batch)")
         meta_lr: float = Field(1e-3, gt=0, description="Adam learning rate of the weight net")
         meta_weight_decay: float = Field(1e-4, ge=0, description="Adam weight decay of the weight net")
@@ -55,7 +57,6 @@ class MWN(MetaSourceMixin, ReweightingTrainer):
 
     def setup(self) -> None:
         self.weight_net = WeightNet(self.hp.hidden).to(self.device)
-        super().setup()
 
     def example_weights(self, batch: Batch, losses: torch.Tensor) -> torch.Tensor:
         w = self.weight_net(losses)

@@ -5,7 +5,7 @@
    (observed labels, evaluation transforms) come from `context.reference.erm_pool_margins()` — the
    stored ERM trial of the same key — or, when there is none, from an ERM run trained here in-process
    (`torch.manual_seed(seed)`, then `context.model_factory()`: the same model and training as the ERM
-   trial of that seed; the global RNG state is restored afterwards) and offered back to the provider.
+   trial of that seed; the global RNG state is restored afterwards).
 2. The pool is ranked by margin (stable sort by (margin, id)) and a δ fraction becomes the validation
    set: the lowest margins (hard), the highest (easy) or a random subset seeded by the trial seed.
    Its size is round(δ·N_pool) (Python's round: halves to even), or round(δ·N_c) within every
@@ -25,10 +25,12 @@ import torch
 from pydantic import Field
 
 from molere.config import ConfigError, Strict
-from molere.data import ExampleSet, TaskData
+from molere.data import ExampleSet
 from molere.lrw import LRWHparams, LRWTrainer
-from molere.registry import METHODS, register_method
+from molere.registry import LRW_PANEL, MethodCard, register_method
 from molere.trainer import RunContext, Trainer
+
+from .erm import ERM
 
 Selection = Literal["hard", "easy", "random"]
 
@@ -41,11 +43,6 @@ class TrainTwiceOptions(Strict):
 
 class TrainTwiceHparams(LRWHparams, TrainTwiceOptions):
     """LRW's options plus the choice of its validation set."""
-
-
-def pooled(data: TaskData) -> ExampleSet:
-    """Official train + val (train alone when the dataset has no val split)."""
-    return data.train if data.val is None else ExampleSet.concat(data.train, data.val)
 
 
 def select_validation(ids: np.ndarray, margins: np.ndarray, labels: np.ndarray, delta: float,
@@ -88,6 +85,7 @@ class TrainTwiceSplit:
 
     selection: Selection = "hard"
     needs_reference = True   # the sweep runner schedules the ERM trial of the same key first
+    reference_method: type[Trainer] = ERM   # trained in-process when the store has no ERM trial of the key
     trains_on_val = True     # the pool is train + official val
 
     def _train_erm(self, pool: ExampleSet) -> np.ndarray:
@@ -98,7 +96,7 @@ class TrainTwiceSplit:
         devices = [self.device.index or 0] if self.device.type == "cuda" else []
         with torch.random.fork_rng(devices=devices):
             torch.manual_seed(ctx.seed)
-            erm = METHODS.get("erm")(ctx.model_factory(), self.data, self.cfg, None,
+            erm = self.reference_method(ctx.model_factory(), self.data, self.cfg, None,
                                      RunContext(seed=ctx.seed, device=ctx.device, model_factory=ctx.model_factory,
                                                 run_config=ctx.run_config))
             erm.fit()
@@ -112,15 +110,12 @@ class TrainTwiceSplit:
         if stored is not None:
             self.info["erm_pass"] = "reused"
             return align(pool_ids, *stored)
-        margins = self._train_erm(pool)
         self.info["erm_pass"] = "in_process"
-        if ref is not None:
-            ref.offer_erm_pool_margins(pool_ids, margins)
-        return margins
+        return self._train_erm(pool)
 
     def train_twice_split(self) -> tuple[ExampleSet, ExampleSet]:
         """(rest, validation set) of the pooled data; facts about the selection go to `self.info`."""
-        pool = pooled(self.data)
+        pool = self.data.pool()
         margins = self.erm_margins(pool)
         val_pos = select_validation(pool.ids.numpy(), margins, pool.labels.numpy(), self.hp.delta,
                                     self.selection, self.context.seed, self.hp.class_balanced)
@@ -157,34 +152,40 @@ class _ERMWithheld(TrainTwiceSplit, Trainer):
 @register_method("lrw_hard")
 class LRWHard(_LRWTrainTwice):
     """LRW-Hard: LRW validated on the δ fraction with the lowest ERM margins (train-twice)."""
+    card = MethodCard(label="LRW-Hard", color="#2ca02c", ordering=2, panel=LRW_PANEL, margin_bins=True, rank=4)
     selection = "hard"
 
 
 @register_method("lrw_easy")
 class LRWEasy(_LRWTrainTwice):
     """LRW-Easy: LRW validated on the δ fraction with the highest ERM margins (train-twice)."""
+    card = MethodCard(label="LRW-Easy", color="#ff7f0e", ordering=0, panel=LRW_PANEL, margin_bins=True, rank=2)
     selection = "easy"
 
 
 @register_method("lrw_random")
 class LRWRandom(_LRWTrainTwice):
     """LRW-Random: LRW validated on a random δ fraction of the pooled data (seeded by the trial seed)."""
+    card = MethodCard(label="LRW-Random", color="#1f77b4", ordering=1, panel=LRW_PANEL, rank=3)
     selection = "random"
 
 
 @register_method("erm_withheld_hard")
 class ERMWithheldHard(_ERMWithheld):
     """Control of lrw_hard: ERM on the same split (lowest-margin δ fraction withheld, no reweighting)."""
+    card = MethodCard(label="ERM, Hard withheld", role="control", control_of="lrw_hard", rank=8)
     selection = "hard"
 
 
 @register_method("erm_withheld_easy")
 class ERMWithheldEasy(_ERMWithheld):
     """Control of lrw_easy: ERM on the same split (highest-margin δ fraction withheld, no reweighting)."""
+    card = MethodCard(label="ERM, Easy withheld", role="control", control_of="lrw_easy", rank=6)
     selection = "easy"
 
 
 @register_method("erm_withheld_random")
 class ERMWithheldRandom(_ERMWithheld):
     """Control of lrw_random: ERM on the same split (the same random δ fraction withheld)."""
+    card = MethodCard(label="ERM, Random withheld", role="control", control_of="lrw_random", rank=7)
     selection = "random"

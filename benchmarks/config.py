@@ -65,5 +65,6 @@ def trial_id(cfg: TrialConfig) -> str:
 
 
 def erm_reference_config(cfg: TrialConfig) -> TrialConfig:
-    """The ERM trial of the same (dataset, regime, model, seed, training settings)."""
-    return cfg.model_copy(update={"method": MethodConfig(name="erm", hparams={})})
+    """The reference (ERM) trial of the same (dataset, regime, model, seed, training settings)."""
+    from . import catalog
+    return cfg.model_copy(update={"method": MethodConfig(name=catalog.METHODS.reference(), hparams={})})

@@ -71,9 +71,6 @@ class FixedReference:
     def erm_pool_margins(self):
         return self.margins
 
-    def offer_erm_pool_margins(self, ids, margins) -> None:
-        pass
-
 
 def build(method: str, hparams: dict, setting: str, batch_size: int, epochs: int = 1000):
     """A trainer on a synthetic task of the setting's shape; MOLERE starts past its warm-up."""

@@ -58,9 +58,6 @@ class StoreReference:
         m = self.erm_dir.margins()
         return (m["pool_ids"], m["pool_margins"]) if "pool_ids" in m else None
 
-    def offer_erm_pool_margins(self, ids, margins) -> None:
-        pass   # an in-process pass is not a complete ERM trial; the store only holds real trials
-
 
 def versions() -> dict[str, str]:
     import importlib.metadata as md
@@ -108,14 +105,12 @@ def run_trial(cfg: TrialConfig, out_dir: str | os.PathLike, *, callbacks: tuple 
         for name, o in outs.items():
             arrays.update({f"{name}_ids": o.ids, f"{name}_labels": o.labels, f"{name}_preds": o.preds,
                            f"{name}_margins": o.margins})
-        if getattr(trainer, "saves_pool_margins", False):
-            from molere.data import ExampleSet
-            pool = task.train if task.val is None else ExampleSet.concat(task.train, task.val)
-            p = trainer.outputs(pool, true_labels=False)
+        if trainer.saves_pool_margins:
+            p = trainer.outputs(task.pool(), true_labels=False)
             arrays.update({"pool_ids": p.ids, "pool_margins": p.margins})
         run.save_margins(arrays)
         result = {"trial_id": tid, "status": "done", "metrics": {**final, **metrics},
-                  "info": task.info, "method_info": getattr(trainer, "info", {}),
+                  "info": task.info, "method_info": trainer.info,
                   "wall_time_s": time.perf_counter() - t0}
         run.finish(result)
         return result

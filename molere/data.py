@@ -8,6 +8,8 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from .config import ConfigError
+
 
 @dataclass
 class Batch:
@@ -144,6 +146,15 @@ class TaskData:
     # evaluator(split_name, preds, examples) -> extra metrics (e.g. WILDS' official dataset.eval)
     evaluator: Callable[[str, torch.Tensor, ExampleSet], dict[str, float]] | None = None
     info: dict[str, Any] = field(default_factory=dict)   # realised noise rate, class counts, ...
+
+    def pool(self) -> ExampleSet:
+        """The pool S = train + official val (train alone when there is no val split)."""
+        if self.val is None or len(self.val) == 0:
+            return self.train
+        try:
+            return ExampleSet.concat(self.train, self.val)
+        except ValueError as exc:
+            raise ConfigError(f"dataset: pooling train and val of {self.name!r} needs one storage ({exc})") from None
 
     def eval_splits(self) -> dict[str, ExampleSet]:
         out = {"test": self.test}

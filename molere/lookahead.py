@@ -30,7 +30,7 @@ from __future__ import annotations
 
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Literal
+from typing import Callable, Literal
 
 import torch
 import torch.nn.functional as F
@@ -121,7 +121,7 @@ class LookAhead:
     def __init__(self, model: nn.Module, scope: Scope = "all", val_bn: Literal["batch", "running"] = "batch",
                  reduction: Literal["mean", "sum"] = "mean",
                  mode: Literal["reverse", "forward", "finite_diff"] = "reverse", fd_eps: float = 0.01,
-                 fd_scheme: Literal["central", "one_sided"] = "central"):
+                 fd_scheme: Literal["central", "one_sided"] = "central", keep_last: bool = False):
         if scope not in ("all", "head"):
             raise ValueError(f"lookahead scope must be 'all' or 'head' (got {scope!r})")
         if mode not in ("reverse", "forward", "finite_diff"):
@@ -130,6 +130,8 @@ class LookAhead:
         if fd_scheme not in ("central", "one_sided"):
             raise ValueError(f"finite-difference scheme must be 'central' or 'one_sided' (got {fd_scheme!r})")
         self.fd_eps, self.fd_scheme = fd_eps, fd_scheme
+        self.keep_last = keep_last
+        self.last: Hypergradient | None = None   # the latest result, kept (with its graph) only if keep_last
         all_names = [n for n, p in model.named_parameters() if p.requires_grad]
         self.names = head_parameter_names(model) if scope == "head" else all_names
         if not self.names:
@@ -160,11 +162,13 @@ class LookAhead:
         tensors = {**dict(model.named_parameters()), **fast, **cloned_buffers(model)}
         return F.cross_entropy(self._in_mode(training, functional_call, model, tensors, (x_val,)), y_val)
 
-    def hypergradient(self, x: torch.Tensor, y: torch.Tensor, weight_fn, x_val: torch.Tensor,
-                      y_val: torch.Tensor, lr: float) -> Hypergradient:
-        """Look ahead with weights `weight_fn(detached losses)` and differentiate L_val w.r.t. them.
+    def hypergradient(self, x: torch.Tensor, y: torch.Tensor, *, val_x: torch.Tensor, val_y: torch.Tensor,
+                      lr: float, weight_fn: Callable[[torch.Tensor], torch.Tensor] | None = None) -> Hypergradient:
+        """Look ahead on the training batch (x, y) with step size `lr` and weights `weight_fn(detached
+        per-example losses)`, then differentiate the loss on (val_x, val_y) w.r.t. those weights.
 
-        `weight_fn=None` looks ahead with all weights zero (L2RW's ε = 0, so θ̂ = θ)."""
+        Without `weight_fn` the look-ahead is at all-zero weights (L2RW's ε = 0, so θ̂ = θ)."""
+        x_val, y_val = val_x, val_y
         model = self.model
         params = dict(model.named_parameters())
         scoped = {n: params[n] for n in self.names}
@@ -184,8 +188,11 @@ class LookAhead:
         else:
             dw, val_loss = self._first_order(losses, feats.detach() if self.scope == "head" else None, x, y, w,
                                              scoped, scale, lr, x_val, y_val, start)
-        return Hypergradient(dw=dw, weights=weights, val_loss=val_loss.detach(), train_losses=losses,
-                             _model=model, _buffers=train_bufs)
+        out = Hypergradient(dw=dw, weights=weights, val_loss=val_loss.detach(), train_losses=losses,
+                            _model=model, _buffers=train_bufs)
+        if self.keep_last:
+            self.last = out
+        return out
 
     def _reverse(self, losses, w, scoped, scale, lr, x_val, y_val):
         """Second-order reverse mode: differentiate L_val(θ − α ∇θ Σ w ℓ) w.r.t. a leaf w."""

@@ -44,10 +44,9 @@ from pydantic import Field
 
 from .config import ConfigError
 from .data import Batch, ExampleSet, forever
-from .lookahead import LookAhead
 from .lrw import LRWHparams, LRWTrainer
 from .margins import probabilistic_margin
-from .registry import register_method
+from .registry import LRW_PANEL, MethodCard, register_method
 from .splitter import (TRAIN, VALIDATION, Splitter, SplitterOptions, choose_validation, label_balance_kl,
                        membership_weighted_loss, split_size_kl)
 
@@ -64,15 +63,6 @@ class MOLEREHparams(LRWHparams, SplitterOptions):
     class_balanced: bool = Field(
         False, description="materialise the split within every observed class (each keeps its pool share of "
                            "the validation split); False = one ranking over the pool (paper)")
-
-
-class _RecordingLookAhead(LookAhead):
-    """Keeps the last hypergradient, for option B's splitter gradient (∂L_val/∂w of the φ step)."""
-    last = None
-
-    def hypergradient(self, *args, **kwargs):
-        self.last = super().hypergradient(*args, **kwargs)
-        return self.last
 
 
 def split_stats(pool: ExampleSet, val_mask: torch.Tensor, p_val: torch.Tensor, logits: torch.Tensor,
@@ -98,16 +88,16 @@ def split_stats(pool: ExampleSet, val_mask: torch.Tensor, p_val: torch.Tensor, l
 class MOLERE(LRWTrainer):
     """MOLERE: a learned splitter picks the hardest δ-fraction validation split; LRW trains on the rest."""
 
+    card = MethodCard(label="MOLERE", name="Meta-learning on hard samples", color="#d62728", ordering=3,
+                      ordering_ties=True, panel=LRW_PANEL, margin_bins=True, rank=5)
+
     Hparams = MOLEREHparams
     trains_on_val = True   # the pool S is train + official val
 
     # ---- split ---------------------------------------------------------------------------------
     def split(self):
         hp, d = self.hp, self.data
-        try:
-            self.pool = d.train if d.val is None or len(d.val) == 0 else ExampleSet.concat(d.train, d.val)
-        except ValueError as exc:
-            raise ConfigError(f"dataset: MOLERE pools train and val, which must share storage ({exc})") from None
+        self.pool = d.pool()
         self.val_cap = int(round(hp.delta * len(self.pool)))
         if not 0 < self.val_cap < len(self.pool):
             raise ConfigError(f"method.hparams.delta: δ·|S| must round to 1..|S|-1 examples "
@@ -136,7 +126,7 @@ class MOLERE(LRWTrainer):
     def setup(self) -> None:
         super().setup()
         if self.hp.val_term == "lookahead":
-            self.lookahead = self.make_lookahead(engine=_RecordingLookAhead)
+            self.lookahead = self.make_lookahead(keep_last=True)   # option B: ∂L_val/∂w of the φ step
         self.splitter = Splitter(self.hp, self.model, self.data.input_shape, self.data.num_classes)
         self.splitter_opt = self.splitter.make_optimizer()
 
@@ -166,8 +156,7 @@ class MOLERE(LRWTrainer):
 
     def training_step(self, batch: Batch) -> torch.Tensor:
         splitter_due = not self.in_warmup and self.global_step % self.hp.meta_every == 0
-        if hasattr(self.lookahead, "last"):
-            self.lookahead.last = None        # option B only ever uses this step's look-ahead
+        self.lookahead.last = None            # option B only ever uses this step's look-ahead
         loss = super().training_step(batch)   # φ step (if due), then the φ-weighted loss of θ's step
         if splitter_due:
             self.splitter_step(batch)
@@ -202,7 +191,7 @@ class MOLERE(LRWTrainer):
         if hp.val_term == "membership" and hp.val_term_on in on:
             s, _, losses, _ = on[hp.val_term_on]
             terms["val"] = membership_weighted_loss(F.softmax(s, 1)[:, VALIDATION], losses)
-        hg = getattr(self.lookahead, "last", None)
+        hg = self.lookahead.last
         if hg is not None and batch is not None:
             # L_val depends on Θ through the training weights p_train·g_φ: ∂L_val/∂Θ = Σ dw_j g_j ∂p_j/∂Θ
             pt = F.softmax(self.splitter(batch.x, batch.y), 1)[:, TRAIN]

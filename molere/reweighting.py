@@ -2,7 +2,9 @@
 
 A `ReweightingTrainer` trains the classifier on Σ w_i ℓ_i / B, where w = g_φ(·) is a learned weighting
 function; every `meta_every` classifier steps it updates φ on the look-ahead's validation loss
-(`molere.lookahead`). Subclasses say what g_φ is (`example_weights`) and which set is the meta set.
+(`molere.lookahead`). Subclasses build φ in `setup()` and say what g_φ is (`example_weights`,
+`meta_parameters`, `meta_optimizer`); the meta set is `meta_source`'s unless `split()` says otherwise.
+`MetaTrainer` is the part without φ (L2RW, FSR: weights from the look-ahead itself).
 """
 from __future__ import annotations
 
@@ -43,8 +45,44 @@ def weight_stats(w: torch.Tensor) -> dict[str, float]:
             "weight_ess": ess}
 
 
-class MetaSetMixin:
-    """A persistent stream over the meta set, with observed or true labels as configured."""
+class MetaSourceHparams(Strict):
+    """Which examples form the meta set: the dataset's validation split, or a per-class hold-out of train."""
+    meta_source: Literal["val", "train_per_class"] = Field(
+        "val", description="meta set = the dataset's val split, or meta_per_class examples per class held out of train")
+    meta_per_class: int = Field(10, gt=0, description="examples per class held out (meta_source=train_per_class)")
+
+
+class ReweightingHparams(MetaHparams, MetaSourceHparams):
+    """The meta step's options and where the meta set comes from (`ReweightingTrainer`'s default)."""
+
+
+class MetaTrainer(Trainer):
+    """A trainer with a meta set: `split()` from `meta_source`, a persistent meta-batch stream (observed or
+    true labels) and the look-ahead engine configured by the shared options. Its Hparams must derive from
+    `MetaHparams` (and from `MetaSourceHparams` unless `split()` is overridden)."""
+
+    Hparams = ReweightingHparams
+    uses_meta_set = True
+    lookahead: LookAhead | None = None   # built after setup() unless setup() built its own
+
+    def split(self) -> tuple[ExampleSet, ExampleSet]:
+        hp, data = self.hp, self.data
+        if not isinstance(hp, MetaSourceHparams):
+            raise ConfigError(f"method {type(self).__name__}: the default split() reads meta_source; derive its "
+                              "Hparams from molere.reweighting.ReweightingHparams or override split()")
+        if hp.meta_source == "val":
+            if data.val is None or len(data.val) == 0:
+                raise ConfigError(f"method.hparams.meta_source: 'val' needs a validation split, and dataset "
+                                  f"{data.name!r} has none here; use meta_source=train_per_class")
+            train, meta = data.train, data.val
+        else:
+            train, meta = hold_out(data.train, hp.meta_per_class, None, self.context.seed, data.num_classes)
+        self.info.update(meta_source=hp.meta_source, meta_size=len(meta), train_size=len(train))
+        return train, meta
+
+    def finish_setup(self) -> None:
+        if self.lookahead is None:
+            self.lookahead = self.make_lookahead()
 
     def _meta_stream(self) -> Iterator[Batch]:
         if getattr(self, "_stream_of", None) is not self.meta_set:
@@ -59,18 +97,20 @@ class MetaSetMixin:
     def lookahead_lr(self) -> float:
         return self.hp.lookahead_lr or self.lr
 
-    def make_lookahead(self, engine: type[LookAhead] = LookAhead, **overrides) -> LookAhead:
-        """The look-ahead engine (or a subclass) configured by the method's shared options."""
+    def meta_step_due(self) -> bool:
+        """A meta step on this classifier step: there is a meta set, and every `meta_every` steps."""
+        return self.meta_set is not None and len(self.meta_set) > 0 and self.global_step % self.hp.meta_every == 0
+
+    def make_lookahead(self, **overrides) -> LookAhead:
+        """The look-ahead engine configured by the method's shared options (keyword overrides win)."""
         opts = dict(scope=self.hp.lookahead_scope, val_bn=self.hp.val_bn, mode=self.hp.hypergrad, fd_eps=self.hp.fd_eps,
                     fd_scheme=self.hp.fd_scheme)
-        return engine(self.model, **{**opts, **overrides})
+        return LookAhead(self.model, **{**opts, **overrides})
 
 
-class ReweightingTrainer(MetaSetMixin, Trainer):
-    """Weighted-loss classifier whose weighting function g_φ learns through the look-ahead."""
-
-    Hparams = MetaHparams
-    uses_meta_set = True
+class ReweightingTrainer(MetaTrainer):
+    """Weighted-loss classifier whose weighting function g_φ learns through the look-ahead; the meta set
+    comes from `meta_source` unless `split()` says otherwise."""
 
     # ---- what a subclass provides ------------------------------------------------------------
     def example_weights(self, batch: Batch, losses: torch.Tensor) -> torch.Tensor:
@@ -84,18 +124,15 @@ class ReweightingTrainer(MetaSetMixin, Trainer):
         raise NotImplementedError
 
     # ---- shared ------------------------------------------------------------------------------
-    def setup(self) -> None:
-        self.lookahead = self.make_lookahead()
-        self.meta_opt = self.meta_optimizer()
-
-    def meta_step_due(self) -> bool:
-        return self.meta_set is not None and len(self.meta_set) > 0 and self.global_step % self.hp.meta_every == 0
+    def finish_setup(self) -> None:
+        super().finish_setup()
+        self.meta_opt = self.meta_optimizer()   # φ exists now: setup() built it
 
     def meta_step(self, batch: Batch) -> torch.Tensor:
         """Update φ on the look-ahead's validation loss; returns the batch losses ℓ_i(θ) (with graph)."""
         xv, yv = self.next_meta_batch()
-        hg = self.lookahead.hypergradient(batch.x, batch.y, lambda l: self.example_weights(batch, l),
-                                          xv, yv, self.lookahead_lr())
+        hg = self.lookahead.hypergradient(batch.x, batch.y, val_x=xv, val_y=yv, lr=self.lookahead_lr(),
+                                          weight_fn=lambda l: self.example_weights(batch, l))
         params = self.meta_parameters()
         for p, g in zip(params, hg.backward_to(params)):
             p.grad = g
@@ -144,30 +181,6 @@ def hold_out(examples: ExampleSet, per_class: int | None, fraction: float | None
     mask = torch.ones(len(examples), dtype=torch.bool)
     mask[held_idx] = False
     return examples.subset(torch.nonzero(mask).flatten()), examples.subset(held_idx.sort().values)
-
-
-# ---- where the meta set comes from (shared by the methods that need one) -----------------------
-class MetaSourceHparams(Strict):
-    """Which examples form the meta set: the dataset's validation split, or a per-class hold-out of train."""
-    meta_source: Literal["val", "train_per_class"] = Field(
-        "val", description="meta set = the dataset's val split, or meta_per_class examples per class held out of train")
-    meta_per_class: int = Field(10, gt=0, description="examples per class held out (meta_source=train_per_class)")
-
-
-class MetaSourceMixin:
-    """`split()` from `MetaSourceHparams`: the held-out examples leave the training set."""
-
-    def split(self) -> tuple[ExampleSet, ExampleSet]:
-        hp, data = self.hp, self.data
-        if hp.meta_source == "val":
-            if data.val is None or len(data.val) == 0:
-                raise ConfigError(f"method.hparams.meta_source: 'val' needs a validation split, and dataset "
-                                  f"{data.name!r} has none here; use meta_source=train_per_class")
-            train, meta = data.train, data.val
-        else:
-            train, meta = hold_out(data.train, hp.meta_per_class, None, self.context.seed, data.num_classes)
-        self.info.update(meta_source=hp.meta_source, meta_size=len(meta), train_size=len(train))
-        return train, meta
 
 
 def mean_one(w: torch.Tensor) -> torch.Tensor:

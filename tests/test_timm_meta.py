@@ -29,7 +29,7 @@ def test_head_scope_meta_gradient_on_timm_matches_closed_form(name, opts):
     model = build_model(name, C, SHAPE, opts).train()
     (x, y), (xv, yv) = data(6, 1), data(5, 2)
     lr = 0.3
-    dw = LookAhead(model, scope="head").hypergradient(x, y, None, xv, yv, lr).dw
+    dw = LookAhead(model, scope="head").hypergradient(x, y, val_x=xv, val_y=yv, lr=lr).dw
 
     ref = copy.deepcopy(model)           # its BatchNorm may update: only its outputs are used
     head = ref.get_classifier()
