@@ -207,7 +207,7 @@ def read_raw(path: str | os.PathLike) -> dict:
 
 def needs_reference(method: str) -> bool:
     """Whether the method reuses the ERM run of its key (train-twice methods)."""
-    return bool(getattr(catalog.METHODS.get(method), "needs_reference", False))
+    return catalog.METHODS.get(method).needs_reference
 
 
 def _method_configs(sweep: Sweep, name: str) -> list[dict]:
@@ -301,7 +301,8 @@ class PlannedTrial:
 
     def record(self) -> dict:
         return {"trial_id": self.trial_id, "labels": self.labels, "erm_trial_id": self.erm_id,
-                "needs_reference": self.needs_reference, "config": self.config.model_dump(mode="json")}
+                "needs_reference": self.needs_reference, "config": self.config.model_dump(mode="json"),
+                "method_card": catalog.METHODS.get(self.labels["method"]).card.to_dict()}   # the report reads it
 
 
 def hparams_id(hparams: dict) -> str:

@@ -130,7 +130,7 @@ class LookAhead:
         if fd_scheme not in ("central", "one_sided"):
             raise ValueError(f"finite-difference scheme must be 'central' or 'one_sided' (got {fd_scheme!r})")
         self.fd_eps, self.fd_scheme = fd_eps, fd_scheme
-        self.keep_last = keep_last
+        self.keep_last, self.calls = keep_last, 0   # calls: look-aheads run so far (a meta step happened)
         self.last: Hypergradient | None = None   # the latest result, kept (with its graph) only if keep_last
         all_names = [n for n, p in model.named_parameters() if p.requires_grad]
         self.names = head_parameter_names(model) if scope == "head" else all_names
@@ -169,6 +169,7 @@ class LookAhead:
 
         Without `weight_fn` the look-ahead is at all-zero weights (L2RW's ε = 0, so θ̂ = θ)."""
         x_val, y_val = val_x, val_y
+        self.calls += 1
         model = self.model
         params = dict(model.named_parameters())
         scoped = {n: params[n] for n in self.names}

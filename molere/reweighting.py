@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from pydantic import Field
 
 from .config import ConfigError, Strict
-from .data import Batch, ExampleSet, forever
+from .data import Batch, ExampleSet, TaskData, forever
 from .lookahead import LookAhead
 from .trainer import Trainer
 
@@ -56,6 +56,16 @@ class ReweightingHparams(MetaHparams, MetaSourceHparams):
     """The meta step's options and where the meta set comes from (`ReweightingTrainer`'s default)."""
 
 
+def meta_source_split(data: TaskData, hp: MetaSourceHparams, seed: int) -> tuple[ExampleSet, ExampleSet]:
+    """(training set, meta set) by `hp.meta_source`: the val split, or a per-class hold-out of train."""
+    if hp.meta_source == "val":
+        if data.val is None or len(data.val) == 0:
+            raise ConfigError(f"method.hparams.meta_source: 'val' needs a validation split, and dataset "
+                              f"{data.name!r} has none here; use meta_source=train_per_class")
+        return data.train, data.val
+    return hold_out(data.train, hp.meta_per_class, None, seed, data.num_classes)
+
+
 class MetaTrainer(Trainer):
     """A trainer with a meta set: `split()` from `meta_source`, a persistent meta-batch stream (observed or
     true labels) and the look-ahead engine configured by the shared options. Its Hparams must derive from
@@ -66,18 +76,11 @@ class MetaTrainer(Trainer):
     lookahead: LookAhead | None = None   # built after setup() unless setup() built its own
 
     def split(self) -> tuple[ExampleSet, ExampleSet]:
-        hp, data = self.hp, self.data
-        if not isinstance(hp, MetaSourceHparams):
+        if not isinstance(self.hp, MetaSourceHparams):
             raise ConfigError(f"method {type(self).__name__}: the default split() reads meta_source; derive its "
                               "Hparams from molere.reweighting.ReweightingHparams or override split()")
-        if hp.meta_source == "val":
-            if data.val is None or len(data.val) == 0:
-                raise ConfigError(f"method.hparams.meta_source: 'val' needs a validation split, and dataset "
-                                  f"{data.name!r} has none here; use meta_source=train_per_class")
-            train, meta = data.train, data.val
-        else:
-            train, meta = hold_out(data.train, hp.meta_per_class, None, self.context.seed, data.num_classes)
-        self.info.update(meta_source=hp.meta_source, meta_size=len(meta), train_size=len(train))
+        train, meta = meta_source_split(self.data, self.hp, self.context.seed)
+        self.info.update(meta_source=self.hp.meta_source, meta_size=len(meta), train_size=len(train))
         return train, meta
 
     def finish_setup(self) -> None:

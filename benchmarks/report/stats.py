@@ -10,7 +10,8 @@ import numpy as np
 import pandas as pd
 from scipy import stats as sps
 
-from .collect import CONTROLS, ORDERING, acc_columns, method_rank
+from . import methods as MC
+from .collect import acc_columns
 
 TEST_NAME = "paired t-test (scipy.stats.ttest_rel), 95% CI from the t distribution"
 NON_DONE = ("failed", "missing", "incomplete")
@@ -62,7 +63,7 @@ def cells(df: pd.DataFrame) -> pd.DataFrame:
             row[f"{m} mean"] = float(v.mean()) if len(v) else np.nan
             row[f"{m} std"] = float(v.std(ddof=1)) if len(v) > 1 else np.nan
             row[f"{m} n"] = len(v)
-        if row["method"] != "erm":
+        if not MC.is_reference(row["method"]):
             row.update({f"gain {k}": v for k, v in paired(*erm_pairs["test/acc"](sub)).items()})
             for m in metrics[1:]:
                 if row[f"{m} n"]:
@@ -72,7 +73,7 @@ def cells(df: pd.DataFrame) -> pd.DataFrame:
     if out.empty:
         return out
     order = {k: i for i, k in enumerate(dict.fromkeys(zip(df["dataset"], df["regime"])))}
-    out["_o"] = [(order[(d, r)], method_rank(m), v) for d, r, m, v in
+    out["_o"] = [(order[(d, r)], MC.rank(m), v) for d, r, m, v in
                  zip(out["dataset"], out["regime"], out["method"], out["variant"])]
     return out.sort_values("_o").drop(columns="_o").reset_index(drop=True)
 
@@ -84,27 +85,29 @@ def _by_method(sub: pd.DataFrame, method: str) -> pd.DataFrame:
 
 
 def ordering(df: pd.DataFrame) -> pd.DataFrame:
-    """Per dataset x regime: means of Easy/Random/Hard/MOLERE, whether Easy < Random < Hard <= MOLERE holds,
-    and for each adjacent pair of present methods the paired gap (later - earlier) with CI and p."""
+    """Per dataset x regime: means of the ordering members (e.g. Easy/Random/Hard/MOLERE), whether their claimed
+    order (e.g. Easy < Random < Hard <= MOLERE) holds, and for each adjacent pair of present members the paired
+    gap (later - earlier) with CI and p."""
     rows = []
+    members = MC.ordering_members()
     for (dataset, regime), sub in df.groupby(["dataset", "regime"], sort=False):
-        parts = {m: _by_method(sub, m) for m in ORDERING}
+        parts = {m: _by_method(sub, m) for m in members}
         means = {m: p.loc[p["status"] == "done", "test/acc"].mean() * 100 if len(p) and "test/acc" in p else np.nan
                  for m, p in parts.items()}
-        present = [m for m in ORDERING if not np.isnan(means[m])]
+        present = [m for m in members if not np.isnan(means[m])]
         if len(present) < 2:
             continue
-        row = {"dataset": dataset, "regime": regime, **{f"{m} mean": means[m] for m in ORDERING}}
+        row = {"dataset": dataset, "regime": regime, **{f"{m} mean": means[m] for m in members}}
         holds = True
         for lo, hi in zip(present, present[1:]):
-            strict = hi != "molere"
+            strict = MC.relation(hi) == "<"
             ok = means[hi] > means[lo] if strict else means[hi] >= means[lo]
             holds &= bool(ok)
             a, b = _paired_by_key(parts[hi], parts[lo])
             row[f"{hi} - {lo}"] = {**paired(a, b), "relation": "<" if strict else "≤", "holds": bool(ok)}
-        absent = [m for m in ORDERING if m not in present]
+        absent = [m for m in members if m not in present]
         row["holds"] = ("yes" if holds else "no") + (f" (without {', '.join(absent)})" if absent else "")
-        row["note"] = "; ".join(f"{m}: {n}" for m in ORDERING if (n := status_note(parts[m])))
+        row["note"] = "; ".join(f"{m}: {n}" for m in members if (n := status_note(parts[m])))
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -124,14 +127,15 @@ def meta_effect(df: pd.DataFrame) -> pd.DataFrame:
     erm_pairs, ctl_pairs = _pairs(df, "erm_trial"), _pairs(df, "control_trial")
     for (dataset, regime, variant), sub in df.groupby(["dataset", "regime", "variant"], sort=False):
         method = sub["method"].iloc[0]
-        if method not in CONTROLS:
+        control = MC.control_of(method)
+        if control is None:
             continue
-        ctl = df[(df["dataset"] == dataset) & (df["regime"] == regime) & (df["method"] == CONTROLS[method])]
+        ctl = df[(df["dataset"] == dataset) & (df["regime"] == regime) & (df["method"] == control)]
         ctl_erm = erm_pairs(ctl) if len(ctl) else ([], [])
-        notes = [f"{w}: {n}" for n, w in ((status_note(sub), variant), (status_note(ctl), CONTROLS[method])) if n]
+        notes = [f"{w}: {n}" for n, w in ((status_note(sub), variant), (status_note(ctl), control)) if n]
         if not len(ctl):
-            notes.append(f"{CONTROLS[method]} not planned")
-        rows.append({"dataset": dataset, "regime": regime, "variant": variant, "control": CONTROLS[method],
+            notes.append(f"{control} not planned")
+        rows.append({"dataset": dataset, "regime": regime, "variant": variant, "method": method, "control": control,
                      "gain": paired(*erm_pairs(sub)), "control gain": paired(*ctl_erm),
                      "minus control": paired(*ctl_pairs(sub)), "note": "; ".join(notes)})
     return pd.DataFrame(rows)
