@@ -39,11 +39,12 @@ class TrialConfig(Strict):
 def resolve(cfg: TrialConfig) -> TrialConfig:
     """Check every name against the registries and fill the method's default hyperparameters."""
     from . import catalog
+    from .models import parse_model_name
     catalog.load_plugins(cfg.plugins)
     method_cls = catalog.METHODS.get(cfg.method.name)
     hp = validate(method_cls.Hparams, cfg.method.hparams, prefix="method.hparams")
     catalog.DATASETS.get(cfg.dataset.name)
-    catalog.MODELS.get(cfg.model.name.split("/")[0] if cfg.model.name.startswith("timm/") else cfg.model.name)
+    catalog.MODELS.get(parse_model_name(cfg.model.name)[0])
     return cfg.model_copy(update={"method": MethodConfig(name=cfg.method.name, hparams=hp.model_dump())})
 
 

@@ -22,15 +22,6 @@ RAY_ENV = {"RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "disabled",
 FORWARD = ("WANDB_", "HF_", "TORCH_HOME", "OMP_NUM_THREADS")
 
 
-def tune_domain(kind: str, arg):
-    """Ray Tune's search-space object for one of our YAML search spaces (see search_space.py)."""
-    if kind == "grid":
-        return tune.grid_search(list(arg))
-    if kind == "choice":
-        return tune.choice(list(arg))
-    return {"uniform": tune.uniform, "loguniform": tune.loguniform, "randint": tune.randint}[kind](*arg)
-
-
 def worker_env() -> dict[str, str]:
     """The environment every worker gets (local or on a cluster): Ray settings, W&B/HF settings, paths."""
     for k, v in RAY_ENV.items():

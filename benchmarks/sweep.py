@@ -6,25 +6,24 @@ field and what is allowed.
 """
 from __future__ import annotations
 
-import difflib
 import hashlib
 import json
 import os
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, Field, ValidationError, field_validator
+from pydantic import Field, field_validator
 
-from molere.config import ConfigError, Strict, TrainConfig
+from molere.config import ConfigError, Strict, TrainConfig, validate
 from molere.registry import UnknownNameError
 
 from . import catalog
 from .config import MethodConfig, ModelConfig, TrialConfig, erm_reference_config, resolve, trial_id
 from .data import DatasetConfig, check_dataset
 from .datasets.common import DataMissingError
+from .models import parse_model_name
 from .regimes import RegimeConfig
 from .search_space import expand
 
@@ -114,53 +113,6 @@ def regime_label(r: RegimeConfig) -> str:
     return f"{r.kind}-{value:g}"
 
 
-# ---- one-line errors ----------------------------------------------------------------------------
-def _submodel(annotation) -> type[BaseModel] | None:
-    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-        return annotation
-    for arg in typing.get_args(annotation):
-        found = _submodel(arg)
-        if found is not None:
-            return found
-    return None
-
-
-def _model_at(model: type[BaseModel] | None, loc: tuple) -> type[BaseModel] | None:
-    for part in loc:
-        if isinstance(part, int):
-            continue
-        if model is None or part not in model.model_fields:
-            return None
-        model = _submodel(model.model_fields[part].annotation)
-    return model
-
-
-def explain(exc: ValidationError, model: type[BaseModel], prefix: str = "") -> str:
-    """One line per pydantic error, naming the field; unknown keys get the allowed names."""
-    parts = []
-    for err in exc.errors():
-        loc = tuple(err["loc"])
-        where = ".".join(str(p) for p in ((prefix,) if prefix else ()) + loc) or "sweep"
-        if err["type"] == "extra_forbidden":
-            allowed = list((_model_at(model, loc[:-1]) or model).model_fields)
-            close = difflib.get_close_matches(str(loc[-1]), allowed, n=1)
-            hint = f"did you mean {close[0]!r}? " if close else ""
-            parts.append(f"{where}: unknown field ({hint}allowed: {', '.join(allowed)})")
-            continue
-        got = err.get("input")
-        shown = "" if err["type"] == "missing" or isinstance(got, dict) else f" (got {got!r})"
-        msg = "required field missing" if err["type"] == "missing" else err["msg"].removeprefix("Value error, ")
-        parts.append(f"{where}: {msg}{shown}")
-    return "; ".join(parts)
-
-
-def check(model: type[BaseModel], data, prefix: str) -> BaseModel:
-    try:
-        return model.model_validate(data if data is not None else {})
-    except ValidationError as exc:
-        raise ConfigError(explain(exc, model, prefix)) from None
-
-
 # ---- loading -------------------------------------------------------------------------------------
 def _step(node, key: str, path: str):
     """The child of `node` at `key`: a dict key, a list index, or the list entry whose `name` is key."""
@@ -219,13 +171,13 @@ def _method_configs(sweep: Sweep, name: str) -> list[dict]:
     draws = expand(hp, method=name, hparam_seed=sweep.search.hparam_seed, num_samples=sweep.search.num_samples)
     out = []
     for d in draws:
-        out.append(check(cls.Hparams, d, f"methods.{name}").model_dump(mode="json"))
+        out.append(validate(cls.Hparams, d, f"methods.{name}").model_dump(mode="json"))
     return out
 
 
 def _dataset_train(sweep: Sweep, ds: SweepDataset) -> TrainConfig:
     merged = {**sweep.train.model_dump(), **ds.train}
-    return check(TrainConfig, merged, f"datasets.{ds.name}.train")
+    return validate(TrainConfig, merged, f"datasets.{ds.name}.train")
 
 
 def _check_names(sweep: Sweep) -> None:
@@ -234,16 +186,14 @@ def _check_names(sweep: Sweep) -> None:
             cls = catalog.DATASETS.get(ds.name)
         except UnknownNameError as exc:
             raise ConfigError(f"datasets.{ds.name}: {exc}") from None
-        check(cls.Options, ds.options, f"datasets.{ds.name}.options")
+        validate(cls.Options, ds.options, f"datasets.{ds.name}.options")
         _dataset_train(sweep, ds)
-    name, opts = sweep.model.name, dict(sweep.model.options)
-    if name.startswith("timm/"):
-        name, opts["arch"] = "timm", opts.get("arch") or name[len("timm/"):]
+    name, opts = parse_model_name(sweep.model.name, sweep.model.options)
     try:
         entry = catalog.MODELS.get(name)
     except UnknownNameError as exc:
         raise ConfigError(f"model.name: {exc}") from None
-    check(entry.Options, opts, "model.options")
+    validate(entry.Options, opts, "model.options")
     for method in sweep.methods:
         _method_configs(sweep, method)
 
@@ -264,7 +214,7 @@ def load_sweep(path: str | os.PathLike, sets: list[str] = (), results: str | Non
             catalog.load_plugins(plugins)
         except ImportError as exc:
             raise ConfigError(f"plugins: {exc}; make the module importable (PYTHONPATH) or fix its name") from None
-        sweep = check(Sweep, raw, "")
+        sweep = validate(Sweep, raw, "")
         _check_names(sweep)
     except (ConfigError, UnknownNameError) as exc:
         raise ConfigError(f"{path}: {exc}") from None

@@ -1,6 +1,8 @@
 """Validated configuration: training settings shared by every method and the one-line error."""
 from __future__ import annotations
 
+import difflib
+import typing
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -15,26 +17,52 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True, frozen=False)
 
 
-def one_line(exc: ValidationError, prefix: str = "") -> str:
-    """Condense a pydantic error into 'field: what is allowed (got ...)'."""
+def _submodel(annotation) -> type[BaseModel] | None:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in typing.get_args(annotation):
+        found = _submodel(arg)
+        if found is not None:
+            return found
+    return None
+
+
+def _model_at(model: type[BaseModel] | None, loc: tuple) -> type[BaseModel] | None:
+    for part in loc:
+        if isinstance(part, int):
+            continue
+        if model is None or part not in model.model_fields:
+            return None
+        model = _submodel(model.model_fields[part].annotation)
+    return model
+
+
+def one_line(exc: ValidationError, model: type[BaseModel], prefix: str = "") -> str:
+    """Condense a pydantic error into 'field: what is allowed (got ...)'; an unknown key gets the closest
+    allowed name ("did you mean") and the list of allowed ones. The one error path of every entry point."""
     parts = []
     for err in exc.errors():
-        loc = ".".join(str(p) for p in (prefix,) + tuple(err["loc"]) if p != "")
-        msg = err["msg"]
+        loc = tuple(err["loc"])
+        where = ".".join(str(p) for p in ((prefix,) if prefix else ()) + loc) or "config"
         if err["type"] == "extra_forbidden":
-            msg = "unknown field (typo?)"
+            allowed = list((_model_at(model, loc[:-1]) or model).model_fields)
+            close = difflib.get_close_matches(str(loc[-1]), allowed, n=1)
+            hint = f"did you mean {close[0]!r}? " if close else ""
+            parts.append(f"{where}: unknown field ({hint}allowed: {', '.join(allowed)})")
+            continue
         got = err.get("input")
-        shown = "" if err["type"] in ("extra_forbidden", "missing") or isinstance(got, dict) else f" (got {got!r})"
-        parts.append(f"{loc or 'config'}: {msg}{shown}")
+        shown = "" if err["type"] == "missing" or isinstance(got, dict) else f" (got {got!r})"
+        msg = "required field missing" if err["type"] == "missing" else err["msg"].removeprefix("Value error, ")
+        parts.append(f"{where}: {msg}{shown}")
     return "; ".join(parts)
 
 
 def validate(model: type[BaseModel], data: dict | None, prefix: str = "") -> BaseModel:
     """Build `model` from `data` or raise ConfigError with a one-line message."""
     try:
-        return model.model_validate(data or {})
+        return model.model_validate(data if data is not None else {})
     except ValidationError as exc:
-        raise ConfigError(one_line(exc, prefix)) from None
+        raise ConfigError(one_line(exc, model, prefix)) from None
 
 
 class NoHparams(Strict):
