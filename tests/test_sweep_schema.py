@@ -232,3 +232,26 @@ def test_dry_run_with_fake_data_roots_has_no_warning(tmp_path, capsys, no_launch
         args = [str(ROOT / "sweeps" / f"{name}.yaml"), "--dry-run", "--results", str(tmp_path / "r")]
         assert run.main(args + [x for s in sets for x in ("--set", s)]) == 0
         assert "warning" not in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("train_args, sweep_change, where_train, where_sweep", [
+    (["--method", "mwn", "--hp", "meta_lrr=0.1"], {"methods": {"mwn": {"meta_lrr": 0.1}}},
+     "method.hparams.meta_lrr", "methods.mwn.meta_lrr"),
+    (["--train", "epoch=1"], {"train": {"epoch": 1}}, "train.epoch", "train.epoch"),
+    (["--method", "mwm"], {"methods": {"mwm": {}}}, "", "methods.mwm"),
+])
+def test_same_bad_key_same_message_through_train_and_a_sweep_file(train_args, sweep_change, where_train,
+                                                                    where_sweep, tmp_path, capsys, no_launch):
+    """One error path: the message after the field's location (which names where the key was written) is the
+    same, "did you mean" included, whether the key came from benchmarks.train or from a sweep file."""
+    from benchmarks import train
+    with pytest.raises(SystemExit):
+        train.main(["--dataset", "digits", *train_args])
+    from_train = capsys.readouterr().err.strip().removeprefix("benchmarks.train: error: ")
+    path = write(tmp_path, with_(**sweep_change))
+    with pytest.raises(SystemExit):
+        run.main([str(path)])
+    from_sweep = capsys.readouterr().err.strip().removeprefix(f"benchmarks.run: error: {path}: ")
+    assert "did you mean" in from_train and len(from_train.splitlines()) == 1
+    assert from_train.removeprefix(where_train).lstrip(": ") == from_sweep.removeprefix(where_sweep).lstrip(": ")
+    assert from_train.startswith(where_train) and from_sweep.startswith(where_sweep)

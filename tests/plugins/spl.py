@@ -9,16 +9,16 @@ from molere.trainer import Trainer
 
 @register_method("spl")
 class SelfPaced(Trainer):
-    """Self-paced learning: only examples whose loss is below λ count; λ grows every epoch."""
+    """Self-paced learning: each step trains on the batch's easiest (lowest-loss) examples, a growing share."""
 
     card = MethodCard(label="SPL", name="Self-paced learning", color="#bcbd22")
 
     class Hparams(Strict):
-        threshold: float = Field(1.0, gt=0, description="loss threshold λ of the first epoch")
-        growth: float = Field(1.3, ge=1, description="λ is multiplied by this after every epoch")
+        start: float = Field(0.5, gt=0, le=1, description="share of each batch trained on in the first epoch")
+        step: float = Field(0.1, ge=0, description="share added after every epoch (up to 1)")
 
     def training_step(self, batch):
         losses = F.cross_entropy(self.model(batch.x), batch.y, reduction="none")
-        easy = (losses.detach() < self.hp.threshold * self.hp.growth ** self.epoch).float()
-        self.log_step(selected=easy.mean().item())
-        return (easy * losses).sum() / easy.sum().clamp_min(1)
+        k = max(1, round(min(1.0, self.hp.start + self.hp.step * self.epoch) * len(losses)))
+        self.log_step(selected=k / len(losses))
+        return losses[losses.detach().topk(k, largest=False).indices].mean()
