@@ -1,7 +1,5 @@
-"""ERM: plain cross-entropy on the training split (the reference every gain is measured against).
-
-Follows the classifier settings of the run (`TrainConfig`: SGD/AdamW, step or cosine schedule,
-weight decay, batch size, epochs); no hyperparameters of its own.
+"""ERM: plain cross-entropy on the training split, the reference every gain is measured against
+(docs/methods/erm.md).
 """
 from molere.registry import MethodCard, register_method
 from molere.trainer import Trainer

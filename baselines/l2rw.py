@@ -1,19 +1,7 @@
-"""L2RW: Learning to Reweight Examples (Ren et al., ICML 2018; official TF code
-`uber-research/learning-to-reweight-examples`).
+"""L2RW: Learning to Reweight Examples (Ren et al., ICML 2018): fresh per-batch weights
+w = normalised max(−∂L_meta/∂ε, 0) from a look-ahead at ε = 0; no persistent weight net.
 
-No persistent weight net: every batch gets fresh weights from a look-ahead at ε = 0,
-    θ̂(ε) = θ − α ∇θ Σ_i ε_i ℓ_i(θ),   w̃_i = max(−∂L_meta(θ̂)/∂ε_i |ε=0, 0),   w = w̃ / Σ w̃,
-and the real step follows Σ_i w_i ℓ_i (weights detached). At ε = 0 the look-ahead leaves θ unchanged
-but its gradient is not zero: −∂L_meta/∂ε_i = α ⟨∇L_meta(θ), ∇ℓ_i(θ)⟩. A batch whose weights are all
-zero contributes no gradient that step (the run's optimiser momentum/weight decay still act, as in the
-official code); the fraction of such batches is logged as `train/zero_weight_batch`.
-
-Defaults from the paper: a look-ahead every step (meta_every=1), meta batch 100 (the paper's batch
-size for both sets), look-ahead step α = the classifier's lr (it only scales w̃, so normalised weights
-do not depend on it). Differences from the paper: the look-ahead is plain SGD like the paper, but the
-real step uses the run's optimiser (`TrainConfig`); the meta set is the dataset's val split or a
-per-class hold-out of train (`meta_source`); the real step reuses the look-ahead's training forward.
-`meta_every=Q>1` (not in the paper) trains the steps between look-aheads with uniform weights.
+Paper defaults, our readings and measurements: docs/methods/l2rw.md.
 """
 from __future__ import annotations
 

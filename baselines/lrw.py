@@ -1,13 +1,6 @@
-"""LRW: Learned ReWeighting on the dataset's official validation split (paper §1.1, §2.4).
+"""LRW: Learned ReWeighting (paper §1.1) with the dataset's official validation split as meta set.
 
-Follows the bi-level objective of §1.1 with the one-step look-ahead reading of §2.2: the classifier
-trains on mean_j φ(x_j) ℓ_j; every Q = 5 steps (`meta_every`) φ takes an SGD step (lr β2 = 1e-3) on
-the validation cross-entropy of θ̂ = θ − α ∇θ mean_j φ(x_j) ℓ_j, α = the classifier's current lr.
-The meta set is the official `val` split with observed labels (`meta_labels: true` = oracle labels).
-
-Differs from / fills in for the paper: φ's architecture was not recovered — a small MLP on the
-flattened input by default, or on the classifier's detached features (`meta_net: features`); sigmoid
-output; no per-batch normalisation by default (see `molere.metanet`).
+Paper, open choices (φ's architecture, normalisation, order) and measurements: docs/methods/lrw.md.
 """
 from __future__ import annotations
 

@@ -1,22 +1,7 @@
-"""MWN: Meta-Weight-Net (Shu et al., NeurIPS 2019, "Meta-Weight-Net: Learning an Explicit Mapping
-for Sample Weighting"; official code `xjtushujun/meta-weight-net`).
+"""MWN: Meta-Weight-Net (Shu et al., NeurIPS 2019): a loss → weight MLP V(ℓ; Φ) meta-learned every step
+through the shared `ReweightingTrainer` look-ahead; `normalize` gives the official WRN script's Σ V ℓ / Σ V.
 
-A weight net V(ℓ; Φ) (MLP 1→100→1, ReLU, sigmoid) maps each example's detached training loss to a
-weight. Every iteration (the shared `ReweightingTrainer`):
-  1. look ahead θ̂(Φ) = θ − α · Σ_i V(ℓ_i) ∇ℓ_i / B,
-  2. Φ ← Adam(lr 1e-3, weight decay 1e-4) on the meta-set cross-entropy of f_θ̂,
-  3. the real step on Σ_i V(ℓ_i; Φ_new) ℓ_i / B with the weights detached (no normalisation).
-
-Defaults from the paper: meta_every=1, meta_lr=1e-3, meta_weight_decay=1e-4, hidden=100, meta batch
-100 (the paper's batch size for both sets), look-ahead step α = the classifier's current lr.
-`normalize` (default False, the paper's Eq. and the ResNet-32 script `MW-Net.py`): True rescales each
-batch's weights to mean 1, in the look-ahead and the real step, i.e. the loss Σ_i V_i ℓ_i / Σ_j V_j of the
-official WRN-28-10 script `train_WRN-28-10_Meta_PGC.py`. It makes the objective invariant to a common
-scale of V, so the meta-gradient can only reshape V(ℓ), not raise every weight towards 1.
-Differences from the paper: the look-ahead is plain SGD as in the paper, but the real step uses the
-run's optimiser (`TrainConfig`), whose momentum and weight decay the look-ahead ignores; the meta set
-is the dataset's val split or a per-class hold-out of train (`meta_source`), not a fixed 1000-image
-clean set; the real step reuses the look-ahead's training forward (same θ) instead of a second one.
+Paper defaults, our readings and measurements: docs/methods/mwn.md.
 """
 from __future__ import annotations
 

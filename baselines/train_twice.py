@@ -1,20 +1,9 @@
 """The train-twice heuristic (paper §2.6): LRW-Hard / LRW-Easy / LRW-Random and their ERM controls.
 
-1. ERM pass: an ERM classifier of the same (dataset, regime, model, seed, training settings) trained on
-   the official training split. Its probabilistic margins on the pooled train + official val data
-   (observed labels, evaluation transforms) come from `context.reference.erm_pool_margins()` — the
-   stored ERM trial of the same key — or, when there is none, from an ERM run trained here in-process
-   (`torch.manual_seed(seed)`, then `context.model_factory()`: the same model and training as the ERM
-   trial of that seed; the global RNG state is restored afterwards).
-2. The pool is ranked by margin (stable sort by (margin, id)) and a δ fraction becomes the validation
-   set: the lowest margins (hard), the highest (easy) or a random subset seeded by the trial seed.
-   Its size is round(δ·N_pool) (Python's round: halves to even), or round(δ·N_c) within every
-   observed class c with `class_balanced`.
-3. LRW (`molere.lrw`) is trained from scratch on the rest with that fixed validation set.
-
-Controls `erm_withheld_{hard,easy,random}`: plain ERM on exactly the training split of the matching LRW
-variant (same ERM ranking, same δ fraction withheld, no reweighting), which separates the effect of
-reweighting from the effect of removing the selected examples from training.
+The ERM classifier of the key (the stored trial, else trained in-process the same way) ranks the pool
+(train + official val) by margin; a δ fraction (hard: lowest margins, easy: highest, random) becomes the
+validation set of LRW trained from scratch on the rest. `erm_withheld_*` train plain ERM on exactly that
+rest. Ranking, sizes and seeding: docs/methods/train_twice.md.
 """
 from __future__ import annotations
 
@@ -47,7 +36,7 @@ class TrainTwiceHparams(LRWHparams, TrainTwiceOptions):
 
 def select_validation(ids: np.ndarray, margins: np.ndarray, labels: np.ndarray, delta: float,
                       selection: Selection, seed: int, class_balanced: bool = False) -> np.ndarray:
-    """Sorted pool positions of the validation set (see the module docstring for the rule)."""
+    """Sorted pool positions of the validation set (hard: lowest margins, easy: highest, ties by id; random: seeded, in id order; round(δ·n) of the pool or of every class)."""
     ids, margins, labels = np.asarray(ids), np.asarray(margins), np.asarray(labels)
     groups = [np.flatnonzero(labels == c) for c in np.unique(labels)] if class_balanced else [np.arange(len(ids))]
     rng = np.random.default_rng(seed)

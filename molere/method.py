@@ -1,37 +1,9 @@
-"""MOLERE (Jain, Suggala & Shenoy, "Improving Generalization via Meta-Learning on Hard Samples", CVPR 2024).
+"""MOLERE (Jain, Suggala & Shenoy, CVPR 2024): a learned splitter Θ picks the hardest δ-fraction
+validation split of the pool S = train + official val, the LRW meta-network φ learns on it through the
+look-ahead, and the classifier trains on the φ-weighted rest. After a warm-up of plain LRW on a random
+split, S is re-split every epoch; every `meta_every` steps Θ steps on L_Θ (`molere.splitter`).
 
-Tri-level game on the pool S = train + official val (S = train without val), paper §1.2-§2.4:
-a splitter Θ(x, y) picks a validation split of at most δ|S| examples that maximises the validation
-loss, a meta-network φ(x) (LRW, `molere.metanet`) minimises the look-ahead validation loss, and the
-classifier θ trains on the φ-weighted loss over the current training split. Every Q = `meta_every`
-(5) classifier steps: a φ step through the one-step look-ahead on a batch of the current validation
-split (Eq. 12) and, after warm-up, a Θ step (Eq. 11 + §2.3 regularisers, `molere.splitter`):
-
-    L_Θ = w_gap·CE(P_Θ(z|x,y), 1[ŷ = y]) − λ_val·L_val(Θ) + w_ratio·KL_size(δ) + w_bal·KL_labels
-
-Index z = 0 is validation and z = 1 training (Eq. 11's target is "correct" = train, as in LS).
-Warm-up (first ⌊warmup_fraction·epochs + ½⌋ epochs, 25 of 100 in §2.4) is plain LRW on a fixed
-seeded random split with |val| = round(δ|S|); after it, S is re-split at the start of every epoch.
-Defaults: δ = 0.1, Q = 5, Θ and φ by SGD lr 1e-3 (β1 = β2, §2.4), loss weights 1, look-ahead step =
-the classifier's lr. Per epoch it reports the split (`split/*`) and the splitter loss terms.
-
-Open choices (paper.md §7) and the reading chosen here (all hparams):
-- −ℓ_val's dependence on Θ (§7.2): `val_term: membership` = option A, Σ p_i ℓ_i / Σ p_i with ℓ
-  detached (cheap, recommended); `lookahead` = option B via the look-ahead's training weights.
-  `val_term_on: val` — Eq. 11 sums over the current validation samples.
-- CE batch (`gap_on: val`): validation split only, as in LS and Eq. 11.
-- Hard split (§7.3): `split_rule: threshold` (P(val) > 0.5, the student's reading; `sample` = LS),
-  capped at δ|S| by P(val) rank, `fill: rank` tops up by rank (so |val| = round(δ|S|) exactly).
-  `class_balanced: true` ranks within every class instead (the label-balance KL only pushes the soft
-  split towards balance; on digits the ranked hard split measured a class TV distance of ≈ 0.6).
-- Warm-up (§7.5): `warmup_fraction: 0.25` (or `warmup_epochs`); `warmup_meta: true` trains φ during
-  warm-up (plain LRW on the random split); Θ is neither used nor updated then.
-- Order (§7.4): Θ -> φ -> θ (paper). Θ's step only changes the next epoch's split and both Θ and φ
-  take gradients at the same (θ, φ_e), so Θ-before-φ and φ-before-Θ give identical updates; the
-  open φ-vs-θ order is `weights_after_meta: true` (θ steps with φ_{e+1}'s weights).
-- Regulariser weights (§7.7) `w_gap`, `w_ratio`, `w_bal`, `lambda_val`: 1 (LS defaults).
-- Θ's architecture (§2.1): `splitter_net: features` (LS: features ⊕ one-hot(y) -> Linear), `input`
-  (MLP); φ's (§7.1): `meta_net: input` (an MLP on x, shared with `lrw`).
+The paper's equations, each open choice and the reading chosen here: docs/methods/molere.md.
 """
 from __future__ import annotations
 
