@@ -36,7 +36,8 @@ class TrainTwiceHparams(LRWHparams, TrainTwiceOptions):
 
 def select_validation(ids: np.ndarray, margins: np.ndarray, labels: np.ndarray, delta: float,
                       selection: Selection, seed: int, class_balanced: bool = False) -> np.ndarray:
-    """Sorted pool positions of the validation set (hard: lowest margins, easy: highest, ties by id; random: seeded, in id order; round(δ·n) of the pool or of every class)."""
+    """Sorted pool positions of the validation set: round(δ·n) of the pool (or of every class) with the lowest
+    margins (hard) or the highest (easy), ties by id, or a seeded random draw in id order."""
     ids, margins, labels = np.asarray(ids), np.asarray(margins), np.asarray(labels)
     groups = [np.flatnonzero(labels == c) for c in np.unique(labels)] if class_balanced else [np.arange(len(ids))]
     rng = np.random.default_rng(seed)

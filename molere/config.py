@@ -2,8 +2,9 @@
 from __future__ import annotations
 
 import difflib
+import json
 import typing
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
@@ -63,6 +64,42 @@ def validate(model: type[BaseModel], data: dict | None, prefix: str = "") -> Bas
         return model.model_validate(data if data is not None else {})
     except ValidationError as exc:
         raise ConfigError(one_line(exc, model, prefix)) from None
+
+
+def _bounds(metadata) -> str:
+    found = [f"{sym} {getattr(m, attr)}" for m in metadata
+             for attr, sym in (("gt", ">"), ("ge", "≥"), ("lt", "<"), ("le", "≤")) if getattr(m, attr, None) is not None]
+    return f" {', '.join(found)}" if found else ""
+
+
+def _allowed(annotation, metadata=()) -> str:
+    """'"a" | "b"', 'true | false', 'float > 0 (or null)', 'list of int > 0', ... for a type and constraints."""
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if origin is typing.Annotated:
+        return _allowed(args[0], (*args[1:], *metadata))
+    if origin is Literal:
+        return " | ".join(json.dumps(a) for a in args)
+    if annotation is bool:
+        return "true | false"
+    if origin in (list, tuple, set):
+        return f"list of {_allowed(args[0])}" if args else "list"
+    if origin is dict:
+        return "mapping"
+    if type(None) in args:
+        rest = [a for a in args if a is not type(None)]
+        return " or ".join(_allowed(a, metadata) for a in rest) + " (or null)"
+    if args:   # other unions
+        return " or ".join(_allowed(a, metadata) for a in args)
+    return getattr(annotation, "__name__", str(annotation)) + _bounds(metadata)
+
+
+def describe_fields(model: type[BaseModel]) -> list[tuple[str, Any, str, str]]:
+    """(name, default, allowed values, description) of every field of a config block."""
+    rows = []
+    for name, f in model.model_fields.items():
+        default = f.default_factory() if f.default_factory is not None else f.default
+        rows.append((name, default, _allowed(f.annotation, f.metadata), f.description or ""))
+    return rows
 
 
 class NoHparams(Strict):

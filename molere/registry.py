@@ -51,14 +51,14 @@ class Registry:
         return sorted(self._entries)
 
     def describe(self) -> list[tuple[str, str, dict]]:
-        """(name, first docstring line, default hyperparameters) for every entry."""
+        """(name, first docstring paragraph on one line, default hyperparameters) for every entry."""
         rows = []
         for name in self.names():
             obj = self._entries[name]
-            doc = (inspect.getdoc(obj) or "").strip().splitlines()
+            doc = (inspect.getdoc(obj) or "").strip().split("\n\n")[0]
             hp = getattr(obj, "Hparams", None) or getattr(obj, "Options", None)
             defaults = hp().model_dump() if hp is not None else {}
-            rows.append((name, doc[0] if doc else "", defaults))
+            rows.append((name, " ".join(doc.split()), defaults))
         return rows
 
 
