@@ -73,6 +73,7 @@ class Trainer:
     """Trains a classifier with plain cross-entropy; subclasses change what differs."""
 
     Hparams: type[Strict] = NoHparams
+    registered_name: str = ""     # set by the registry
     uses_meta_set: bool = False   # True when `split()` returns a validation/meta set (checked at construction)
     needs_reference: bool = False  # True when it reuses the ERM run of its key (RunContext.reference)
     trains_on_val: bool = False   # True when the official val split is pooled into training: no val/* metrics
@@ -94,7 +95,7 @@ class Trainer:
         self._step_logs: dict[str, list[float]] = defaultdict(list)
         self.train_set, self.meta_set = self.split()
         if self.uses_meta_set and (self.meta_set is None or len(self.meta_set) == 0):
-            raise ConfigError(f"method {getattr(type(self), 'registered_name', type(self).__name__)!r} uses a meta "
+            raise ConfigError(f"method {self.registered_name or type(self).__name__!r} uses a meta "
                               "set but its split() returned none; return (train, meta) or set uses_meta_set = False")
         self.setup()
         self.finish_setup()

@@ -8,18 +8,22 @@ from __future__ import annotations
 
 from molere.registry import MethodCard
 
-_cards: dict[str, MethodCard] = {}
+_cards: dict[str, MethodCard] = {}          # every method looked up (the plan's and their controls)
+_planned: list[str] = []                     # the plan's methods
+_controls: dict[str, str | None] = {}
 
 
 def use(plan: list[dict]) -> None:
     """Take the cards of the plan's methods (recorded, else registered, else default)."""
     _cards.clear()
+    _controls.clear()
+    _planned[:] = list(dict.fromkeys(entry["labels"]["method"] for entry in plan))
     for entry in plan:
         method, recorded = entry["labels"]["method"], entry.get("method_card")
         if recorded and method not in _cards:
             _cards[method] = MethodCard.from_dict(recorded).resolved(method)
-    for entry in plan:
-        card(entry["labels"]["method"])
+    for method in _planned:
+        card(method)
 
 
 def _registered(method: str) -> MethodCard:
@@ -35,7 +39,7 @@ def card(method: str) -> MethodCard:
 
 def methods() -> list[str]:
     """The methods of the plan, in display order."""
-    return sorted(_cards, key=rank)
+    return sorted(_planned, key=rank)
 
 
 def rank(method: str) -> tuple:
@@ -59,17 +63,19 @@ def is_control(method: str) -> bool:
 def control_of(method: str) -> str | None:
     """The same-split control of `method`: the plan's (first in display order), else a registered one (not
     planned: the meta-effect table says so), else None."""
-    found = [m for m in methods() if card(m).control_of == method]
-    if not found:
-        from .. import catalog
-        found = [m for m, c in sorted(catalog.METHODS.cards().items(), key=lambda mc: (mc[1].rank, mc[0]))
-                 if c.control_of == method]
-    return found[0] if found else None
+    if method not in _controls:
+        found = [m for m in methods() if card(m).control_of == method]
+        if not found:
+            from .. import catalog
+            found = [m for m, c in sorted(catalog.METHODS.cards().items(), key=lambda mc: (mc[1].rank, mc[0]))
+                     if c.control_of == method]
+        _controls[method] = found[0] if found else None
+    return _controls[method]
 
 
 def ordering_members() -> list[str]:
     """The plan's members of the ordering check, by claimed position (low -> high)."""
-    return sorted((m for m in _cards if card(m).ordering is not None), key=lambda m: (card(m).ordering, m))
+    return sorted((m for m in _planned if card(m).ordering is not None), key=lambda m: (card(m).ordering, m))
 
 
 def relation(method: str) -> str:
