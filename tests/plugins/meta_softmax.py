@@ -9,7 +9,7 @@ from molere.reweighting import MetaTrainer, ReweightingHparams
 
 @register_method("meta_softmax")
 class MetaSoftmax(MetaTrainer):
-    """Meta-softmax: per-batch weights B·softmax(−τ·∂L_meta/∂ε / max|∂L_meta/∂ε|) of a look-ahead at ε = 0."""
+    """Meta-softmax: batch weights B·softmax(−τ·g / max|g|), g = ∂L_meta/∂ε of a look-ahead at ε = 0."""
 
     class Hparams(ReweightingHparams):
         temperature: float = Field(3.0, gt=0, description="sharpness τ of the softmax over the batch")
