@@ -3,6 +3,7 @@ report (results, meta-effect table, gain figure) with no edit of the repository.
 from __future__ import annotations
 
 import math
+import sys
 
 import numpy as np
 import pandas as pd
@@ -21,7 +22,18 @@ from molere.trainer import RunContext
 from tests.test_contract import tiny_task
 
 PLUGINS = ["tests.plugins.spl", "tests.plugins.class_weights", "tests.plugins.meta_softmax"]
-load_plugins(PLUGINS)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def plugins():
+    """Register the newcomer plugins for this module only (other tests see the built-in registry)."""
+    before = dict(METHODS._entries)
+    load_plugins(PLUGINS)
+    yield
+    METHODS._entries.clear()
+    METHODS._entries.update(before)
+    for mod in PLUGINS:
+        sys.modules.pop(mod, None)
 
 
 def make(cls, hparams=None, epochs=1, task=None):
