@@ -47,7 +47,7 @@ def crossfit_margins(pool: ExampleSet, data: TaskData, cfg, context: RunContext,
                         input_shape=data.input_shape)
         with torch.random.fork_rng(devices=devices):
             torch.manual_seed(context.seed * 1000 + k)
-            erm = METHODS.get("erm")(context.model_factory(), task, cfg, None,
+            erm = METHODS.get(METHODS.reference())(context.model_factory(), task, cfg, None,
                                      RunContext(seed=context.seed * 1000 + k, device=context.device,
                                                 model_factory=context.model_factory))
             erm.fit()

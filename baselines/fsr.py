@@ -1,27 +1,7 @@
-"""FSR: Fast Sample Re-weighting (Zhang & Pfister, ICCV 2021, "Learning Fast Sample Re-weighting
-Without Reward Data"; official TF code `google-research/google-research/ieg`, `models/fsr.py`), core version.
+"""FSR: Fast Sample Re-weighting (Zhang & Pfister, ICCV 2021), core version: L2RW weights from a
+head-only look-ahead against a probe set of the best-scored training examples, refilled every epoch.
 
-No clean reward data: the meta set is a class-balanced probe set ("dictionary") of TRAINING examples
-with the best historical scores, and the per-batch weights are L2RW's (`baselines.l2rw`),
-w = normalised max(−∂L_probe/∂ε, 0), from a look-ahead on the classifier head only ("feature sharing").
-
-Our reading of the score (the official code's loss margin): each time an example is seen,
-    score_i = ℓ_i(θ_head + d) − ℓ_i(θ_head),   d = the head's last real update θ_t − θ_{t−1},
-with the backbone features of the current forward held fixed; lower is cleaner (the recent training
-direction lowers its loss). Scores are an EMA with `score_momentum`, initialised at the first score.
-The official code looks ahead along the optimiser's momentum at ε = 0 (θ̂ = θ − α μ m, which for SGD is
-θ + μ·d): we use d itself, which works for any optimiser and, to first order, ranks examples the same.
-At the start of every epoch from `warmup_epochs` on, the probe set is refilled with the
-`probe_per_class` best-scored examples of every observed class (never-scored examples last, ties
-random); before that, training uses uniform weights (the official `meta_start_epoch`). Probe examples
-stay in the training set. `train/probe_purity` (share of probe examples whose observed label is the
-true one; monitoring only) and the mean scores of clean and noisy examples are logged.
-
-Defaults: head-only look-ahead, a look-ahead every step, meta batch 100, probe_per_class 10 (the
-official scripts keep 2000 examples for CIFAR-10, i.e. 200 per class: too many for small datasets),
-score_momentum 0.9, warmup_epochs 2 (official: 20 or more of 200 epochs). Left out on purpose: the
-official code's mixup, pseudo-label loss, EMA model, label smoothing, momentum look-ahead and moving
-class weights; the real step uses the run's optimiser (`TrainConfig`).
+The score, the defaults and what is left out of the official code: docs/methods/fsr.md.
 """
 from __future__ import annotations
 
@@ -34,7 +14,7 @@ from torch.func import functional_call
 
 from molere.data import Batch, ExampleSet
 from molere.precision import full, ieee_fp32, reduced
-from molere.registry import register_method
+from molere.registry import MethodCard, register_method
 
 from .l2rw import L2RW, L2RWOptions
 
@@ -71,6 +51,8 @@ def best_per_class(scores: torch.Tensor, scored: torch.Tensor, labels: torch.Ten
 class FSR(L2RW):
     """Fast Sample Re-weighting (core): L2RW weights on a head-only look-ahead against a probe set of
     best-scored training examples."""
+
+    card = MethodCard(label="FSR", name="Fast Sample Re-weighting", color="#e377c2", rank=11)
 
     class Hparams(L2RWOptions):
         lookahead_scope: Literal["all", "head"] = Field(

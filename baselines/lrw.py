@@ -1,25 +1,19 @@
-"""LRW: Learned ReWeighting on the dataset's official validation split (paper §1.1, §2.4).
+"""LRW: Learned ReWeighting (paper §1.1) with the dataset's official validation split as meta set.
 
-Follows the bi-level objective of §1.1 with the one-step look-ahead reading of §2.2: the classifier
-trains on mean_j φ(x_j) ℓ_j; every Q = 5 steps (`meta_every`) φ takes an SGD step (lr β2 = 1e-3) on
-the validation cross-entropy of θ̂ = θ − α ∇θ mean_j φ(x_j) ℓ_j, α = the classifier's current lr.
-The meta set is the official `val` split with observed labels (`meta_labels: true` = oracle labels).
-
-Differs from / fills in for the paper: φ's architecture was not recovered — a small MLP on the
-flattened input by default, or on the classifier's detached features (`meta_net: features`); sigmoid
-output; weights rescaled to mean 1 per batch by default (`normalize: true`, ERM's step size; `false` =
-Eq. 13 literally, which measured as a halved learning rate, not reweighting: see `molere.metanet`).
+Paper, open choices (φ's architecture, normalisation, order) and measurements: docs/methods/lrw.md.
 """
 from __future__ import annotations
 
 from molere.config import ConfigError
 from molere.lrw import LRWTrainer
-from molere.registry import register_method
+from molere.registry import LRW_PANEL, MethodCard, register_method
 
 
 @register_method("lrw")
 class LRW(LRWTrainer):
     """Learned ReWeighting: meta-network φ(x) learned on the official validation split."""
+
+    card = MethodCard(label="LRW", name="Learned ReWeighting", color="#9467bd", panel=LRW_PANEL, rank=1)
 
     def split(self):
         if self.data.val is None or len(self.data.val) == 0:

@@ -1,25 +1,7 @@
-"""MWN: Meta-Weight-Net (Shu et al., NeurIPS 2019, "Meta-Weight-Net: Learning an Explicit Mapping
-for Sample Weighting"; official code `xjtushujun/meta-weight-net`).
+"""MWN: Meta-Weight-Net (Shu et al., NeurIPS 2019): a loss → weight MLP V(ℓ; Φ) meta-learned every step
+through the shared `ReweightingTrainer` look-ahead; `normalize` gives the official WRN script's Σ V ℓ / Σ V.
 
-A weight net V(ℓ; Φ) (MLP 1→100→1, ReLU, sigmoid) maps each example's detached training loss to a
-weight. Every iteration (the shared `ReweightingTrainer`):
-  1. look ahead θ̂(Φ) = θ − α · Σ_i V(ℓ_i) ∇ℓ_i / B,
-  2. Φ ← Adam(lr 1e-3, weight decay 1e-4) on the meta-set cross-entropy of f_θ̂,
-  3. the real step on Σ_i V(ℓ_i; Φ_new) ℓ_i / Σ_j V_j with the weights detached (mean-1 weights).
-
-Defaults from the paper: meta_every=1, meta_lr=1e-3, meta_weight_decay=1e-4, hidden=100, meta batch
-100 (the paper's batch size for both sets), look-ahead step α = the classifier's current lr.
-`normalize` (default True, a deviation from the paper's Eq. and the ResNet-32 script `MW-Net.py`, which
-is `normalize: false`): each batch's weights are rescaled to mean 1, in the look-ahead and the real step,
-i.e. the loss Σ_i V_i ℓ_i / Σ_j V_j of the official WRN-28-10 script `train_WRN-28-10_Meta_PGC.py`. It
-gives the classifier ERM's effective step size (sigmoid weights start at ≈ 0.5, which otherwise halves
-it) and makes the objective invariant to a common scale of V, so the meta-gradient can only reshape
-V(ℓ), not raise every weight towards 1. Measured on digits with 40% noise: +18.9 points over ERM with
-it, −1.2 without (docs/results/mwn_noisy_digits.md).
-Differences from the paper: the look-ahead is plain SGD as in the paper, but the real step uses the
-run's optimiser (`TrainConfig`), whose momentum and weight decay the look-ahead ignores; the meta set
-is the dataset's val split or a per-class hold-out of train (`meta_source`), not a fixed 1000-image
-clean set; the real step reuses the look-ahead's training forward (same θ) instead of a second one.
+Paper defaults, our readings and measurements: docs/methods/mwn.md.
 """
 from __future__ import annotations
 
@@ -29,8 +11,8 @@ from torch import nn
 
 from molere.data import Batch
 from molere.precision import no_autocast
-from molere.registry import register_method
-from molere.reweighting import MetaHparams, MetaSourceHparams, MetaSourceMixin, ReweightingTrainer, mean_one
+from molere.registry import MethodCard, register_method
+from molere.reweighting import ReweightingHparams, ReweightingTrainer, mean_one
 
 
 class WeightNet(nn.Module):
@@ -47,10 +29,12 @@ class WeightNet(nn.Module):
 
 
 @register_method("mwn")
-class MWN(MetaSourceMixin, ReweightingTrainer):
+class MWN(ReweightingTrainer):
     """Meta-Weight-Net: a loss → weight MLP meta-learned every step through a one-step look-ahead."""
 
-    class Hparams(MetaHparams, MetaSourceHparams):
+    card = MethodCard(label="MWN", name="Meta-Weight-Net", color="#17becf", rank=9)
+
+    class Hparams(ReweightingHparams):
         meta_batch_size: int = Field(100, gt=0, description="meta batch size (paper: 100, as the training batch)")
         meta_lr: float = Field(1e-3, gt=0, description="Adam learning rate of the weight net")
         meta_weight_decay: float = Field(1e-4, ge=0, description="Adam weight decay of the weight net")
@@ -60,7 +44,6 @@ class MWN(MetaSourceMixin, ReweightingTrainer):
 
     def setup(self) -> None:
         self.weight_net = WeightNet(self.hp.hidden).to(self.device)
-        super().setup()
 
     def example_weights(self, batch: Batch, losses: torch.Tensor) -> torch.Tensor:
         w = self.weight_net(losses)

@@ -1,30 +1,11 @@
 """The train-twice heuristic (paper §2.6): LRW-Hard / LRW-Easy / LRW-Random and their ERM controls.
 
-1. ERM pass: probabilistic margins (observed labels, evaluation transforms) of the pooled train +
-   official val data under ERM classifiers of the same (dataset, regime, model, seed, training
-   settings). `ranking` says which:
-   - `crossfit` (default): out-of-fold margins, every pool example scored by an ERM model trained on
-     the other folds (`baselines.crossfit`; `crossfit_folds` = 2), so train and val are scored alike;
-   - `erm_on_train` (the earlier procedure): one ERM trained on the official train split scores the
-     pool, i.e. train in-sample and val held-out, so the Hard set over-represents official val
-     (measured 12.7-26.1% against a 10% base rate on digits / MNIST-1D).
-   Both come from the stored ERM trial of the same key (`context.reference`), or when there is none
-   from ERM runs trained here in-process (`torch.manual_seed(seed)`, then `context.model_factory()`:
-   the same model and training as the ERM trial; the global RNG state is restored afterwards) and
-   offered back to the provider.
-2. The pool is ranked by margin (stable sort by (margin, id)) and a δ fraction becomes the validation
-   set: the lowest margins (hard), the highest (easy) or a random subset seeded by the trial seed.
-   Its size is round(δ·N_pool) (Python's round: halves to even), or round(δ·N_c) within every
-   observed class c with `class_balanced`.
-3. LRW (`molere.lrw`) is trained from scratch on the rest with that fixed validation set.
-
-Controls `erm_withheld_{hard,easy,random}`: plain ERM on exactly the training split of the matching LRW
-variant (same ERM ranking, same δ fraction withheld, no reweighting), which separates the effect of
-reweighting from the effect of removing the selected examples from training.
-
-Every trial records the validation set's share of official-val examples, of examples the ranking ERM
-misclassifies (margin < 0) and of mislabelled ones, with the pool's base rates (`method_info`), and the
-official-val share the other ranking would give when its margins are at hand without training.
+The ERM classifier of the key (the stored trial, else trained in-process the same way) ranks the pool
+(train + official val) by margin; a δ fraction (hard: lowest margins, easy: highest, random) becomes the
+validation set of LRW trained from scratch on the rest. `erm_withheld_*` train plain ERM on exactly that
+rest. `ranking: crossfit` (default) scores every pool example out of fold, so official-val examples are not
+"hard" merely for being unseen; `erm_on_train` is the earlier procedure. Ranking, sizes, seeding and the
+measured official-val shares: docs/methods/train_twice.md.
 """
 from __future__ import annotations
 
@@ -35,11 +16,13 @@ import torch
 from pydantic import Field
 
 from molere.config import ConfigError, Strict
-from .crossfit import crossfit_margins
-from molere.data import ExampleSet, TaskData
+from molere.data import ExampleSet
 from molere.lrw import LRWHparams, LRWTrainer
-from molere.registry import METHODS, register_method
+from molere.registry import LRW_PANEL, MethodCard, register_method
 from molere.trainer import RunContext, Trainer
+
+from .crossfit import crossfit_margins
+from .erm import ERM
 
 Selection = Literal["hard", "easy", "random"]
 Ranking = Literal["crossfit", "erm_on_train"]
@@ -58,14 +41,10 @@ class TrainTwiceHparams(LRWHparams, TrainTwiceOptions):
     """LRW's options plus the choice of its validation set."""
 
 
-def pooled(data: TaskData) -> ExampleSet:
-    """Official train + val (train alone when the dataset has no val split)."""
-    return data.train if data.val is None else ExampleSet.concat(data.train, data.val)
-
-
 def select_validation(ids: np.ndarray, margins: np.ndarray, labels: np.ndarray, delta: float,
                       selection: Selection, seed: int, class_balanced: bool = False) -> np.ndarray:
-    """Sorted pool positions of the validation set (see the module docstring for the rule)."""
+    """Sorted pool positions of the validation set: round(δ·n) of the pool (or of every class) with the lowest
+    margins (hard) or the highest (easy), ties by id, or a seeded random draw in id order."""
     ids, margins, labels = np.asarray(ids), np.asarray(margins), np.asarray(labels)
     groups = [np.flatnonzero(labels == c) for c in np.unique(labels)] if class_balanced else [np.arange(len(ids))]
     rng = np.random.default_rng(seed)
@@ -103,6 +82,7 @@ class TrainTwiceSplit:
 
     selection: Selection = "hard"
     needs_reference = True   # the sweep runner schedules the ERM trial of the same key first
+    reference_method: type[Trainer] = ERM   # trained in-process when the store has no ERM trial of the key
     trains_on_val = True     # the pool is train + official val
 
     def _train_erm(self, pool: ExampleSet) -> np.ndarray:
@@ -113,7 +93,7 @@ class TrainTwiceSplit:
         devices = [self.device.index or 0] if self.device.type == "cuda" else []
         with torch.random.fork_rng(devices=devices):
             torch.manual_seed(ctx.seed)
-            erm = METHODS.get("erm")(ctx.model_factory(), self.data, self.cfg, None,
+            erm = self.reference_method(ctx.model_factory(), self.data, self.cfg, None,
                                      RunContext(seed=ctx.seed, device=ctx.device, model_factory=ctx.model_factory,
                                                 run_config=ctx.run_config))
             erm.fit()
@@ -127,16 +107,12 @@ class TrainTwiceSplit:
         if stored is not None:
             self.info["erm_pass"] = "reused"
             return align(pool_ids, *stored)
-        margins = self._train_erm(pool)
         self.info["erm_pass"] = "in_process"
-        if ref is not None:
-            ref.offer_erm_pool_margins(pool_ids, margins)
-        return margins
+        return self._train_erm(pool)
 
     def _stored_crossfit(self, pool: ExampleSet) -> np.ndarray | None:
         ref = self.context.reference
-        get = getattr(ref, "erm_crossfit_margins", None)
-        stored = get(self.hp.crossfit_folds) if get is not None else None
+        stored = ref.erm_crossfit_margins(self.hp.crossfit_folds) if ref is not None else None
         return None if stored is None else align(pool.ids.numpy(), *stored)
 
     def crossfit_margins(self, pool: ExampleSet) -> np.ndarray:
@@ -145,12 +121,8 @@ class TrainTwiceSplit:
         if stored is not None:
             self.info["erm_pass"] = "reused"
             return stored
-        margins = crossfit_margins(pool, self.data, self.cfg, self.context, self.hp.crossfit_folds, self.device)
         self.info["erm_pass"] = "in_process"
-        offer = getattr(self.context.reference, "offer_erm_crossfit_margins", None)
-        if offer is not None:
-            offer(self.hp.crossfit_folds, pool.ids.numpy(), margins)
-        return margins
+        return crossfit_margins(pool, self.data, self.cfg, self.context, self.hp.crossfit_folds, self.device)
 
     def _other_ranking(self, pool: ExampleSet) -> tuple[str, np.ndarray | None]:
         """The ranking not used, when its margins exist without training (for the before/after share)."""
@@ -162,7 +134,7 @@ class TrainTwiceSplit:
 
     def train_twice_split(self) -> tuple[ExampleSet, ExampleSet]:
         """(rest, validation set) of the pooled data; facts about the selection go to `self.info`."""
-        pool = pooled(self.data)
+        pool = self.data.pool()
         margins = self.crossfit_margins(pool) if self.hp.ranking == "crossfit" else self.erm_margins(pool)
         self.ranking_margins = (pool.ids.numpy(), margins)
         select = lambda m: select_validation(pool.ids.numpy(), m, pool.labels.numpy(), self.hp.delta,
@@ -213,34 +185,40 @@ class _ERMWithheld(TrainTwiceSplit, Trainer):
 @register_method("lrw_hard")
 class LRWHard(_LRWTrainTwice):
     """LRW-Hard: LRW validated on the δ fraction with the lowest ERM margins (train-twice)."""
+    card = MethodCard(label="LRW-Hard", color="#2ca02c", ordering=2, panel=LRW_PANEL, margin_bins=True, rank=4)
     selection = "hard"
 
 
 @register_method("lrw_easy")
 class LRWEasy(_LRWTrainTwice):
     """LRW-Easy: LRW validated on the δ fraction with the highest ERM margins (train-twice)."""
+    card = MethodCard(label="LRW-Easy", color="#ff7f0e", ordering=0, panel=LRW_PANEL, margin_bins=True, rank=2)
     selection = "easy"
 
 
 @register_method("lrw_random")
 class LRWRandom(_LRWTrainTwice):
     """LRW-Random: LRW validated on a random δ fraction of the pooled data (seeded by the trial seed)."""
+    card = MethodCard(label="LRW-Random", color="#1f77b4", ordering=1, panel=LRW_PANEL, rank=3)
     selection = "random"
 
 
 @register_method("erm_withheld_hard")
 class ERMWithheldHard(_ERMWithheld):
     """Control of lrw_hard: ERM on the same split (lowest-margin δ fraction withheld, no reweighting)."""
+    card = MethodCard(label="ERM, Hard withheld", role="control", control_of="lrw_hard", rank=8)
     selection = "hard"
 
 
 @register_method("erm_withheld_easy")
 class ERMWithheldEasy(_ERMWithheld):
     """Control of lrw_easy: ERM on the same split (highest-margin δ fraction withheld, no reweighting)."""
+    card = MethodCard(label="ERM, Easy withheld", role="control", control_of="lrw_easy", rank=6)
     selection = "easy"
 
 
 @register_method("erm_withheld_random")
 class ERMWithheldRandom(_ERMWithheld):
     """Control of lrw_random: ERM on the same split (the same random δ fraction withheld)."""
+    card = MethodCard(label="ERM, Random withheld", role="control", control_of="lrw_random", rank=7)
     selection = "random"

@@ -40,6 +40,7 @@ class TrialConfig(Strict):
 def resolve(cfg: TrialConfig) -> TrialConfig:
     """Check every name against the registries and fill the method's default hyperparameters."""
     from . import catalog
+    from .models import parse_model_name
     try:
         catalog.load_plugins(cfg.plugins)
     except ImportError as exc:
@@ -47,7 +48,7 @@ def resolve(cfg: TrialConfig) -> TrialConfig:
     method_cls = catalog.METHODS.get(cfg.method.name)
     hp = validate(method_cls.Hparams, cfg.method.hparams, prefix="method.hparams")
     catalog.DATASETS.get(cfg.dataset.name)
-    catalog.MODELS.get(cfg.model.name.split("/")[0] if cfg.model.name.startswith("timm/") else cfg.model.name)
+    catalog.MODELS.get(parse_model_name(cfg.model.name)[0])
     return cfg.model_copy(update={"method": MethodConfig(name=cfg.method.name, hparams=hp.model_dump())})
 
 
@@ -69,5 +70,6 @@ def trial_id(cfg: TrialConfig) -> str:
 
 
 def erm_reference_config(cfg: TrialConfig) -> TrialConfig:
-    """The ERM trial of the same (dataset, regime, model, seed, training settings)."""
-    return cfg.model_copy(update={"method": MethodConfig(name="erm", hparams={})})
+    """The reference (ERM) trial of the same (dataset, regime, model, seed, training settings)."""
+    from . import catalog
+    return cfg.model_copy(update={"method": MethodConfig(name=catalog.METHODS.reference(), hparams={})})

@@ -323,18 +323,24 @@ def pretrained_data_config(name: str, options: dict | None) -> dict | None:
 
 
 # ----------------------------------------------------------------------------- public API
+def parse_model_name(name: str, options: dict | None = None) -> tuple[str, dict]:
+    """(registered model name, options) of a model name: 'timm/<arch>' is model 'timm' with options.arch."""
+    options = dict(options or {})
+    if not name.startswith(TIMM_PREFIX):
+        return name, options
+    arch = name[len(TIMM_PREFIX):]
+    if not arch:
+        raise ConfigError(f"model: {name!r} names no timm architecture (e.g. 'timm/resnet18')")
+    if options.get("arch") not in (None, arch):
+        raise ConfigError(f"model.options.arch: {options['arch']!r} contradicts the model name {name!r}")
+    return "timm", {**options, "arch": arch}
+
+
 def _prepare(name: str, num_classes: int, input_shape: tuple,
              options: dict | BaseModel | None) -> tuple[Callable, int, tuple, BaseModel]:
     if isinstance(options, BaseModel):
         options = options.model_dump()
-    if name.startswith(TIMM_PREFIX):
-        arch = name[len(TIMM_PREFIX):]
-        options = dict(options or {})
-        if not arch:
-            raise ConfigError(f"model: {name!r} names no timm architecture (e.g. 'timm/resnet18')")
-        if options.get("arch") not in (None, arch):
-            raise ConfigError(f"model.options.arch: {options['arch']!r} contradicts the model name {name!r}")
-        name, options["arch"] = "timm", arch
+    name, options = parse_model_name(name, options)
     entry = MODELS.get(name)
     if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
         raise ConfigError(f"num_classes: a positive integer (got {num_classes!r})")

@@ -87,9 +87,6 @@ class FixedReference:
     def erm_pool_margins(self):
         return self.margins
 
-    def offer_erm_pool_margins(self, ids, margins) -> None:
-        pass
-
 
 def build(method: str, hparams: dict, setting: str, batch_size: int, epochs: int = 1000, device: str = "cpu",
           precision: str = "fp32", task: TaskData | None = None, factory=None):

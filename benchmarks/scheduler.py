@@ -33,15 +33,6 @@ def worker_secrets() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if k.startswith(FORWARD) and is_secret(k)}
 
 
-def tune_domain(kind: str, arg):
-    """Ray Tune's search-space object for one of our YAML search spaces (see search_space.py)."""
-    if kind == "grid":
-        return tune.grid_search(list(arg))
-    if kind == "choice":
-        return tune.choice(list(arg))
-    return {"uniform": tune.uniform, "loguniform": tune.loguniform, "randint": tune.randint}[kind](*arg)
-
-
 def worker_env() -> dict[str, str]:
     """The environment every worker gets (local or on a cluster): Ray settings, W&B/HF settings, paths."""
     for k, v in RAY_ENV.items():

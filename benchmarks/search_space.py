@@ -58,6 +58,16 @@ def check_space(space: dict, where: str) -> None:
         raise ConfigError(f"{where}: {{randint: [lo, hi]}} needs integers (got {arg!r})")
 
 
+def tune_domain(kind: str, arg):
+    """Ray Tune's search-space object for one of our YAML search spaces (its samplers, seeded by us)."""
+    from ray import tune   # the search-space API only, not the executor (benchmarks.scheduler)
+    if kind == "grid":
+        return tune.grid_search(list(arg))
+    if kind == "choice":
+        return tune.choice(list(arg))
+    return {"uniform": tune.uniform, "loguniform": tune.loguniform, "randint": tune.randint}[kind](*arg)
+
+
 def _rng(hparam_seed: int, method: str) -> np.random.RandomState:
     digest = hashlib.sha256(f"{hparam_seed}:{method}".encode()).digest()
     return np.random.RandomState(int.from_bytes(digest[:4], "little"))
@@ -85,8 +95,6 @@ def expand(hparams: dict, *, method: str, hparam_seed: int, num_samples: int,
                                   f"({hint}one of {', '.join(KINDS)})")
     grid_keys = [k for k, v in hparams.items() if is_space(v) and "grid" in v]
     rand_keys = sorted(k for k, v in hparams.items() if is_space(v) and next(iter(v)) in RANDOM)
-    if rand_keys:
-        from .scheduler import tune_domain   # Ray Tune's own samplers, seeded by us
     grid = list(itertools.product(*(hparams[k]["grid"] for k in grid_keys)))
     rngs = {method: _rng(hparam_seed, method), TRAIN_STREAM: _rng(hparam_seed, TRAIN_STREAM)}
     out = []

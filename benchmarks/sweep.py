@@ -6,24 +6,23 @@ field and what is allowed.
 """
 from __future__ import annotations
 
-import difflib
 import hashlib
 import json
 import os
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, Field, ValidationError, field_validator
+from pydantic import Field, ValidationError, field_validator
 
-from molere.config import ConfigError, Strict, TrainConfig
+from molere.config import ConfigError, Strict, TrainConfig, one_line, validate
 from molere.registry import UnknownNameError
 
 from . import catalog, safe_yaml
 from .config import MethodConfig, ModelConfig, TrialConfig, erm_reference_config, resolve, trial_id
 from .data import DatasetConfig, check_dataset
 from .datasets.common import DataMissingError
+from .models import parse_model_name
 from .regimes import RegimeConfig
 from .safe_yaml import excerpt
 from .search_space import TRAIN_PREFIX, expand, searchable, spaces_of
@@ -139,53 +138,6 @@ def regime_label(r: RegimeConfig) -> str:
     return f"{r.kind}-{value:g}"
 
 
-# ---- one-line errors ----------------------------------------------------------------------------
-def _submodel(annotation) -> type[BaseModel] | None:
-    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-        return annotation
-    for arg in typing.get_args(annotation):
-        found = _submodel(arg)
-        if found is not None:
-            return found
-    return None
-
-
-def _model_at(model: type[BaseModel] | None, loc: tuple) -> type[BaseModel] | None:
-    for part in loc:
-        if isinstance(part, int):
-            continue
-        if model is None or part not in model.model_fields:
-            return None
-        model = _submodel(model.model_fields[part].annotation)
-    return model
-
-
-def explain(exc: ValidationError, model: type[BaseModel], prefix: str = "") -> str:
-    """One line per pydantic error, naming the field; unknown keys get the allowed names."""
-    parts = []
-    for err in exc.errors():
-        loc = tuple(err["loc"])
-        where = ".".join(str(p) for p in ((prefix,) if prefix else ()) + loc) or "sweep"
-        if err["type"] == "extra_forbidden":
-            allowed = list((_model_at(model, loc[:-1]) or model).model_fields)
-            close = difflib.get_close_matches(str(loc[-1]), allowed, n=1)
-            hint = f"did you mean {close[0]!r}? " if close else ""
-            parts.append(f"{where}: unknown field ({hint}allowed: {', '.join(allowed)})")
-            continue
-        got = err.get("input")
-        shown = "" if err["type"] == "missing" or isinstance(got, dict) else f" (got {excerpt(got)})"
-        msg = "required field missing" if err["type"] == "missing" else err["msg"].removeprefix("Value error, ")
-        parts.append(f"{where}: {msg}{shown}")
-    return "; ".join(parts)
-
-
-def check(model: type[BaseModel], data, prefix: str) -> BaseModel:
-    try:
-        return model.model_validate(data if data is not None else {})
-    except ValidationError as exc:
-        raise ConfigError(explain(exc, model, prefix)) from None
-
-
 # ---- loading -------------------------------------------------------------------------------------
 def _step(node, key: str, path: str):
     """The child of `node` at `key`: a dict key, a list index, or the list entry whose `name` is key."""
@@ -231,7 +183,7 @@ def read_raw(path: str | os.PathLike) -> dict:
 
 def needs_reference(method: str) -> bool:
     """Whether the method reuses the ERM run of its key (train-twice methods)."""
-    return bool(getattr(catalog.METHODS.get(method), "needs_reference", False))
+    return catalog.METHODS.get(method).needs_reference
 
 
 @dataclass
@@ -272,7 +224,7 @@ def _check_train(values: dict, source: dict) -> TrainConfig:
         return TrainConfig.model_validate(values)
     except ValidationError as exc:
         loc = exc.errors()[0]["loc"]
-        raise ConfigError(explain(exc, TrainConfig, source.get(str(loc[0]) if loc else "", "train"))) from None
+        raise ConfigError(one_line(exc, TrainConfig, source.get(str(loc[0]) if loc else "", "train"))) from None
 
 
 def method_draws(sweep: Sweep, name: str, ds: SweepDataset) -> list[Draw]:
@@ -294,7 +246,7 @@ def method_draws(sweep: Sweep, name: str, ds: SweepDataset) -> list[Draw]:
     for d in expand(flat, method=name, hparam_seed=sweep.search.hparam_seed, num_samples=sweep.search.num_samples,
                     where=where):
         train = _check_train({k[len(TRAIN_PREFIX):]: v for k, v in d.items() if k.startswith(TRAIN_PREFIX)}, source)
-        hparams = check(cls.Hparams, {k: v for k, v in d.items() if not k.startswith(TRAIN_PREFIX)}, f"methods.{name}")
+        hparams = validate(cls.Hparams, {k: v for k, v in d.items() if not k.startswith(TRAIN_PREFIX)}, f"methods.{name}")
         out.append(Draw(hparams.model_dump(mode="json"), train, {k: getattr(train, k) for k in searched}))
     return out
 
@@ -305,15 +257,13 @@ def _check_names(sweep: Sweep) -> None:
             cls = catalog.DATASETS.get(ds.name)
         except UnknownNameError as exc:
             raise ConfigError(f"datasets.{ds.name}: {exc}") from None
-        check(cls.Options, ds.options, f"datasets.{ds.name}.options")
-    name, opts = sweep.model.name, dict(sweep.model.options)
-    if name.startswith("timm/"):
-        name, opts["arch"] = "timm", opts.get("arch") or name[len("timm/"):]
+        validate(cls.Options, ds.options, f"datasets.{ds.name}.options")
+    name, opts = parse_model_name(sweep.model.name, sweep.model.options)
     try:
         entry = catalog.MODELS.get(name)
     except UnknownNameError as exc:
         raise ConfigError(f"model.name: {exc}") from None
-    model_opts = check(entry.Options, opts, "model.options")
+    model_opts = validate(entry.Options, opts, "model.options")
     for ds in sweep.datasets:   # the model against each dataset's input, when that is known before loading
         ds_cls = catalog.DATASETS.get(ds.name)
         shape = getattr(ds_cls, "input_shape", None)
@@ -360,7 +310,7 @@ def load_sweep(path: str | os.PathLike, sets: list[str] = (), results: str | Non
         except ImportError as exc:
             raise ConfigError(f"plugins: {excerpt(str(exc), 200)}; make the module importable (PYTHONPATH) "
                               "or fix it") from None
-        sweep = check(Sweep, raw, "")
+        sweep = validate(Sweep, raw, "")
         _check_names(sweep)
     except (ConfigError, UnknownNameError) as exc:
         raise ConfigError(f"{path}: {exc}") from None
@@ -403,7 +353,8 @@ class PlannedTrial:
     def record(self) -> dict:
         return {"trial_id": self.trial_id, "labels": self.labels, "erm_trial_id": self.erm_id,
                 "needs_reference": self.needs_reference, "config": self.config.model_dump(mode="json"),
-                "search_space": self.search_space, "reference_only": self.reference_only}
+                "search_space": self.search_space, "reference_only": self.reference_only,
+                "method_card": catalog.METHODS.get(self.labels["method"]).card.to_dict()}   # the report reads it
 
 
 def hparams_id(hparams: dict) -> str:

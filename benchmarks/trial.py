@@ -15,6 +15,7 @@ import torch
 from baselines.crossfit import crossfit_margins
 from baselines.train_twice import TrainTwiceOptions
 from molere.registry import METHODS
+from molere.reweighting import ReweightingTrainer
 from molere.trainer import Callback, RunContext, Trainer
 
 from . import catalog  # noqa: F401  (registers everything)
@@ -100,9 +101,6 @@ class StoreReference:
                      "margins_sha256": fingerprint(self.erm_dir.file("margins.npz"))["sha256"]}
         return m["pool_ids"], m["pool_oof_margins"]
 
-    def offer_erm_pool_margins(self, ids, margins) -> None:
-        pass   # an in-process pass is not a complete ERM trial; the store only holds real trials
-
 
 def pool_margins(trainer: Trainer, task, train_out, outs: dict) -> dict[str, np.ndarray]:
     """ERM's margins (observed labels) on train + val, from the end-of-trial passes already made."""
@@ -164,18 +162,16 @@ def run_trial(cfg: TrialConfig, out_dir: str | os.PathLike, *, callbacks: tuple 
         for name, o in outs.items():
             arrays.update({f"{name}_ids": o.ids, f"{name}_labels": o.labels, f"{name}_preds": o.preds,
                            f"{name}_margins": o.margins})
-        if getattr(trainer, "saves_pool_margins", False):
+        if trainer.saves_pool_margins:
             arrays.update(pool_margins(trainer, task, train_out, outs))
-            from molere.data import ExampleSet
-            pool = task.train if task.val is None else ExampleSet.concat(task.train, task.val)
             folds = TrainTwiceOptions().crossfit_folds   # the default ranking of the train-twice methods
             arrays.update({"pool_oof_folds": np.array(folds), "pool_oof_margins": crossfit_margins(
-                pool, task, trainer.cfg, trainer.context, folds, trainer.device)})
+                task.pool(), task, trainer.cfg, trainer.context, folds, trainer.device)})
         run.save_margins(arrays)
-        diagnostics = getattr(trainer, "reweighting_diagnostics", None)
+        diagnostics = trainer.reweighting_diagnostics() if isinstance(trainer, ReweightingTrainer) else None
         result = {"trial_id": tid, "status": "done", "metrics": {**final, **metrics},
-                  "info": task.info, "method_info": getattr(trainer, "info", {}),
-                  "reweighting": diagnostics() if diagnostics else None,
+                  "info": task.info, "method_info": trainer.info,
+                  "reweighting": diagnostics,
                   "wall_time_s": time.perf_counter() - t0}
         if reference.used:
             result["reference"] = reference.used

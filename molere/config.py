@@ -1,7 +1,10 @@
 """Validated configuration: training settings shared by every method and the one-line error."""
 from __future__ import annotations
 
-from typing import Literal
+import difflib
+import json
+import typing
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
@@ -20,26 +23,88 @@ def _cut(value, limit: int = 60) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-def one_line(exc: ValidationError, prefix: str = "") -> str:
-    """Condense a pydantic error into 'field: what is allowed (got ...)'."""
+def _submodel(annotation) -> type[BaseModel] | None:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in typing.get_args(annotation):
+        found = _submodel(arg)
+        if found is not None:
+            return found
+    return None
+
+
+def _model_at(model: type[BaseModel] | None, loc: tuple) -> type[BaseModel] | None:
+    for part in loc:
+        if isinstance(part, int):
+            continue
+        if model is None or part not in model.model_fields:
+            return None
+        model = _submodel(model.model_fields[part].annotation)
+    return model
+
+
+def one_line(exc: ValidationError, model: type[BaseModel], prefix: str = "") -> str:
+    """Condense a pydantic error into 'field: what is allowed (got ...)'; an unknown key gets the closest
+    allowed name ("did you mean") and the list of allowed ones. The one error path of every entry point."""
     parts = []
     for err in exc.errors():
-        loc = ".".join(str(p) for p in (prefix,) + tuple(err["loc"]) if p != "")
-        msg = err["msg"]
+        loc = tuple(err["loc"])
+        where = ".".join(str(p) for p in ((prefix,) if prefix else ()) + loc) or "config"
         if err["type"] == "extra_forbidden":
-            msg = "unknown field (typo?)"
+            allowed = list((_model_at(model, loc[:-1]) or model).model_fields)
+            close = difflib.get_close_matches(str(loc[-1]), allowed, n=1)
+            hint = f"did you mean {close[0]!r}? " if close else ""
+            parts.append(f"{where}: unknown field ({hint}allowed: {', '.join(allowed)})")
+            continue
         got = err.get("input")
-        shown = "" if err["type"] in ("extra_forbidden", "missing") or isinstance(got, dict) else f" (got {_cut(got)})"
-        parts.append(f"{loc or 'config'}: {msg}{shown}")
+        shown = "" if err["type"] == "missing" or isinstance(got, dict) else f" (got {_cut(got)})"
+        msg = "required field missing" if err["type"] == "missing" else err["msg"].removeprefix("Value error, ")
+        parts.append(f"{where}: {msg}{shown}")
     return "; ".join(parts)
 
 
 def validate(model: type[BaseModel], data: dict | None, prefix: str = "") -> BaseModel:
     """Build `model` from `data` or raise ConfigError with a one-line message."""
     try:
-        return model.model_validate(data or {})
+        return model.model_validate(data if data is not None else {})
     except ValidationError as exc:
-        raise ConfigError(one_line(exc, prefix)) from None
+        raise ConfigError(one_line(exc, model, prefix)) from None
+
+
+def _bounds(metadata) -> str:
+    found = [f"{sym} {getattr(m, attr)}" for m in metadata
+             for attr, sym in (("gt", ">"), ("ge", "≥"), ("lt", "<"), ("le", "≤")) if getattr(m, attr, None) is not None]
+    return f" {', '.join(found)}" if found else ""
+
+
+def _allowed(annotation, metadata=()) -> str:
+    """'"a" | "b"', 'true | false', 'float > 0 (or null)', 'list of int > 0', ... for a type and constraints."""
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if origin is typing.Annotated:
+        return _allowed(args[0], (*args[1:], *metadata))
+    if origin is Literal:
+        return " | ".join(json.dumps(a) for a in args)
+    if annotation is bool:
+        return "true | false"
+    if origin in (list, tuple, set):
+        return f"list of {_allowed(args[0])}" if args else "list"
+    if origin is dict:
+        return "mapping"
+    if type(None) in args:
+        rest = [a for a in args if a is not type(None)]
+        return " or ".join(_allowed(a, metadata) for a in rest) + " (or null)"
+    if args:   # other unions
+        return " or ".join(_allowed(a, metadata) for a in args)
+    return getattr(annotation, "__name__", str(annotation)) + _bounds(metadata)
+
+
+def describe_fields(model: type[BaseModel]) -> list[tuple[str, Any, str, str]]:
+    """(name, default, allowed values, description) of every field of a config block."""
+    rows = []
+    for name, f in model.model_fields.items():
+        default = f.default_factory() if f.default_factory is not None else f.default
+        rows.append((name, default, _allowed(f.annotation, f.metadata), f.description or ""))
+    return rows
 
 
 class NoHparams(Strict):

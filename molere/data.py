@@ -12,6 +12,8 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from .config import ConfigError
+
 
 @dataclass
 class Batch:
@@ -303,6 +305,15 @@ class TaskData:
     info: dict[str, Any] = field(default_factory=dict)   # realised noise rate, class counts, ...
     # split name -> the class indices it is scored on (logits masked to them, e.g. ImageNet-R/A's 200)
     class_subsets: dict[str, list[int]] = field(default_factory=dict)
+
+    def pool(self) -> ExampleSet:
+        """The pool S = train + official val (train alone when there is no val split)."""
+        if self.val is None or len(self.val) == 0:
+            return self.train
+        try:
+            return ExampleSet.concat(self.train, self.val)
+        except ValueError as exc:
+            raise ConfigError(f"dataset: pooling train and val of {self.name!r} needs one storage ({exc})") from None
 
     def eval_splits(self) -> dict[str, ExampleSet]:
         out = {"test": self.test}

@@ -43,7 +43,7 @@ from __future__ import annotations
 
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
-from typing import Literal
+from typing import Callable, Literal
 
 import torch
 import torch.nn.functional as F
@@ -137,7 +137,8 @@ class LookAhead:
     def __init__(self, model: nn.Module, scope: Scope = "all", val_bn: Literal["batch", "running"] = "batch",
                  reduction: Literal["mean", "sum"] = "mean",
                  mode: Literal["reverse", "forward", "finite_diff"] = "reverse", fd_eps: float = 0.01,
-                 fd_scheme: Literal["central", "one_sided"] = "central", label_smoothing: float = 0.0):
+                 fd_scheme: Literal["central", "one_sided"] = "central", label_smoothing: float = 0.0,
+                 keep_last: bool = False):
         if scope not in ("all", "head"):
             raise ValueError(f"lookahead scope must be 'all' or 'head' (got {scope!r})")
         if mode not in ("reverse", "forward", "finite_diff"):
@@ -147,6 +148,8 @@ class LookAhead:
             raise ValueError(f"finite-difference scheme must be 'central' or 'one_sided' (got {fd_scheme!r})")
         self.fd_eps, self.fd_scheme = fd_eps, fd_scheme
         self.label_smoothing = label_smoothing   # of the training losses ℓ_i (the validation loss is plain CE)
+        self.keep_last, self.calls = keep_last, 0   # calls: look-aheads run so far (a meta step happened)
+        self.last: Hypergradient | None = None   # the latest result, kept (with its graph) only if keep_last
         all_names = [n for n, p in model.named_parameters() if p.requires_grad]
         self.names = head_parameter_names(model) if scope == "head" else all_names
         if not self.names:
@@ -184,14 +187,17 @@ class LookAhead:
             return F.cross_entropy(functional_call(self.model.get_classifier(), head, (full(h),)), y,
                                    reduction="none", label_smoothing=label_smoothing)
 
-    def hypergradient(self, x: torch.Tensor, y: torch.Tensor, weight_fn, x_val: torch.Tensor,
-                      y_val: torch.Tensor, lr: float) -> Hypergradient:
-        """Look ahead with weights `weight_fn(detached losses)` and differentiate L_val w.r.t. them.
+    def hypergradient(self, x: torch.Tensor, y: torch.Tensor, *, val_x: torch.Tensor, val_y: torch.Tensor,
+                      lr: float, weight_fn: Callable[[torch.Tensor], torch.Tensor] | None = None) -> Hypergradient:
+        """Look ahead on the training batch (x, y) with step size `lr` and weights `weight_fn(detached
+        per-example losses)`, then differentiate the loss on (val_x, val_y) w.r.t. those weights.
 
-        `weight_fn=None` looks ahead with all weights zero (L2RW's ε = 0, so θ̂ = θ)."""
+        Without `weight_fn` the look-ahead is at all-zero weights (L2RW's ε = 0, so θ̂ = θ)."""
         if autocast_dtype(x.device.type) == torch.float16:   # no loss scaling in here: run without autocast
             with no_autocast(x.device.type):
-                return self.hypergradient(x, y, weight_fn, x_val, y_val, lr)
+                return self.hypergradient(x, y, val_x=val_x, val_y=val_y, lr=lr, weight_fn=weight_fn)
+        x_val, y_val = val_x, val_y
+        self.calls += 1
         model = self.model
         params = dict(model.named_parameters())
         scoped = {n: params[n] for n in self.names}
@@ -213,8 +219,11 @@ class LookAhead:
         else:
             dw, val_loss = self._first_order(losses, feats.detach() if self.scope == "head" else None, x, y, w,
                                              scoped, scale, lr, x_val, y_val, start)
-        return Hypergradient(dw=dw, weights=weights, val_loss=val_loss.detach(), train_losses=losses,
-                             _model=model, _buffers=train_bufs)
+        out = Hypergradient(dw=dw, weights=weights, val_loss=val_loss.detach(), train_losses=losses,
+                            _model=model, _buffers=train_bufs)
+        if self.keep_last:
+            self.last = out
+        return out
 
     def _reverse(self, losses, w, scoped, scale, lr, x_val, y_val):
         """Second-order reverse mode: differentiate L_val(θ − α ∇θ Σ w ℓ) w.r.t. a leaf w."""

@@ -1,61 +1,11 @@
-"""MOLERE (Jain, Suggala & Shenoy, "Improving Generalization via Meta-Learning on Hard Samples", CVPR 2024).
+"""MOLERE (Jain, Suggala & Shenoy, CVPR 2024): a learned splitter Θ picks the hardest δ-fraction
+validation split of the pool S = train + official val, the LRW meta-network φ learns on it through the
+look-ahead, and the classifier trains on the φ-weighted rest. After a warm-up of plain LRW on a random
+split, S is re-split every epoch; every `meta_every` steps Θ steps on L_Θ (`molere.splitter`).
 
-Tri-level game on the pool S = train + official val (S = train without val), paper §1.2-§2.4:
-a splitter Θ(x, y) picks a validation split of at most δ|S| examples that maximises the validation
-loss, a meta-network φ(x) (LRW, `molere.metanet`) minimises the look-ahead validation loss, and the
-classifier θ trains on the φ-weighted loss over the current training split. Every Q = `meta_every`
-(5) classifier steps: a φ step through the one-step look-ahead on a batch of the current validation
-split (Eq. 12) and, after warm-up, a Θ step (Eq. 11 + §2.3 regularisers, `molere.splitter`):
-
-    L_Θ = w_gap·CE(P_Θ(z|x,y), 1[ŷ = y]) − λ_val·L_val(Θ) + w_ratio·KL_size(δ) + w_bal·KL_labels
-
-Index z = 0 is validation and z = 1 training (Eq. 11's target is "correct" = train, as in LS).
-Warm-up (first ⌊warmup_fraction·epochs + ½⌋ epochs, 25 of 100 in §2.4) is plain LRW on a fixed
-seeded random split with |val| = round(δ|S|); after it, S is re-split at the start of every epoch.
-Defaults: δ = 0.1, Q = 5, Θ and φ by SGD lr 1e-3 (β1 = β2, §2.4), loss weights 1, look-ahead step =
-the classifier's lr, φ's weights rescaled to mean 1 per batch (`normalize`, see `molere.metanet`).
-
-Per epoch it reports the split trained on (`split/*`), scored when it was drawn, i.e. by the classifier
-state that then trains on it (not after fitting its training part): size, class TV distance to the
-pool (and `split/val_class_tv_one_ranking`, what one ranking over the pool would have given),
-misclassified / margin / mislabelled / P(val) of val, train and pool (the pool's value is a random
-split's expectation), and `split/overlap_prev` = |V_t ∩ V_t−1| / |V_t|; the history is in `info`.
-
-The split freezes (measured on the quickstart: overlap 0.9-1.0 between consecutive splits after the
-first, whose overlap with the random warm-up split is ≈ 0.1). Why: the classifier never trains on the
-validation split, so its examples stay misclassified (digits, 40% noise: 81% vs 42% of the pool at
-the last split) and Θ's correctness target keeps sending them there; Θ itself moves slowly (SGD lr
-1e-3); and φ's look-ahead only reweights the training split. Re-splitting therefore mostly keeps V.
-
-Open choices (paper.md §7) and the reading chosen here (all hparams):
-- −ℓ_val's dependence on Θ (§7.2): `val_term: membership` = option A, Σ p_i ℓ_i / Σ p_i with ℓ
-  detached (cheap, recommended); `lookahead` = option B via the look-ahead's training weights.
-  `val_term_on: val` — Eq. 11 sums over the current validation samples.
-- CE batch (`gap_on: val`): validation split only, as in LS and Eq. 11.
-- Hard split (§7.3): `split_rule: threshold` (P(val) > 0.5, the student's reading; `sample` = LS),
-  capped at δ|S| by P(val) rank, `fill: rank` tops up by rank (so |val| = round(δ|S|) exactly).
-  `class_balanced: true` (default) ranks within every class, each getting its pool share of the cap:
-  the label-balance KL only pushes the *soft* split towards balance, and one ranking over the pool
-  gave class TV distances of 0.16-0.44 on the quickstart (0.003-0.013 within classes); `false` = one
-  ranking over the pool.
-- Warm-up (§7.5): `warmup_fraction: 0.25` (or `warmup_epochs`); `warmup_meta: true` trains φ during
-  warm-up (plain LRW on the random split). `splitter_warmup: true`: Θ learns during warm-up from the
-  terms that need no split (correctness CE on pool batches, size and balance KLs), so the first split
-  is informed; its output layer starts at zero (`splitter_init: zero`), so an untrained Θ ranks nothing
-  and the split reflects only what Θ learned. Measured (digits, 5 warm-up epochs): the earlier
-  untrained, randomly initialised Θ made a first split easier than random (mean margin 0.974 vs 0.912);
-  now it holds 14 out-of-fold-ERM-misclassified examples against 7.2 ± 2.7 for random splits.
-- Order (§7.4): Θ -> φ -> θ (paper). Θ's step only changes the next epoch's split and both Θ and φ
-  take gradients at the same (θ, φ_e), so Θ-before-φ and φ-before-Θ give identical updates; the
-  open φ-vs-θ order is `weights_after_meta: true` (θ steps with φ_{e+1}'s weights).
-- Regulariser weights (§7.7) `w_gap`, `w_ratio`, `w_bal`, `lambda_val`: 1 (LS defaults).
-- Θ's architecture (§2.1): `splitter_net: features` (LS: features ⊕ one-hot(y) -> Linear), `input`
-  (MLP); φ's (§7.1): `meta_net: input` (an MLP on x, shared with `lrw`).
-Per-epoch statistics of the pool (P(val), predictions, margins: O(|S|) scalars) come from a fresh pass
-over S at the end of every epoch (`resplit: pass`), or (`resplit: epoch`) from the frozen forward of
-every training batch when it is trained on plus a pass over the validation split only (δ|S|): no
-second read of the training split, at the price of statistics taken during the epoch (and on training
-transforms). On a frozen classifier and splitter both give the same split.
+The paper's equations, each open choice and the reading chosen here, what each epoch logs (`split/*`,
+scored by the classifier state that then trains on the split) and why the split freezes from epoch to
+epoch (measured): docs/methods/molere.md.
 """
 from __future__ import annotations
 
@@ -68,10 +18,9 @@ from pydantic import Field
 
 from .config import ConfigError
 from .data import Batch, ExampleSet
-from .lookahead import LookAhead
 from .lrw import LRWHparams, LRWTrainer
 from .margins import probabilistic_margin
-from .registry import register_method
+from .registry import LRW_PANEL, MethodCard, register_method
 from .splitter import (TRAIN, VALIDATION, Splitter, SplitterOptions, choose_validation, label_balance_kl,
                        membership_weighted_loss, split_size_kl)
 
@@ -94,15 +43,6 @@ class MOLEREHparams(LRWHparams, SplitterOptions):
     resplit: Literal["pass", "epoch"] = Field(
         "pass", description="pool statistics for the next split: a fresh pass over the pool at epoch end, or "
                             "recorded on every training batch during the epoch (+ a pass over the val split)")
-
-
-class _RecordingLookAhead(LookAhead):
-    """Keeps the last hypergradient, for option B's splitter gradient (∂L_val/∂w of the φ step)."""
-    last = None
-
-    def hypergradient(self, *args, **kwargs):
-        self.last = super().hypergradient(*args, **kwargs)
-        return self.last
 
 
 def class_tv(labels: torch.Tensor, val_mask: torch.Tensor, num_classes: int) -> float:
@@ -135,16 +75,16 @@ def split_stats(pool: ExampleSet, val_mask: torch.Tensor, p_val: torch.Tensor, p
 class MOLERE(LRWTrainer):
     """MOLERE: a learned splitter picks the hardest δ-fraction validation split; LRW trains on the rest."""
 
+    card = MethodCard(label="MOLERE", name="Meta-learning on hard samples", color="#d62728", ordering=3,
+                      ordering_ties=True, panel=LRW_PANEL, margin_bins=True, rank=5)
+
     Hparams = MOLEREHparams
     trains_on_val = True   # the pool S is train + official val
 
     # ---- split ---------------------------------------------------------------------------------
     def split(self):
         hp, d = self.hp, self.data
-        try:
-            self.pool = d.train if d.val is None or len(d.val) == 0 else ExampleSet.concat(d.train, d.val)
-        except ValueError as exc:
-            raise ConfigError(f"dataset: MOLERE pools train and val, which must share storage ({exc})") from None
+        self.pool = d.pool()
         self.val_cap = int(round(hp.delta * len(self.pool)))
         if not 0 < self.val_cap < len(self.pool):
             raise ConfigError(f"method.hparams.delta: δ·|S| must round to 1..|S|-1 examples "
@@ -173,7 +113,7 @@ class MOLERE(LRWTrainer):
     def setup(self) -> None:
         super().setup()
         if self.hp.val_term == "lookahead":
-            self.lookahead = self.make_lookahead(engine=_RecordingLookAhead)
+            self.lookahead = self.make_lookahead(keep_last=True)   # option B: ∂L_val/∂w of the φ step
         self.splitter = Splitter(self.hp, self.model, self.data.input_shape, self.data.num_classes)
         self.splitter_opt = self.splitter.make_optimizer()
 
@@ -229,8 +169,7 @@ class MOLERE(LRWTrainer):
         if self.hp.resplit == "epoch":
             self.record(batch)
         splitter_due = (self.hp.splitter_warmup or not self.in_warmup) and self.global_step % self.hp.meta_every == 0
-        if hasattr(self.lookahead, "last"):
-            self.lookahead.last = None        # option B only ever uses this step's look-ahead
+        self.lookahead.last = None            # option B only ever uses this step's look-ahead
         loss = super().training_step(batch)   # φ step (if due), then the φ-weighted loss of θ's step
         if splitter_due:
             self.splitter_step(batch)
@@ -265,7 +204,7 @@ class MOLERE(LRWTrainer):
         if hp.val_term == "membership" and hp.val_term_on in on:
             s, _, losses, _ = on[hp.val_term_on]
             terms["val"] = membership_weighted_loss(F.softmax(s, 1)[:, VALIDATION], losses)
-        hg = getattr(self.lookahead, "last", None)
+        hg = self.lookahead.last
         if hg is not None and batch is not None and not warm:
             # L_val depends on Θ through the training weights p_train·g_φ: ∂L_val/∂Θ = Σ dw_j g_j ∂p_j/∂Θ
             pt = F.softmax(self.splitter(batch.x, batch.y), 1)[:, TRAIN]

@@ -2,7 +2,9 @@
 
 A `ReweightingTrainer` trains the classifier on Σ w_i ℓ_i / B, where w = g_φ(·) is a learned weighting
 function; every `meta_every` classifier steps it updates φ on the look-ahead's validation loss
-(`molere.lookahead`). Subclasses say what g_φ is (`example_weights`) and which set is the meta set.
+(`molere.lookahead`). Subclasses build φ in `setup()` and say what g_φ is (`example_weights`,
+`meta_parameters`, `meta_optimizer`); the meta set is `meta_source`'s unless `split()` says otherwise.
+`MetaTrainer` is the part without φ (L2RW, FSR: weights from the look-ahead itself).
 """
 from __future__ import annotations
 
@@ -13,7 +15,7 @@ import torch
 from pydantic import Field
 
 from .config import ConfigError, Strict
-from .data import Batch, ExampleSet
+from .data import Batch, ExampleSet, TaskData
 from .diagnostics import UNTRAINED_DISPLACEMENT, aligned, eval_losses, relative_displacement, weight_diagnostics
 from .lookahead import LookAhead
 from .trainer import Trainer
@@ -45,8 +47,47 @@ def weight_stats(w: torch.Tensor) -> dict[str, float]:
             "weight_ess": ess}
 
 
-class MetaSetMixin:
-    """A persistent stream over the meta set, with observed or true labels as configured."""
+class MetaSourceHparams(Strict):
+    """Which examples form the meta set: the dataset's validation split, or a per-class hold-out of train."""
+    meta_source: Literal["val", "train_per_class"] = Field(
+        "val", description="meta set = the dataset's val split, or meta_per_class examples per class held out of train")
+    meta_per_class: int = Field(10, gt=0, description="examples per class held out (meta_source=train_per_class)")
+
+
+class ReweightingHparams(MetaHparams, MetaSourceHparams):
+    """The meta step's options and where the meta set comes from (`ReweightingTrainer`'s default)."""
+
+
+def meta_source_split(data: TaskData, hp: MetaSourceHparams, seed: int) -> tuple[ExampleSet, ExampleSet]:
+    """(training set, meta set) by `hp.meta_source`: the val split, or a per-class hold-out of train."""
+    if hp.meta_source == "val":
+        if data.val is None or len(data.val) == 0:
+            raise ConfigError(f"method.hparams.meta_source: 'val' needs a validation split, and dataset "
+                              f"{data.name!r} has none here; use meta_source=train_per_class")
+        return data.train, data.val
+    return hold_out(data.train, hp.meta_per_class, None, seed, data.num_classes)
+
+
+class MetaTrainer(Trainer):
+    """A trainer with a meta set: `split()` from `meta_source`, a persistent meta-batch stream (observed or
+    true labels) and the look-ahead engine configured by the shared options. Its Hparams must derive from
+    `MetaHparams` (and from `MetaSourceHparams` unless `split()` is overridden)."""
+
+    Hparams = ReweightingHparams
+    uses_meta_set = True
+    lookahead: LookAhead | None = None   # built after setup() unless setup() built its own
+
+    def split(self) -> tuple[ExampleSet, ExampleSet]:
+        if not isinstance(self.hp, MetaSourceHparams):
+            raise ConfigError(f"method {type(self).__name__}: the default split() reads meta_source; derive its "
+                              "Hparams from molere.reweighting.ReweightingHparams or override split()")
+        train, meta = meta_source_split(self.data, self.hp, self.context.seed)
+        self.info.update(meta_source=self.hp.meta_source, meta_size=len(meta), train_size=len(train))
+        return train, meta
+
+    def finish_setup(self) -> None:
+        if self.lookahead is None:
+            self.lookahead = self.make_lookahead()
 
     def next_meta_batch(self) -> tuple[torch.Tensor, torch.Tensor]:
         b = next(self.stream("meta", "meta_set", self.hp.meta_batch_size)).to(self.device)
@@ -55,18 +96,20 @@ class MetaSetMixin:
     def lookahead_lr(self) -> float:
         return self.hp.lookahead_lr or self.lr
 
-    def make_lookahead(self, engine: type[LookAhead] = LookAhead, **overrides) -> LookAhead:
-        """The look-ahead engine (or a subclass) configured by the method's shared options."""
+    def meta_step_due(self) -> bool:
+        """A meta step on this classifier step: there is a meta set, and every `meta_every` steps."""
+        return self.meta_set is not None and len(self.meta_set) > 0 and self.global_step % self.hp.meta_every == 0
+
+    def make_lookahead(self, **overrides) -> LookAhead:
+        """The look-ahead engine configured by the method's shared options (keyword overrides win)."""
         opts = dict(scope=self.hp.lookahead_scope, val_bn=self.hp.val_bn, mode=self.hp.hypergrad, fd_eps=self.hp.fd_eps,
                     fd_scheme=self.hp.fd_scheme, label_smoothing=self.cfg.label_smoothing)
-        return engine(self.model, **{**opts, **overrides})
+        return LookAhead(self.model, **{**opts, **overrides})
 
 
-class ReweightingTrainer(MetaSetMixin, Trainer):
-    """Weighted-loss classifier whose weighting function g_φ learns through the look-ahead."""
-
-    Hparams = MetaHparams
-    uses_meta_set = True
+class ReweightingTrainer(MetaTrainer):
+    """Weighted-loss classifier whose weighting function g_φ learns through the look-ahead; the meta set
+    comes from `meta_source` unless `split()` says otherwise."""
 
     # ---- what a subclass provides ------------------------------------------------------------
     def example_weights(self, batch: Batch, losses: torch.Tensor) -> torch.Tensor:
@@ -80,22 +123,22 @@ class ReweightingTrainer(MetaSetMixin, Trainer):
         raise NotImplementedError
 
     # ---- shared ------------------------------------------------------------------------------
+    ranking_margins: tuple[np.ndarray, np.ndarray] | None = None   # (ids, ERM margins) of its own ranking, if any
+
     def raw_weights(self, batch: Batch, losses: torch.Tensor) -> torch.Tensor:
         """g_φ before any per-batch rescaling (for the diagnostics); default: `example_weights`."""
         return self.example_weights(batch, losses)
 
-    # ---- shared ------------------------------------------------------------------------------
-    def setup(self) -> None:
-        self.lookahead = self.make_lookahead()
-        self.meta_opt = self.meta_optimizer()
+    def finish_setup(self) -> None:
+        super().finish_setup()
+        self.meta_opt = self.meta_optimizer()   # φ exists now: setup() built it
         self.meta_init = [p.detach().clone() for p in self.meta_parameters()]
 
     def reference_margins(self) -> tuple[np.ndarray, np.ndarray] | None:
         """(ids, ERM margins) to correlate the weights with: the method's own ranking margins if it has
         them (train-twice), else the stored ERM run of the key (never trained for this)."""
-        own = getattr(self, "ranking_margins", None)
-        if own is not None:
-            return own
+        if self.ranking_margins is not None:
+            return self.ranking_margins
         ref = self.context.reference
         return ref.erm_pool_margins() if ref is not None else None
 
@@ -103,7 +146,7 @@ class ReweightingTrainer(MetaSetMixin, Trainer):
     def reweighting_diagnostics(self) -> dict[str, float]:
         """`molere.diagnostics` on the training split with the final θ and φ."""
         ws, ls = [], []
-        for b in self.train_set.batches(512, train=False, num_workers=self.cfg.num_workers):
+        for b in self.train_set.batches(512, train=False, loading=self.loading):
             b = b.to(self.device)
             losses = eval_losses(self.model, b.x, b.y)
             ws.append(self.raw_weights(b, losses).float().cpu())
@@ -118,14 +161,11 @@ class ReweightingTrainer(MetaSetMixin, Trainer):
         out["examples"] = len(ex)
         return out
 
-    def meta_step_due(self) -> bool:
-        return self.meta_set is not None and len(self.meta_set) > 0 and self.global_step % self.hp.meta_every == 0
-
     def meta_step(self, batch: Batch) -> torch.Tensor:
         """Update φ on the look-ahead's validation loss; returns the batch losses ℓ_i(θ) (with graph)."""
         xv, yv = self.next_meta_batch()
-        hg = self.lookahead.hypergradient(batch.x, batch.y, lambda l: self.example_weights(batch, l),
-                                          xv, yv, self.lookahead_lr())
+        hg = self.lookahead.hypergradient(batch.x, batch.y, val_x=xv, val_y=yv, lr=self.lookahead_lr(),
+                                          weight_fn=lambda l: self.example_weights(batch, l))
         params = self.meta_parameters()
         for p, g in zip(params, hg.backward_to(params)):
             p.grad = g
@@ -175,30 +215,6 @@ def hold_out(examples: ExampleSet, per_class: int | None, fraction: float | None
     mask = torch.ones(len(examples), dtype=torch.bool)
     mask[held_idx] = False
     return examples.subset(torch.nonzero(mask).flatten()), examples.subset(held_idx.sort().values)
-
-
-# ---- where the meta set comes from (shared by the methods that need one) -----------------------
-class MetaSourceHparams(Strict):
-    """Which examples form the meta set: the dataset's validation split, or a per-class hold-out of train."""
-    meta_source: Literal["val", "train_per_class"] = Field(
-        "val", description="meta set = the dataset's val split, or meta_per_class examples per class held out of train")
-    meta_per_class: int = Field(10, gt=0, description="examples per class held out (meta_source=train_per_class)")
-
-
-class MetaSourceMixin:
-    """`split()` from `MetaSourceHparams`: the held-out examples leave the training set."""
-
-    def split(self) -> tuple[ExampleSet, ExampleSet]:
-        hp, data = self.hp, self.data
-        if hp.meta_source == "val":
-            if data.val is None or len(data.val) == 0:
-                raise ConfigError(f"method.hparams.meta_source: 'val' needs a validation split, and dataset "
-                                  f"{data.name!r} has none here; use meta_source=train_per_class")
-            train, meta = data.train, data.val
-        else:
-            train, meta = hold_out(data.train, hp.meta_per_class, None, self.context.seed, data.num_classes)
-        self.info.update(meta_source=hp.meta_source, meta_size=len(meta), train_size=len(train))
-        return train, meta
 
 
 def mean_one(w: torch.Tensor) -> torch.Tensor:

@@ -1,8 +1,9 @@
 """The one Trainer interface: the base class owns the loop, a method overrides only what differs.
 
-Hooks a method may override (all optional except `training_step`):
+Hooks a method may override (all optional):
   split() -> (train, meta)      choose the training set and the meta/validation set (default: train, None)
   setup()                       build extra networks / optimisers (after split(); sets exist)
+  finish_setup()                a base class's own setup after setup() (ReweightingTrainer: φ's optimiser)
   on_epoch_start(epoch)         e.g. re-split (MOLERE) or refresh a probe set (FSR)
   training_step(batch) -> loss  the loss whose gradient the real classifier step follows
   on_epoch_end(epoch) -> dict   extra per-epoch metrics
@@ -26,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .config import NoHparams, Strict, TrainConfig
+from .config import ConfigError, NoHparams, Strict, TrainConfig
 from .data import Batch, ExampleSet, Loading, Stream, TaskData, name_key
 from .margins import probabilistic_margin
 from .precision import autocast, prepare
@@ -122,9 +123,11 @@ class Trainer:
     """Trains a classifier with plain cross-entropy; subclasses change what differs."""
 
     Hparams: type[Strict] = NoHparams
-    uses_meta_set: bool = False   # True when `split()` returns a validation/meta set
+    registered_name: str = ""     # set by the registry
+    uses_meta_set: bool = False   # True when `split()` returns a validation/meta set (checked at construction)
     needs_reference: bool = False  # True when it reuses the ERM run of its key (RunContext.reference)
     trains_on_val: bool = False   # True when the official val split is pooled into training: no val/* metrics
+    saves_pool_margins: bool = False   # True when its train + val margins are stored (they rank the pool for others)
 
     def __init__(self, model: nn.Module, data: TaskData, train: TrainConfig, hparams: Strict | None = None,
                  context: RunContext | None = None):
@@ -146,12 +149,19 @@ class Trainer:
         self.last_evaluation: tuple[int, dict, dict] | None = None   # (epoch, metrics, outputs)
         self._step_logs: dict[str, list[float]] = defaultdict(list)
         self.train_set, self.meta_set = self.split()
+        if self.uses_meta_set and (self.meta_set is None or len(self.meta_set) == 0):
+            raise ConfigError(f"method {self.registered_name or type(self).__name__!r} uses a meta "
+                              "set but its split() returned none; return (train, meta) or set uses_meta_set = False")
         self.schedule = make_schedule(self.optimizer, train, -(-len(self.train_set) // train.batch_size))
         self.setup()
+        self.finish_setup()
 
     # ---- hooks -------------------------------------------------------------------------------
     def setup(self) -> None:
         pass
+
+    def finish_setup(self) -> None:
+        """The base classes' own setup, after the method's `setup()` (e.g. the meta optimiser of φ)."""
 
     def split(self) -> tuple[ExampleSet, ExampleSet | None]:
         return self.data.train, None

@@ -10,3 +10,14 @@ os.environ.setdefault("OMP_NUM_THREADS", "2")
 import torch  # noqa: E402
 
 torch.set_num_threads(2)
+
+
+def pytest_addoption(parser):
+    parser.addoption("--plugin", action="append", default=[], metavar="MODULE",
+                     help="import MODULE first so the registry contract test covers the methods it registers "
+                          "(e.g. pytest tests/test_contract.py --plugin my_methods)")
+
+
+def pytest_configure(config):
+    from molere.registry import load_plugins
+    load_plugins(config.getoption("--plugin"))

@@ -93,3 +93,18 @@ def test_list_shows_every_registry():
     out = subprocess.run([PY, "-m", "benchmarks.list"], capture_output=True, text=True).stdout
     for needle in ("methods:", "datasets:", "models:", "erm", "digits", "fashion_mnist", "cnn", "timm"):
         assert needle in out
+
+
+def test_list_one_method_shows_every_option_with_default_allowed_values_and_description(capsys):
+    from benchmarks import list as listing
+    from benchmarks import catalog
+    assert listing.main(["methods", "mwn"]) == 0
+    out = capsys.readouterr().out
+    for field in catalog.METHODS.get("mwn").Hparams.model_fields:
+        assert f"  {field} = " in out, field
+    assert 'meta_source = "val"\n      allowed: "val" | "train_per_class"\n      meta set = the dataset' in out
+    assert "meta_lr = 0.001\n      allowed: float > 0\n      Adam learning rate of the weight net" in out
+    assert "report: label 'MWN', role method" in out
+    with pytest.raises(SystemExit) as exc:
+        listing.main(["methods", "mwm"])
+    assert exc.value.code == 2 and "did you mean 'mwn'?" in capsys.readouterr().err

@@ -1,6 +1,8 @@
-"""Registry contract: every registered method trains a few steps on a tiny task and evaluates sanely.
+"""Registry contract: every registered method trains a few steps on a tiny task and evaluates sanely, and
+every meta method's meta step runs in its first epoch.
 
-New methods are covered automatically: the parameter list is the registry itself.
+New methods are covered automatically: the parameter list is the registry itself. A plugin's methods are
+covered with `pytest tests/test_contract.py --plugin my_methods` (see README, "Adding a method").
 """
 import math
 
@@ -14,6 +16,8 @@ from benchmarks.trial import run_trial
 from molere.data import ExampleSet, TaskData
 from molere.config import TrainConfig
 from molere.registry import METHODS
+from molere.reweighting import MetaTrainer, ReweightingTrainer
+from molere.trainer import RunContext
 from benchmarks.models import build_model
 
 
@@ -36,7 +40,6 @@ def test_every_method_trains_and_evaluates(name):
     torch.manual_seed(0)
     factory = lambda: build_model("cnn", task.num_classes, task.input_shape, {"channels": [8, 8]})  # noqa: E731
     method = METHODS.get(name)
-    from molere.trainer import RunContext
     cfg = TrainConfig(epochs=2, batch_size=32, lr=0.05)
     trainer = method(factory(), task, cfg, method.Hparams(), RunContext(seed=0, model_factory=factory))
     final = trainer.fit()
@@ -62,3 +65,27 @@ def test_registry_lists_every_method_with_doc_and_defaults():
     for name, (doc, defaults) in rows.items():
         assert doc, f"{name} has no one-line docstring"
         assert isinstance(defaults, dict)
+
+
+META = [n for n in METHODS.names() if issubclass(METHODS.get(n), MetaTrainer)]
+
+
+@pytest.mark.parametrize("name", META)
+def test_every_meta_method_runs_its_meta_step_in_the_first_epoch(name):
+    """A meta method must not train silently as ERM: by the end of epoch 1 its look-ahead has run, the meta
+    validation loss is logged and (with a weighting function φ) φ has moved. An option `warmup_epochs`
+    delays the meta step on purpose and is set to 0 here."""
+    task = tiny_task()
+    torch.manual_seed(0)
+    factory = lambda: build_model("cnn", task.num_classes, task.input_shape, {"channels": [8, 8]})  # noqa: E731
+    method = METHODS.get(name)
+    hp = method.Hparams(**({"warmup_epochs": 0} if "warmup_epochs" in method.Hparams.model_fields else {}))
+    trainer = method(factory(), task, TrainConfig(epochs=1, batch_size=32, lr=0.05), hp,
+                     RunContext(seed=0, model_factory=factory))
+    before = [p.detach().clone() for p in trainer.meta_parameters()] if isinstance(trainer, ReweightingTrainer) else []
+    metrics = trainer.fit()
+    assert trainer.lookahead.calls > 0, f"{name}: no look-ahead in the first epoch"
+    assert math.isfinite(metrics.get("train/meta_val_loss", float("nan"))), f"{name}: no meta_val_loss logged"
+    if before:
+        moved = any(not torch.equal(a, p.detach()) for a, p in zip(before, trainer.meta_parameters()))
+        assert moved, f"{name}: its weighting function did not change in the first epoch"

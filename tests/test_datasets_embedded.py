@@ -138,7 +138,8 @@ def test_fashion_mnist_debian_copy():
 
 
 def test_bad_dataset_config():
-    with pytest.raises(UnknownNameError, match="unknown dataset 'digitz'; known: .*digits.*mnist1d"):
+    with pytest.raises(UnknownNameError,
+                       match="unknown dataset 'digitz'; did you mean 'digits'\\? known: .*digits.*mnist1d"):
         check_dataset(DatasetConfig(name="digitz"))
     with pytest.raises(ConfigError, match=r"^dataset.options.val_frac: unknown field"):
         check_dataset(DatasetConfig(name="digits", options={"val_frac": 0.2}))

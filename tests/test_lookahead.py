@@ -60,7 +60,7 @@ def test_meta_gradient_matches_central_finite_differences(scope, mode):
     x, y, xv, yv, w = _data()
     lr, eps = 0.5, 1e-6
     la = LookAhead(model, scope=scope, mode=mode)
-    hg = la.hypergradient(x, y, lambda losses: w, xv, yv, lr)
+    hg = la.hypergradient(x, y, weight_fn=lambda losses: w, val_x=xv, val_y=yv, lr=lr)
     fd = torch.zeros_like(w)
     for i in range(len(w)):
         wp, wm = w.clone(), w.clone()
@@ -90,7 +90,7 @@ def test_weighting_function_gradient_chains_through_weights():
     def weights(losses, p=phi):
         return torch.sigmoid(p[0] * losses + p[1])
 
-    hg = la.hypergradient(x, y, weights, xv, yv, 0.5)
+    hg = la.hypergradient(x, y, weight_fn=weights, val_x=xv, val_y=yv, lr=0.5)
     (g,) = hg.backward_to([phi])
     eps = 1e-6
     for k in range(2):
@@ -111,7 +111,8 @@ def test_real_model_untouched(scope, mode):
     model(x).sum().backward()    # give the real model some .grad to protect
     grads = {n: p.grad.clone() for n, p in model.named_parameters()}
     state = {k: v.clone() for k, v in model.state_dict().items()}
-    hg = LookAhead(model, scope=scope, mode=mode).hypergradient(x, y, lambda losses: w, xv, yv, 0.5)
+    hg = LookAhead(model, scope=scope, mode=mode).hypergradient(x, y, weight_fn=lambda losses: w, val_x=xv, val_y=yv,
+                                                                lr=0.5)
     assert all(torch.equal(v, model.state_dict()[k]) for k, v in state.items())   # params + BN stats
     assert all(torch.equal(grads[n], p.grad) for n, p in model.named_parameters())
     hg.commit_buffers()          # the real step's forward statistics, exactly as an ERM forward
@@ -126,7 +127,7 @@ def test_train_losses_reuse_the_real_forward():
     torch.manual_seed(0)
     model = TinyNet().double()
     x, y, xv, yv, w = _data()
-    hg = LookAhead(model).hypergradient(x, y, lambda losses: w, xv, yv, 0.5)
+    hg = LookAhead(model).hypergradient(x, y, weight_fn=lambda losses: w, val_x=xv, val_y=yv, lr=0.5)
     expected = F.cross_entropy(TinyNet.forward(model, x), y, reduction="none")
     assert torch.allclose(hg.train_losses, expected)
     (hg.train_losses.mean()).backward()
@@ -136,7 +137,7 @@ def test_train_losses_reuse_the_real_forward():
 def test_l2rw_zero_weights_lookahead_has_nonzero_epsilon_gradient():
     model = TinyNet().double()
     x, y, xv, yv, _ = _data()
-    hg = LookAhead(model, reduction="sum").hypergradient(x, y, None, xv, yv, 0.5)
+    hg = LookAhead(model, reduction="sum").hypergradient(x, y, val_x=xv, val_y=yv, lr=0.5)
     assert hg.dw.abs().max() > 0
 
 
@@ -145,8 +146,8 @@ def test_forward_and_reverse_modes_agree(scope):
     torch.manual_seed(2)
     model = TinyNet().double()
     x, y, xv, yv, w = _data(2)
-    a = LookAhead(model, scope=scope, mode="reverse").hypergradient(x, y, lambda losses: w, xv, yv, 0.3)
-    b = LookAhead(model, scope=scope, mode="forward").hypergradient(x, y, lambda losses: w, xv, yv, 0.3)
+    a, b = (LookAhead(model, scope=scope, mode=mode).hypergradient(x, y, weight_fn=lambda losses: w, val_x=xv,
+                                                                   val_y=yv, lr=0.3) for mode in ("reverse", "forward"))
     assert torch.allclose(a.dw, b.dw, rtol=1e-8, atol=1e-12)
     assert torch.allclose(a.val_loss, b.val_loss)
 
@@ -159,11 +160,12 @@ def test_finite_difference_mode_converges_to_the_exact_meta_gradient(scope, weig
     model = TinyNet().double()
     x, y, xv, yv, w = _data(3)
     fn = (lambda losses: w) if weighted else None
-    exact = LookAhead(model, scope=scope).hypergradient(x, y, fn, xv, yv, 0.4).dw
+    exact = LookAhead(model, scope=scope).hypergradient(x, y, weight_fn=fn, val_x=xv, val_y=yv, lr=0.4).dw
 
     def error(fd_eps):
         la = LookAhead(model, scope=scope, mode="finite_diff", fd_eps=fd_eps, fd_scheme=scheme)
-        return ((la.hypergradient(x, y, fn, xv, yv, 0.4).dw - exact).norm() / exact.norm()).item()
+        dw = la.hypergradient(x, y, weight_fn=fn, val_x=xv, val_y=yv, lr=0.4).dw
+        return ((dw - exact).norm() / exact.norm()).item()
 
     coarse, fine = error(1e-1), error(1e-2)
     assert exact.abs().max() > 1e-4
@@ -180,7 +182,7 @@ def test_first_order_modes_replay_the_training_forwards_dropout_masks(mode, fd):
 
     def dw(**kw):
         torch.manual_seed(5)     # the same masks for the training and validation forwards of each run
-        return LookAhead(model, **kw).hypergradient(x, y, lambda losses: w, xv, yv, 0.5).dw
+        return LookAhead(model, **kw).hypergradient(x, y, weight_fn=lambda losses: w, val_x=xv, val_y=yv, lr=0.5).dw
 
     exact, approx = dw(), dw(mode=mode, **fd)
     assert ((approx - exact).norm() / exact.norm()).item() < 1e-5

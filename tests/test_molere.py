@@ -230,7 +230,8 @@ def test_meta_gradient_flows_through_lookahead_and_bn_matches_a_plain_step(cnn_t
     with torch.no_grad():
         reference(b.x)                                                   # the real step's own BN update
     xv, yv = t.next_meta_batch()
-    hg = t.lookahead.hypergradient(b.x, b.y, lambda l: t.example_weights(b, l), xv, yv, t.lookahead_lr())
+    hg = t.lookahead.hypergradient(b.x, b.y, weight_fn=lambda l: t.example_weights(b, l), val_x=xv, val_y=yv,
+                                   lr=t.lookahead_lr())
     grads = hg.backward_to(t.meta_parameters())
     assert sum(g.abs().sum() for g in grads) > 0
     phi = [p.detach().clone() for p in t.meta_parameters()]

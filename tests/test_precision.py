@@ -42,8 +42,8 @@ def meta_gradient(trainer, autocast: bool):
     b = next(trainer.train_set.batches(32))
     xv, yv = trainer.meta_set.x[:32], trainer.meta_set.labels[:32]
     with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
-        hg = trainer.lookahead.hypergradient(b.x, b.y, lambda losses: trainer.example_weights(b, losses),
-                                             xv, yv, 0.1)
+        hg = trainer.lookahead.hypergradient(b.x, b.y, weight_fn=lambda losses: trainer.example_weights(b, losses),
+                                             val_x=xv, val_y=yv, lr=0.1)
         grads = hg.backward_to(trainer.meta_parameters())
     return hg.dw, torch.cat([g.flatten() for g in grads])
 
@@ -75,7 +75,7 @@ def test_lookahead_under_autocast_leaves_parameters_and_batchnorm_statistics_unt
     state = {k: v.clone() for k, v in model.state_dict().items()}
     w = torch.rand(16)
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        hg = LookAhead(model, scope=scope, mode=mode, **fd).hypergradient(x, y, lambda losses: w, xv, yv, 0.1)
+        hg = LookAhead(model, scope=scope, mode=mode, **fd).hypergradient(x, y, weight_fn=lambda losses: w, val_x=xv, val_y=yv, lr=0.1)
     assert all(torch.equal(v, model.state_dict()[k]) for k, v in state.items())   # params + BN stats
     assert all(p.grad is None for p in model.parameters())
     hg.commit_buffers()   # the training forward's statistics, as an ERM forward under the same autocast

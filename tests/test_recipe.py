@@ -130,6 +130,6 @@ def test_lookahead_training_losses_are_smoothed_validation_loss_is_not():
     model = mlp()
     x, y = torch.randn(6, 5), torch.randint(0, 3, (6,))
     xv, yv = torch.randn(4, 5), torch.randint(0, 3, (4,))
-    hg = LookAhead(model, label_smoothing=0.25).hypergradient(x, y, None, xv, yv, 0.1)
+    hg = LookAhead(model, label_smoothing=0.25).hypergradient(x, y, val_x=xv, val_y=yv, lr=0.1)
     assert torch.allclose(hg.train_losses, smoothed(model(x), y, 0.25), atol=1e-6)
     assert hg.val_loss.item() == pytest.approx(F.cross_entropy(model(xv), yv).item(), rel=1e-5)

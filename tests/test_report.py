@@ -162,7 +162,7 @@ def test_ood_and_worst_group_columns_only_where_present(report):
 def test_ordering_check_flags_hard_below_easy(report):
     root, _ = report
     order = pd.read_csv(root / "report" / "tables" / "ordering.csv").set_index(["dataset", "regime"])
-    col = "Easy < Random < Hard ≤ MOLERE"
+    col = "LRW-Easy < LRW-Random < LRW-Hard ≤ MOLERE"
     assert order.loc[("toy", "symmetric-0.4"), col] == "no"
     assert order.loc[("toy", "clean"), col] == "yes"
     # the Hard - Random gap under noise, paired by seed, independently
@@ -271,7 +271,7 @@ def test_partial_stores_and_cli(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "1 missing" in out and "1 failed" in out
     assert not (tmp_path / "out" / "tables" / "ordering.md").exists()
-    assert "Fewer than two of LRW-Easy" in (tmp_path / "out" / "index.html").read_text()
+    assert "Fewer than two of LRW-Hard finished" in (tmp_path / "out" / "index.html").read_text()
     assert (tmp_path / "out" / "figures" / "margin_bins.png").exists()
     build_store(tmp_path / "b", groups=[("toy", "clean")], methods=("erm",))
     r = build_report(tmp_path / "b")

@@ -146,7 +146,7 @@ def test_l2rw_weights_equal_clamped_normalised_closed_form(monkeypatch):
     tr = trainer("l2rw", hidden=())   # a linear model
     xv, yv = fixed_meta_batch(tr, monkeypatch)
     batch = batch_of(tr.train_set)
-    hg = tr.lookahead.hypergradient(batch.x, batch.y, None, xv, yv, tr.lookahead_lr())
+    hg = tr.lookahead.hypergradient(batch.x, batch.y, val_x=xv, val_y=yv, lr=tr.lookahead_lr())
     assert hg.dw.abs().max() > 1e-6            # ∂L_val/∂ε is not zero at ε = 0
     w, losses = tr.meta_weights(batch)
     gi = per_example_grads(tr.model, batch.x, batch.y)
@@ -213,7 +213,7 @@ def test_fsr_looks_ahead_on_the_head_only():
     assert not set(tr.lookahead.names) & (set(all_names) - set(head))
     batch, xv, yv = batch_of(tr.train_set), tr.data.test.x[:12], tr.data.test.labels[:12]
     lr = tr.lookahead_lr()
-    dw = tr.lookahead.hypergradient(batch.x, batch.y, None, xv, yv, lr).dw
+    dw = tr.lookahead.hypergradient(batch.x, batch.y, val_x=xv, val_y=yv, lr=lr).dw
 
     def closed_form(names):
         gv = torch.autograd.grad(F.cross_entropy(tr.model(xv), yv),

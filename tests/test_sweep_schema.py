@@ -57,9 +57,10 @@ MALFORMED = [
     ("wrong_type_epochs", with_(train={"epochs": "many"}), "train.epochs: Input should be a valid integer"),
     ("wrong_type_seeds", with_(seeds="0,1"), "seeds: Input should be a valid list"),
     ("wrong_type_hparam", with_(methods={"mwn": {"meta_lr": "fast"}}), "methods.mwn.meta_lr: Input should be a valid number"),
-    ("unknown_method", with_(methods={"mwm": {}}), "methods.mwm: unknown method 'mwm'; known:"),
-    ("unknown_dataset", with_(datasets=[{"name": "digitz"}]), "datasets.digitz: unknown dataset 'digitz'; known:"),
-    ("unknown_model", with_(model={"name": "mpl"}), "model.name: unknown model 'mpl'; known:"),
+    ("unknown_method", with_(methods={"mwm": {}}), "methods.mwm: unknown method 'mwm'; did you mean 'mwn'? known:"),
+    ("unknown_dataset", with_(datasets=[{"name": "digitz"}]),
+     "datasets.digitz: unknown dataset 'digitz'; did you mean 'digits'? known:"),
+    ("unknown_model", with_(model={"name": "mpl"}), "model.name: unknown model 'mpl'; did you mean 'mlp'? known:"),
     ("bad_model_option", with_(model={"name": "mlp", "options": {"hiden": [3]}}), "model.options.hiden: unknown field"),
     ("bad_dataset_option", with_(datasets=[{"name": "digits", "options": {"val_fraction": 2}}]),
      "datasets.digits.options.val_fraction: Input should be less than 1"),
@@ -384,3 +385,26 @@ def test_hostile_input_to_train_and_report_is_one_line_exit_2(prog, case, make, 
 
 def test_hostile_corpus_is_large_enough():
     assert len(MALFORMED) + len(HOSTILE) + len(OTHER_CLIS) >= 40 + len(MALFORMED)
+
+
+@pytest.mark.parametrize("train_args, sweep_change, where_train, where_sweep", [
+    (["--method", "mwn", "--hp", "meta_lrr=0.1"], {"methods": {"mwn": {"meta_lrr": 0.1}}},
+     "method.hparams.meta_lrr", "methods.mwn.meta_lrr"),
+    (["--train", "epoch=1"], {"train": {"epoch": 1}}, "train.epoch", "train.epoch"),
+    (["--method", "mwm"], {"methods": {"mwm": {}}}, "", "methods.mwm"),
+])
+def test_same_bad_key_same_message_through_train_and_a_sweep_file(train_args, sweep_change, where_train,
+                                                                    where_sweep, tmp_path, capsys, no_launch):
+    """One error path: the message after the field's location (which names where the key was written) is the
+    same, "did you mean" included, whether the key came from benchmarks.train or from a sweep file."""
+    from benchmarks import train
+    with pytest.raises(SystemExit):
+        train.main(["--dataset", "digits", *train_args])
+    from_train = capsys.readouterr().err.strip().removeprefix("benchmarks.train: error: ")
+    path = write(tmp_path, with_(**sweep_change))
+    with pytest.raises(SystemExit):
+        run.main([str(path)])
+    from_sweep = capsys.readouterr().err.strip().removeprefix(f"benchmarks.run: error: {path}: ")
+    assert "did you mean" in from_train and len(from_train.splitlines()) == 1
+    assert from_train.removeprefix(where_train).lstrip(": ") == from_sweep.removeprefix(where_sweep).lstrip(": ")
+    assert from_train.startswith(where_train) and from_sweep.startswith(where_sweep)

@@ -31,7 +31,7 @@ def test_head_scope_meta_gradient_on_timm_matches_closed_form(name, opts):
     model = build_model(name, C, SHAPE, opts).train()
     (x, y), (xv, yv) = data(6, 1), data(5, 2)
     lr = 0.3
-    dw = LookAhead(model, scope="head").hypergradient(x, y, None, xv, yv, lr).dw
+    dw = LookAhead(model, scope="head").hypergradient(x, y, val_x=xv, val_y=yv, lr=lr).dw
 
     ref = copy.deepcopy(model)           # its BatchNorm may update: only its outputs are used
     head = ref.get_classifier()
@@ -79,7 +79,7 @@ def test_whole_network_lookahead_on_vit_matches_finite_differences(mode):
     x, xv = x.double(), xv.double()
     w = torch.rand(4, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
     lr, eps = 0.1, 1e-6
-    dw = LookAhead(model, scope="all", mode=mode).hypergradient(x, y, lambda losses: w, xv, yv, lr).dw
+    dw = LookAhead(model, scope="all", mode=mode).hypergradient(x, y, weight_fn=lambda losses: w, val_x=xv, val_y=yv, lr=lr).dw
     params = {n: p.detach() for n, p in model.named_parameters()}
 
     def val_after_step(weights):
@@ -91,7 +91,7 @@ def test_whole_network_lookahead_on_vit_matches_finite_differences(mode):
 
     fd = torch.tensor([(val_after_step(w + eps * e) - val_after_step(w - eps * e)) / (2 * eps)
                        for e in torch.eye(4, dtype=torch.float64)])
-    head_only = LookAhead(model, scope="head").hypergradient(x, y, lambda losses: w, xv, yv, lr).dw
+    head_only = LookAhead(model, scope="head").hypergradient(x, y, weight_fn=lambda losses: w, val_x=xv, val_y=yv, lr=lr).dw
     assert fd.abs().max() > 1e-4
     assert ((dw - fd).norm() / fd.norm()).item() < 1e-4, (dw, fd)
     assert ((head_only - fd).norm() / fd.norm()).item() > 0.05     # the backbone's share is not negligible
@@ -115,7 +115,7 @@ def test_vit_lookahead_keeps_the_fused_attention_kernel_where_valid():
     counts = {}
     for mode in ("finite_diff", "reverse"):
         with Ops() as ops:
-            LookAhead(model, mode=mode).hypergradient(x, y, lambda losses: torch.ones(4), xv, yv, 0.1)
+            LookAhead(model, mode=mode).hypergradient(x, y, weight_fn=lambda losses: torch.ones(4), val_x=xv, val_y=yv, lr=0.1)
         counts[mode] = ops.fused
     depth = len(model.blocks)
     assert counts["finite_diff"] >= 4 * depth      # training, validation and two perturbed forwards

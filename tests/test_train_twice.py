@@ -40,36 +40,14 @@ class FixedReference:
     """Returns fixed margins for the pooled ids and counts the calls."""
 
     def __init__(self, ids, margins):
-        self.ids, self.margins, self.calls, self.offers = ids, margins, 0, 0
+        self.ids, self.margins, self.calls = ids, margins, 0
 
     def erm_pool_margins(self):
         self.calls += 1
         return self.ids, self.margins
 
-    def offer_erm_pool_margins(self, ids, margins):
-        self.offers += 1
-
     def erm_crossfit_margins(self, folds):   # the same fixed margins for the default (crossfit) ranking
         return self.erm_pool_margins()
-
-
-class MemoryReference:
-    """Keeps what an in-process ERM pass offers (like a store that holds it for the next trial)."""
-
-    def __init__(self):
-        self.stored, self.crossfit = None, {}
-
-    def erm_pool_margins(self):
-        return self.stored
-
-    def offer_erm_pool_margins(self, ids, margins):
-        self.stored = (np.asarray(ids).copy(), np.asarray(margins).copy())
-
-    def erm_crossfit_margins(self, folds):
-        return self.crossfit.get(folds)
-
-    def offer_erm_crossfit_margins(self, folds, ids, margins):
-        self.crossfit[folds] = (np.asarray(ids).copy(), np.asarray(margins).copy())
 
 
 def pool_ids(task):
@@ -107,7 +85,7 @@ def test_hard_and_easy_are_the_lowest_and_highest_margin_fraction(fixed):
         assert t.info["erm_pass"] == "reused" and t.info["val_size"] == k and t.info["pool_size"] == len(ids)
     hard, easy = make("lrw_hard", task, ref).info, make("lrw_easy", task, ref).info
     assert hard["val_erm_margin_mean"] < hard["rest_erm_margin_mean"] < easy["val_erm_margin_mean"]
-    assert ref.calls == 8 and ref.offers == 0   # 4 trials x (ranking + the other ranking's share)
+    assert ref.calls == 8   # 4 trials x (ranking + the other ranking's share)
 
 
 def test_random_selection_is_seeded_and_of_exact_size(fixed):
@@ -162,16 +140,6 @@ def test_delta_outside_unit_interval_is_a_one_line_config_error(delta):
     with pytest.raises(ConfigError) as err:
         resolve(cfg)
     assert str(err.value).startswith("method.hparams.delta:") and "\n" not in str(err.value)
-
-
-@pytest.mark.parametrize("ranking", ["crossfit", "erm_on_train"])
-def test_one_in_process_erm_pass_serves_all_three_variants(ranking):
-    task, ref = tiny_task(), MemoryReference()
-    passes = [make(f"lrw_{s}", task, ref, hparams={"ranking": ranking}).info["erm_pass"]
-              for s in ("hard", "easy", "random")]
-    assert passes == ["in_process", "reused", "reused"]
-    ids, margins = ref.stored if ranking == "erm_on_train" else ref.crossfit[2]
-    assert sorted(ids.tolist()) == sorted(pool_ids(task).tolist()) and np.all(np.abs(margins) <= 1)
 
 
 def test_trial_reuses_the_stored_erm_run_and_matches_in_process_erm(tmp_path):

@@ -18,24 +18,18 @@ import pandas as pd
 
 from molere import margins as M
 
+from ..config import MACHINE_FIELDS
 from ..store import RunDir
+from . import methods as MC
 
-# The train-twice variants, their same-split ERM controls, and the display order of methods.
-CONTROLS = {"lrw_easy": "erm_withheld_easy", "lrw_random": "erm_withheld_random", "lrw_hard": "erm_withheld_hard"}
-ORDERING = ("lrw_easy", "lrw_random", "lrw_hard", "molere")       # the paper's claimed order, low -> high
-METHOD_ORDER = ("erm", "lrw", *ORDERING, *CONTROLS.values(), "mwn", "l2rw", "fsr")
 LABELS = ("dataset", "regime", "method", "seed", "hparams_id")
 ACC_SPLITS_SKIP = ("train", "val", "selection")                     # not test accuracies
 SELECTION_METRICS = ("selection/acc", "selection/acc_true")         # the model-selection split (report.selection)
-MACHINE_TRAIN_FIELDS = ("device", "num_workers")
+MACHINE_TRAIN_FIELDS = tuple(path[1] for path in MACHINE_FIELDS if path[0] == "train")
 # what each reported metric (after "<split>/") is called: accuracies, then a dataset's official metrics
 # (WILDS' own evaluation: iWildCam's macro-F1, Waterbirds' worst-group accuracy)
 METRIC_NAMES = {"acc": "acc", "worst_group_acc": "worst-group acc", "F1-macro_all": "macro-F1",
                 "acc_wg": "WILDS worst-group acc"}
-
-
-def method_rank(name: str) -> tuple:
-    return (METHOD_ORDER.index(name), name) if name in METHOD_ORDER else (len(METHOD_ORDER), name)
 
 
 def load_plan(sweep_dir: Path) -> list[dict]:
@@ -111,7 +105,9 @@ def collect(sweep_dir: str | Path) -> pd.DataFrame:
     """The long-form table: labels, hyperparameters, status, accuracies, gains and margin summaries."""
     sweep_dir = Path(sweep_dir)
     rows = []
-    for i, entry in enumerate(load_plan(sweep_dir)):
+    plan = load_plan(sweep_dir)
+    MC.use(plan)
+    for i, entry in enumerate(plan):
         lab = entry["labels"]
         row = {"trial_id": entry["trial_id"], **{k: lab.get(k) for k in LABELS}, "plan_index": i,
                "hparams": json.dumps(_hparams(entry), sort_keys=True), "key": _key(entry), "failure": "",
@@ -141,8 +137,8 @@ def _variants(df: pd.DataFrame) -> list[str]:
 
 def _add_partners(df: pd.DataFrame) -> None:
     """Columns erm_trial / control_trial: the trial ids of each row's ERM partner and same-split control."""
-    erm = {k: t for k, t, m in zip(df["key"], df["trial_id"], df["method"]) if m == "erm"}
-    df["erm_trial"] = [None if m == "erm" else p if isinstance(p, str) and p else erm.get(k)
+    erm = {k: t for k, t, m in zip(df["key"], df["trial_id"], df["method"]) if MC.is_reference(m)}
+    df["erm_trial"] = [None if MC.is_reference(m) else p if isinstance(p, str) and p else erm.get(k)
                        for k, m, p in zip(df["key"], df["method"], df["planned_erm"])]
     del df["planned_erm"]
     controls = {}
@@ -150,7 +146,7 @@ def _add_partners(df: pd.DataFrame) -> None:
         controls.setdefault((r.key, r.method), []).append(r)
     picked = []
     for r in df.itertuples():
-        cands = controls.get((r.key, CONTROLS.get(r.method)), [])
+        cands = controls.get((r.key, MC.control_of(r.method)), [])
         delta = json.loads(r.hparams).get("delta")
         same = [c for c in cands if json.loads(c.hparams).get("delta", delta) == delta] or cands
         picked.append(same[0].trial_id if same else None)

@@ -20,36 +20,20 @@ import pandas as pd  # noqa: E402
 from molere import margins as M  # noqa: E402
 
 from ..store import read_jsonl  # noqa: E402
-from .collect import CONTROLS, METRIC_NAMES, method_rank  # noqa: E402
-from .tables import SHORT  # noqa: E402
+from . import methods as MC  # noqa: E402
+from .collect import METRIC_NAMES  # noqa: E402
+from .methods import is_control, label  # noqa: E402
 
-LRW_PANEL = ("lrw", "lrw_easy", "lrw_random", "lrw_hard", "molere")
-BIN_METHODS = ("lrw_easy", "lrw_hard", "molere")
 _PALETTE = plt.get_cmap("tab20").colors
 plt.rcParams.update({"font.size": 10, "axes.titlesize": 11, "figure.dpi": 110})
 
 
-_COLORS = {"lrw": 8, "lrw_easy": 2, "lrw_random": 0, "lrw_hard": 4, "molere": 6, "mwn": 18, "l2rw": 10,
-           "fsr": 12}
-
-
 def color(method: str):
-    """One colour per method; a same-split ERM control shares its train-twice variant's colour."""
-    method = {v: k for k, v in CONTROLS.items()}.get(method, method)
-    if method == "erm":
-        return "black"
-    if method in _COLORS:
-        return _PALETTE[_COLORS[method]]
-    return _PALETTE[(zlib.crc32(method.encode()) % 10) * 2 + 1]
-
-
-def is_control(method: str) -> bool:
-    return method in CONTROLS.values()
-
-
-def label(variant: str) -> str:
-    base, _, rest = variant.partition(" ")
-    return SHORT.get(base, base) + (f" {rest}" if rest else "")
+    """The method card's colour; a control without one shares its method's; else one from the name."""
+    c = MC.card(method)
+    if c.color is None and c.control_of is not None:
+        return color(c.control_of)
+    return c.color if c.color is not None else _PALETTE[(zlib.crc32(method.encode()) % 10) * 2 + 1]
 
 
 def slug(*parts) -> str:
@@ -75,7 +59,7 @@ def _grid(n: int, ncols: int, w: float = 4.2, h: float = 3.3):
 def gain_frame(cells: pd.DataFrame, metrics: list[str]) -> pd.DataFrame:
     """Long form of gains over ERM for plotting: one row per (dataset x regime [x metric], variant)."""
     rows = []
-    for _, r in cells[cells["method"] != "erm"].iterrows():
+    for _, r in cells[~cells["method"].map(MC.is_reference)].iterrows():
         for m in metrics:
             pre = "gain" if m == "test/acc" else f"gain[{m}]"
             if f"{pre} n" not in r or pd.isna(r[f"{pre} n"]):
@@ -89,19 +73,20 @@ def gain_frame(cells: pd.DataFrame, metrics: list[str]) -> pd.DataFrame:
 
 
 def gain_bars(gains: pd.DataFrame, folder: Path, name: str, title: str, notes: list) -> list[dict]:
-    """Grouped bars of mean gain over ERM per group with 95% CI whiskers: LRW variants + MOLERE, then the rest."""
+    """Grouped bars of mean gain over ERM per group with 95% CI whiskers, one panel per card panel (e.g. LRW
+    variants + MOLERE, then the rest), panels in the display order of their first method."""
     if gains.empty or gains["n"].fillna(0).sum() == 0:
         notes.append(f"{title}: no method with a finished ERM partner, figure skipped")
         return []
     groups = list(dict.fromkeys(gains["group"]))
-    panels = [("LRW variants and MOLERE", gains[gains["method"].isin(LRW_PANEL)]),
-              ("Other baselines and same-split ERM controls", gains[~gains["method"].isin(LRW_PANEL)])]
-    panels = [(t, p) for t, p in panels if len(p)]
+    panel_of = gains["method"].map(lambda m: MC.card(m).panel)
+    titles = sorted(set(panel_of), key=lambda t: min(MC.rank(m) for m in gains.loc[panel_of == t, "method"]))
+    panels = [(t, gains[panel_of == t]) for t in titles]
     per_group = max(1.5, 0.3 * max(p["variant"].nunique() for _, p in panels))
     width_in = max(5.0, 1.0 + len(groups) * per_group)
     fig, axes = plt.subplots(len(panels), 1, figsize=(width_in, 3.4 * len(panels)), squeeze=False)
     for ax, (ptitle, p) in zip(axes[:, 0], panels):
-        variants = sorted(p["variant"].unique(), key=lambda v: method_rank(p.loc[p["variant"] == v, "method"].iloc[0]))
+        variants = sorted(p["variant"].unique(), key=lambda v: MC.rank(p.loc[p["variant"] == v, "method"].iloc[0]))
         bw = 0.8 / len(variants)
         for j, v in enumerate(variants):
             xs, ys, lo, hi = [], [], [], []
@@ -137,7 +122,7 @@ def margin_histograms(deltas: dict, folder: Path, notes: list) -> list[dict]:
     """Per dataset x regime: histograms of paired test-margin deltas (method - ERM) with mean/median lines."""
     out = []
     for dataset, regime in dict.fromkeys((d, r) for d, r, _ in deltas):
-        keys = sorted((k for k in deltas if k[:2] == (dataset, regime)), key=lambda k: method_rank(k[2].split(" ")[0]))
+        keys = sorted((k for k in deltas if k[:2] == (dataset, regime)), key=lambda k: MC.rank(k[2].split(" ")[0]))
         fig, axes = _grid(len(keys), 4, 3.6, 2.9)
         for ax, k in zip(axes, keys):
             d = deltas[k][1]
@@ -162,21 +147,24 @@ def margin_histograms(deltas: dict, folder: Path, notes: list) -> list[dict]:
 
 
 def margin_bins(bins: pd.DataFrame, folder: Path, notes: list) -> list[dict]:
-    """Per dataset x regime: mean margin delta per ERM-margin bin with SEM bars, LRW-Hard/Easy/MOLERE."""
-    b = bins[bins["method"].isin(BIN_METHODS)]
+    """Per dataset x regime: mean margin delta per ERM-margin bin with SEM bars, for the methods whose card asks
+    for it (LRW-Easy/Hard, MOLERE)."""
+    chosen = [m for m in MC.methods() if MC.card(m).margin_bins]
+    b = bins[bins["method"].isin(chosen)]
     if b.empty:
-        notes.append("Binned margin figure skipped: none of LRW-Easy, LRW-Hard, MOLERE has paired test margins")
+        notes.append("Binned margin figure skipped: none of " + (", ".join(map(label, chosen)) or "the methods")
+                     + " has paired test margins")
         return []
     groups = list(dict.fromkeys(zip(b["dataset"], b["regime"])))
     fig, axes = _grid(len(groups), 3, 4.6, 3.4)
     for ax, (dataset, regime) in zip(axes, groups):
         g = b[(b["dataset"] == dataset) & (b["regime"] == regime)]
-        present = [m for m in BIN_METHODS if m in set(g["method"])]
+        present = [m for m in chosen if m in set(g["method"])]
         for j, m in enumerate(present):
             s = g[g["method"] == m]
             x = s["center"].to_numpy() + (j - (len(present) - 1) / 2) * 0.03
             ax.errorbar(x, s["mean"], yerr=s["sem"].fillna(0), marker="o", ms=4, capsize=3, color=color(m),
-                        label=SHORT[m])
+                        label=label(m))
         ax.axhline(0, color="black", linewidth=0.8)
         ax.set_xticks(np.linspace(-0.9, 0.9, 10), [f"{v:.1f}" for v in np.linspace(-0.9, 0.9, 10)], fontsize=8)
         ax.set_xlabel("ERM test margin (bin centre)")
@@ -184,7 +172,7 @@ def margin_bins(bins: pd.DataFrame, folder: Path, notes: list) -> list[dict]:
         ax.set_title(f"{dataset} / {regime}")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
-        missing = [SHORT[m] for m in BIN_METHODS if m not in present]
+        missing = [label(m) for m in chosen if m not in present]
         if missing:
             ax.text(0.99, 0.02, "no data: " + ", ".join(missing), transform=ax.transAxes, ha="right", fontsize=7,
                     color="grey")
@@ -212,7 +200,7 @@ def training_curves(df: pd.DataFrame, sweep_dir: Path, folder: Path, notes: list
         return []
     fig, axes = _grid(len(curves), 3, 4.8, 3.6)
     for ax, ((dataset, regime), by_method) in zip(axes, curves.items()):
-        for (method, variant), series in sorted(by_method.items(), key=lambda kv: method_rank(kv[0][0])):
+        for (method, variant), series in sorted(by_method.items(), key=lambda kv: MC.rank(kv[0][0])):
             table = pd.concat(series, axis=1).sort_index()
             mean, std = table.mean(axis=1), table.std(axis=1, ddof=1)
             ax.plot(mean.index, mean, color=color(method), linestyle="--" if is_control(method) else "-",

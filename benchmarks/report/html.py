@@ -6,6 +6,8 @@ import html
 import json
 from pathlib import Path
 
+from . import methods as MC
+
 STYLE = """body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1400px;padding:0 1em;color:#222}
 table{border-collapse:collapse;margin:.5em 0 .3em;font-size:13px}td,th{border:1px solid #ccc;padding:3px 7px;
 text-align:left;vertical-align:top}th{background:#f2f2f2}td.best{font-weight:bold;background:#e8f4e8}
@@ -35,9 +37,10 @@ def write_index(out_dir: Path, sweep_name: str, counts: dict, tables: list, figu
     if notes:
         parts.append("<ul>" + "".join(f"<li class=note>{html.escape(n)}</li>" for n in notes) + "</ul>")
     order = [t for t in tables if t.name == "ordering"]
+    members = " / ".join(MC.label(m) for m in MC.ordering_members()) or "the ordering check's methods"
     parts.append("<h2>Results</h2>" + "".join(_table(t) for t in tables if t.name != "ordering"))
     parts.append("<h2>Ordering check</h2>" + ("".join(_table(t) for t in order) or
-                                              "<p>Fewer than two of LRW-Easy / Random / Hard / MOLERE finished.</p>"))
+                                              f"<p>Fewer than two of {html.escape(members)} finished.</p>"))
     parts.append("<h2>Figures</h2>")
     for f in figures:
         parts.append(f'<h3>{html.escape(f["title"])}</h3><img src="figures/{html.escape(f["file"])}" '

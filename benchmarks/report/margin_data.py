@@ -9,6 +9,7 @@ import pandas as pd
 
 from molere import margins as M
 
+from . import methods as MC
 from .collect import test_margins
 
 
@@ -17,7 +18,7 @@ def margin_deltas(df: pd.DataFrame, sweep_dir: Path) -> dict[tuple, tuple[np.nda
     done = set(df.loc[df["status"] == "done", "trial_id"])
     out: dict[tuple, list] = {}
     for r in df.itertuples():
-        if r.method == "erm" or r.trial_id not in done or r.erm_trial not in done:
+        if MC.is_reference(r.method) or r.trial_id not in done or r.erm_trial not in done:
             continue
         own, ref = test_margins(sweep_dir, r.trial_id), test_margins(sweep_dir, r.erm_trial)
         if own is None or ref is None:

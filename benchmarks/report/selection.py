@@ -15,7 +15,8 @@ import numpy as np
 import pandas as pd
 
 from ..store import read_jsonl
-from .collect import is_acc_column, method_rank
+from . import methods as MC
+from .collect import is_acc_column
 
 SELECTION = "selection/acc"
 EPOCHS = {"last": "at the last epoch",
@@ -94,15 +95,15 @@ def _pair_key(df: pd.DataFrame) -> list[str]:
 def selected_frame(df: pd.DataFrame) -> pd.DataFrame:
     """The trials of the selected draws, one variant per method, re-paired with the selected ERM draw and the
     selected same-split control of the same seed (erm_trial, control_trial, gains recomputed)."""
-    from .collect import CONTROLS
     sel = df[df["selected"]].copy()
     if sel.empty:
         return sel
     sel["variant"] = sel["method"]
     sel["key"] = _pair_key(sel)
     by = {(m, k): t for m, k, t in zip(sel["method"], sel["key"], sel["trial_id"])}
-    sel["erm_trial"] = [None if m == "erm" else by.get(("erm", k)) for m, k in zip(sel["method"], sel["key"])]
-    sel["control_trial"] = [by.get((CONTROLS[m], k)) if m in CONTROLS else None
+    ref = next((m for m in sel["method"].unique() if MC.is_reference(m)), None)
+    sel["erm_trial"] = [None if m == ref else by.get((ref, k)) for m, k in zip(sel["method"], sel["key"])]
+    sel["control_trial"] = [by.get((MC.control_of(m), k)) if MC.control_of(m) else None
                             for m, k in zip(sel["method"], sel["key"])]
     acc = sel.set_index("trial_id")["test/acc"]
     sel["gain_over_erm_pts"] = 100 * (sel["test/acc"] - sel["erm_trial"].map(acc))
@@ -140,7 +141,7 @@ def selection_table(df: pd.DataFrame, epoch: str = "last"):
     done = df[df["status"] == "done"]
     first = {k: i for i, k in enumerate(dict.fromkeys(zip(df["dataset"], df["regime"])))}
     for (dataset, regime, method), sub in sorted(df.groupby(CELL, sort=False),
-                                                 key=lambda kv: (first[kv[0][:2]], method_rank(kv[0][2]))):
+                                                 key=lambda kv: (first[kv[0][:2]], MC.rank(kv[0][2]))):
         d = sub[~sub["reference_only"].astype(bool)] if (~sub["reference_only"].astype(bool)).any() else sub
         s, o = d[d["selected"]], d[d["oracle"]]
         if s.empty:

@@ -12,7 +12,8 @@ import numpy as np
 import pandas as pd
 from scipy import stats as sps
 
-from .collect import CONTROLS, ORDERING, acc_columns, method_rank
+from . import methods as MC
+from .collect import acc_columns
 
 TEST_NAME = "paired t-test (scipy.stats.ttest_rel), 95% CI from the t distribution"
 NON_DONE = ("failed", "missing", "incomplete")
@@ -66,7 +67,7 @@ def cells(df: pd.DataFrame) -> pd.DataFrame:
             row[f"{m} mean"] = float(v.mean()) if len(v) else np.nan
             row[f"{m} std"] = float(v.std(ddof=1)) if len(v) > 1 else np.nan
             row[f"{m} n"] = len(v)
-        if row["method"] != "erm":
+        if not MC.is_reference(row["method"]):
             row.update({f"gain {k}": v for k, v in paired(*erm_pairs["test/acc"](sub)).items()})
             for m in metrics[1:]:
                 if row[f"{m} n"]:
@@ -76,7 +77,7 @@ def cells(df: pd.DataFrame) -> pd.DataFrame:
     if out.empty:
         return out
     order = {k: i for i, k in enumerate(dict.fromkeys(zip(df["dataset"], df["regime"])))}
-    out["_o"] = [(order[(d, r)], method_rank(m), v) for d, r, m, v in
+    out["_o"] = [(order[(d, r)], MC.rank(m), v) for d, r, m, v in
                  zip(out["dataset"], out["regime"], out["method"], out["variant"])]
     return out.sort_values("_o").drop(columns="_o").reset_index(drop=True)
 
@@ -88,34 +89,36 @@ def _by_method(sub: pd.DataFrame, method: str) -> pd.DataFrame:
 
 
 def ordering(df: pd.DataFrame) -> pd.DataFrame:
-    """Per dataset x regime: means of Easy/Random/Hard/MOLERE, whether Easy < Random < Hard <= MOLERE holds,
-    and for each adjacent pair of present methods the paired gap (later - earlier) with CI and p.
+    """Per dataset x regime: means of the ordering members (e.g. Easy/Random/Hard/MOLERE), whether their claimed
+    order (e.g. Easy < Random < Hard <= MOLERE) holds, and for each adjacent pair of present members the paired
+    gap (later - earlier) with CI and p.
 
-    Means, verdict and gaps all use the same paired seeds: the pairing keys every present method finished
-    (a seed missing for one method is left out for all; `n` says how many remain)."""
+    Means, verdict and gaps all use the same paired seeds: the pairing keys every present member finished
+    (a seed missing for one member is left out for all; `n` says how many remain)."""
     rows = []
+    members = MC.ordering_members()
     for (dataset, regime), sub in df.groupby(["dataset", "regime"], sort=False):
-        parts = {m: _by_method(sub, m) for m in ORDERING}
+        parts = {m: _by_method(sub, m) for m in members}
         accs = {m: _done_acc(p) for m, p in parts.items()}
-        present = [m for m in ORDERING if len(accs[m])]
+        present = [m for m in members if len(accs[m])]
         if len(present) < 2:
             continue
         common = accs[present[0]].index
         for m in present[1:]:
             common = common.intersection(accs[m].index)
-        means = {m: accs[m][common].mean() * 100 if m in present and len(common) else np.nan for m in ORDERING}
-        row = {"dataset": dataset, "regime": regime, **{f"{m} mean": means[m] for m in ORDERING},
+        means = {m: accs[m][common].mean() * 100 if m in present and len(common) else np.nan for m in members}
+        row = {"dataset": dataset, "regime": regime, **{f"{m} mean": means[m] for m in members},
                "paired seeds": len(common)}
         holds = bool(len(common))
         for lo, hi in zip(present, present[1:]):
-            strict = hi != "molere"
+            strict = MC.relation(hi) == "<"
             s = paired(accs[hi][common].to_numpy(float), accs[lo][common].to_numpy(float))
             ok = bool(s["n"]) and (s["mean"] > 0 if strict else s["mean"] >= 0)
             holds &= ok
             row[f"{hi} - {lo}"] = {**s, "relation": "<" if strict else "≤", "holds": ok}
-        absent = [m for m in ORDERING if m not in present]
+        absent = [m for m in members if m not in present]
         row["holds"] = ("yes" if holds else "no") + (f" (without {', '.join(absent)})" if absent else "")
-        row["note"] = "; ".join(f"{m}: {n}" for m in ORDERING if (n := status_note(parts[m])))
+        row["note"] = "; ".join(f"{m}: {n}" for m in members if (n := status_note(parts[m])))
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -135,14 +138,15 @@ def meta_effect(df: pd.DataFrame) -> pd.DataFrame:
     erm_pairs, ctl_pairs = _pairs(df, "erm_trial"), _pairs(df, "control_trial")
     for (dataset, regime, variant), sub in df.groupby(["dataset", "regime", "variant"], sort=False):
         method = sub["method"].iloc[0]
-        if method not in CONTROLS:
+        control = MC.control_of(method)
+        if control is None:
             continue
-        ctl = df[(df["dataset"] == dataset) & (df["regime"] == regime) & (df["method"] == CONTROLS[method])]
+        ctl = df[(df["dataset"] == dataset) & (df["regime"] == regime) & (df["method"] == control)]
         ctl_erm = erm_pairs(ctl) if len(ctl) else ([], [])
-        notes = [f"{w}: {n}" for n, w in ((status_note(sub), variant), (status_note(ctl), CONTROLS[method])) if n]
+        notes = [f"{w}: {n}" for n, w in ((status_note(sub), variant), (status_note(ctl), control)) if n]
         if not len(ctl):
-            notes.append(f"{CONTROLS[method]} not planned")
-        rows.append({"dataset": dataset, "regime": regime, "variant": variant, "control": CONTROLS[method],
+            notes.append(f"{control} not planned")
+        rows.append({"dataset": dataset, "regime": regime, "variant": variant, "method": method, "control": control,
                      "gain": paired(*erm_pairs(sub)), "control gain": paired(*ctl_erm),
                      "minus control": paired(*ctl_pairs(sub)), "note": "; ".join(notes)})
     return pd.DataFrame(rows)

@@ -12,13 +12,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .collect import METRIC_NAMES, ORDERING, order_metrics
+from . import methods as MC
+from .collect import METRIC_NAMES, order_metrics
 from .stats import TEST_NAME
-
-SHORT = {"lrw_easy": "LRW-Easy", "lrw_random": "LRW-Random", "lrw_hard": "LRW-Hard", "molere": "MOLERE",
-         "erm": "ERM", "lrw": "LRW", "mwn": "MWN", "l2rw": "L2RW", "fsr": "FSR",
-         "erm_withheld_easy": "ERM, Easy withheld", "erm_withheld_random": "ERM, Random withheld",
-         "erm_withheld_hard": "ERM, Hard withheld", "erm_train_val": "ERM, train + val"}
 
 
 @dataclass
@@ -118,15 +114,15 @@ def results_table(cells: pd.DataFrame, metrics: list[str]) -> Table:
     marked."""
     rows, bold = [], set()
     for i, r in cells.iterrows():
-        row = {"dataset": r["dataset"], "regime": r["regime"], "method": r["variant"]}
+        row = {"dataset": r["dataset"], "regime": r["regime"], "method": r["variant"], "label": MC.label(r["variant"])}
         for m in metrics:
             if m == "test/acc" or r.get(f"{m} n", 0):
                 row[_metric_label(m)] = _acc(r, m)
-        row["gain over ERM (pts) [95% CI], p"] = "reference" if r["method"] == "erm" else stat(
+        row["gain over ERM (pts) [95% CI], p"] = "reference" if MC.is_reference(r["method"]) else stat(
             {k[5:]: r[k] for k in r.index if k.startswith("gain ")})
         row["trials"] = f"{r['done']}/{r['planned']} done" + (f" ({r['note']})" if r["note"] else "")
         rows.append(row)
-    cols = ["dataset", "regime", "method", *dict.fromkeys(k for r in rows for k in r if k.endswith("(%)")),
+    cols = ["dataset", "regime", "method", "label", *dict.fromkeys(k for r in rows for k in r if k.endswith("(%)")),
             "gain over ERM (pts) [95% CI], p", "trials"]
     frame = pd.DataFrame(rows).reindex(columns=cols).fillna("")
     for _, g in cells.groupby(["dataset", "regime"], sort=False):
@@ -160,20 +156,21 @@ def accuracy_table(cells: pd.DataFrame, metric: str) -> Table:
 
 
 def ordering_table(order: pd.DataFrame) -> Table:
-    rows = []
+    rows, members = [], MC.ordering_members()
+    claim = MC.ordering_claim(members)
     for _, r in order.iterrows():
         row = {"dataset": r["dataset"], "regime": r["regime"],
-               **{f"{SHORT[m]} (%)": num(r[f"{m} mean"]) for m in ORDERING},
-               "Easy < Random < Hard ≤ MOLERE": r["holds"], "paired seeds": str(r.get("paired seeds", ""))}
+               **{f"{MC.card(m).label} (%)": num(r[f"{m} mean"]) for m in members}, claim: r["holds"],
+               "paired seeds": str(r.get("paired seeds", ""))}
         for col in r.index:
             if " - " in col and isinstance(r[col], dict):
                 hi, lo = col.split(" - ")
                 s = r[col]
-                row[f"{SHORT[hi]} − {SHORT[lo]} (pts)"] = f"{stat(s)}; {lo} {s['relation']} {hi}: " \
+                row[f"{MC.card(hi).label} − {MC.card(lo).label} (pts)"] = f"{stat(s)}; {lo} {s['relation']} {hi}: " \
                                                          f"{'yes' if s['holds'] else 'no'}"
         row["not finished"] = r["note"]
         rows.append(row)
-    return Table("ordering", "Ordering check: LRW-Easy < LRW-Random < LRW-Hard ≤ MOLERE",
+    return Table("ordering", f"Ordering check: {claim}",
                  "Means of test accuracy (%) over the seeds every listed method finished; each adjacent pair: later "
                  f"minus earlier method on those same seeds, in accuracy points with 95% CI and p-value ({TEST_NAME}). "
                  "'yes/no' judges the paired mean gaps (the same numbers as the gap columns).",
@@ -181,11 +178,11 @@ def ordering_table(order: pd.DataFrame) -> Table:
 
 
 def meta_table(meta: pd.DataFrame) -> Table:
-    rows = [{"dataset": r["dataset"], "regime": r["regime"], "method": r["variant"],
-             "gain over ERM (pts)": stat(r["gain"]), "control": r["control"],
+    rows = [{"dataset": r["dataset"], "regime": r["regime"], "method": r["variant"], "label": MC.label(r["variant"]),
+             "gain over ERM (pts)": stat(r["gain"]), "control": r["control"], "control label": MC.label(r["control"]),
              "control − ERM (pts)": stat(r["control gain"]), "method − control (pts)": stat(r["minus control"]),
              "not finished": r["note"]} for _, r in meta.iterrows()]
-    return Table("meta_effect", "Meta-learning effect: train-twice variants against their same-split ERM control",
+    return Table("meta_effect", "Meta-learning effect: methods against their same-split control",
                  "Gain over ERM = effect of withholding the δ split + reweighting; control − ERM = effect of "
                  "withholding alone; method − control = effect of the reweighting. Paired by seed, accuracy "
                  f"points, 95% CI, {TEST_NAME}.", pd.DataFrame(rows))

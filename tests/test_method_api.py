@@ -1,0 +1,174 @@
+"""A method is one class: meta methods fail fast or run their meta step, and a plugin's card reaches the
+report (results, meta-effect table, gain figure) with no edit of the repository."""
+from __future__ import annotations
+
+import math
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from benchmarks.models import build_model
+from benchmarks.report import build_report
+from benchmarks.report import figures as F
+from benchmarks.store import RunDir, write_json
+from benchmarks.sweep import expand_trials, load_sweep
+from molere.config import ConfigError, TrainConfig
+from molere.registry import METHODS, MethodCard, load_plugins
+from molere.reweighting import MetaHparams, ReweightingTrainer
+from molere.trainer import RunContext
+from tests.test_contract import tiny_task
+
+PLUGINS = ["tests.plugins.spl", "tests.plugins.class_weights", "tests.plugins.meta_softmax"]
+
+
+@pytest.fixture(autouse=True, scope="module")
+def plugins():
+    """Register the newcomer plugins for this module only (other tests see the built-in registry)."""
+    before = dict(METHODS._entries)
+    load_plugins(PLUGINS)
+    yield
+    METHODS._entries.clear()
+    METHODS._entries.update(before)
+    for mod in PLUGINS:
+        sys.modules.pop(mod, None)
+
+
+def make(cls, hparams=None, epochs=1, task=None):
+    task = task or tiny_task()
+    torch.manual_seed(0)
+    model = build_model("mlp", task.num_classes, task.input_shape, {"hidden": [16]})
+    hp = cls.Hparams(**(hparams or {}))
+    return cls(model, task, TrainConfig(epochs=epochs, batch_size=32, lr=0.05), hp, RunContext(seed=0))
+
+
+class _Weights(ReweightingTrainer):
+    """A per-class weighting function, as a newcomer writes it (no split() of its own)."""
+
+    def setup(self):
+        self.a = torch.nn.Parameter(torch.zeros(self.data.num_classes))
+
+    def example_weights(self, batch, losses):
+        return self.data.num_classes * torch.softmax(self.a, 0)[batch.y]
+
+    def meta_parameters(self):
+        return [self.a]
+
+    def meta_optimizer(self):
+        return torch.optim.SGD([self.a], lr=1.0)
+
+
+def test_reweighting_plugin_without_a_meta_set_source_fails_at_construction():
+    class NoSource(_Weights):
+        Hparams = MetaHparams            # no meta_source: the default split() cannot choose a meta set
+
+    class NoMetaSet(_Weights):
+        def split(self):
+            return self.data.train, None  # the silent failure of old: ERM with a φ that never learns
+
+    for cls in (NoSource, NoMetaSet):
+        with pytest.raises(ConfigError) as err:
+            make(cls)
+        assert "\n" not in str(err.value) and ("meta_source" in str(err.value) or "meta set" in str(err.value))
+
+
+def test_reweighting_plugin_with_the_default_source_runs_its_meta_step_in_epoch_one():
+    t = make(METHODS.get("class_weights"))
+    assert t.meta_set is not None and set(t.meta_set.ids.tolist()) == set(t.data.val.ids.tolist())
+    metrics = t.train_epoch()
+    assert t.lookahead.calls == math.ceil(len(t.train_set) / 32)       # meta_every=1: every step
+    assert math.isfinite(metrics["train/meta_val_loss"])
+    assert not torch.equal(t.class_logits.detach(), torch.zeros(t.data.num_classes))   # φ learned
+    assert metrics["train/weight_std"] > 0                               # the weights are no longer uniform
+
+
+@pytest.mark.parametrize("name", ["spl", "meta_softmax"])
+def test_the_other_newcomer_plugins_train(name):
+    t = make(METHODS.get(name), epochs=2)
+    final = t.fit()
+    assert final["epoch"] == 2 and math.isfinite(final["train/loss"]) and final["test/acc"] > 0.5
+    if name == "spl":
+        assert 0 < final["train/selected"] <= 1
+    else:
+        assert t.lookahead.calls > 0 and math.isfinite(final["train/meta_val_loss"])
+
+
+def test_card_defaults_are_not_inherited_and_bad_cards_are_refused():
+    assert METHODS.get("meta_softmax").card == MethodCard(label="meta_softmax", name="meta_softmax")
+    assert METHODS.get("class_weights_control").card.control_of == "class_weights"
+    with pytest.raises(ValueError, match="control_of"):
+        MethodCard(role="control")
+    with pytest.raises(ValueError, match="ordering"):
+        MethodCard(role="reference", ordering=1)
+
+
+# ---- a plugin method in the report -------------------------------------------------------------
+SWEEP = """name: plugin_report
+datasets: [{name: digits}]
+methods: {erm: {}, class_weights: {}, class_weights_control: {}}
+seeds: [0, 1, 2]
+plugins: [tests.plugins.class_weights]
+"""
+ACC = {"erm": 0.80, "class_weights": 0.84, "class_weights_control": 0.79}
+
+
+def planned_store(root):
+    """The plan as the sweep runner writes it (cards recorded), with made-up finished trials."""
+    (root / "sweep.yaml").write_text(SWEEP)
+    trials = expand_trials(load_sweep(root / "sweep.yaml"))
+    write_json(root / "plan.json", [t.record() for t in trials])
+    ids = np.arange(100)
+    for t in trials:
+        method, seed = t.labels["method"], t.labels["seed"]
+        acc = ACC[method] + 0.01 * seed * (method == "class_weights")
+        run = RunDir(root / "trials" / t.trial_id)
+        run.start({"trial_id": t.trial_id, "config": t.config.model_dump(mode="json")})
+        run.append_metrics({"epoch": 1, "test/acc": acc - 0.1})
+        run.append_metrics({"epoch": 2, "test/acc": acc})
+        m = np.linspace(-1, 1, 100) * (acc if method != "erm" else 0.5)
+        run.save_margins({"test_ids": ids, "test_margins": m, "test_labels": ids % 3, "test_preds": ids % 3})
+        run.finish({"trial_id": t.trial_id, "status": "done", "metrics": {"epoch": 2, "test/acc": acc}})
+
+
+def legends(monkeypatch):
+    seen = {}
+    save = F._save
+
+    def keep(fig, folder, name):
+        seen[name] = {ax.get_title(): [t.get_text() for t in ax.get_legend().get_texts()]
+                      for ax in fig.axes if ax.get_legend() is not None}
+        seen[name]["figure"] = [t.get_text() for leg in fig.legends for t in leg.get_texts()]
+        return save(fig, folder, name)
+    monkeypatch.setattr(F, "_save", keep)
+    return seen
+
+
+def check_report(root, out, seen):
+    build_report(root, out)
+    results = pd.read_csv(out / "tables" / "results.csv").set_index("method")
+    assert results.loc["class_weights", "label"] == "Class-W"
+    assert results.loc["class_weights", "gain over ERM (pts) [95% CI], p"].startswith("+5.00 [")
+    assert results.loc["erm", "gain over ERM (pts) [95% CI], p"] == "reference"
+    meta = pd.read_csv(out / "tables" / "meta_effect.csv").set_index("method")
+    row = meta.loc["class_weights"]
+    assert (row["label"], row["control"], row["control label"]) == ("Class-W", "class_weights_control",
+                                                                    "ERM, meta set withheld")
+    assert row["method − control (pts)"].startswith("+6.00 [")
+    gains = seen["gains.png"]["Other baselines and same-split ERM controls"]
+    assert gains == ["Class-W", "ERM, meta set withheld"]
+    assert seen["training_curves.png"]["figure"] == ["ERM", "Class-W", "ERM, meta set withheld"]
+    assert {"Class-W − ERM", "ERM, meta set withheld − ERM"} <= set(seen["margin_deltas_digits_clean.png"])
+    assert F.color("class_weights") == F.color("class_weights_control") == "#7f7f7f"
+
+
+def test_plugin_card_reaches_every_table_and_figure_and_renders_without_the_plugin(tmp_path, monkeypatch):
+    planned_store(tmp_path)
+    seen = legends(monkeypatch)
+    check_report(tmp_path, tmp_path / "report", seen)
+    # the card is read from plan.json: without the plugin registered the store renders the same
+    for name in ("class_weights", "class_weights_control"):
+        monkeypatch.delitem(METHODS._entries, name)
+    seen.clear()
+    check_report(tmp_path, tmp_path / "report2", seen)
