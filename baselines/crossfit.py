@@ -50,6 +50,6 @@ def crossfit_margins(pool: ExampleSet, data: TaskData, cfg, context: RunContext,
             erm = METHODS.get(METHODS.reference())(context.model_factory(), task, cfg, None,
                                      RunContext(seed=context.seed * 1000 + k, device=context.device,
                                                 model_factory=context.model_factory))
-            erm.fit()
-            margins[held] = erm.outputs(heldout, true_labels=False).margins
+            erm.fit()   # its final evaluation of `heldout` (the task's test split) is the one pass over it
+            margins[held] = erm.last_evaluation[2]["test"].observed_margins
     return margins

@@ -155,7 +155,7 @@ def run_trial(cfg: TrialConfig, out_dir: str | os.PathLike, *, callbacks: tuple 
         last = trainer.last_evaluation
         metrics, outs = last[1:] if last and last[0] == trainer.epoch else trainer.evaluate()
         metrics = dict(metrics)
-        train_out = trainer.outputs(trainer.train_set, true_labels=False)   # the one pass over train
+        train_out = trainer.outputs(trainer.train_set, true_labels=False, statistics=True)   # the one pass over train
         metrics["train/acc_observed"] = float((train_out.preds == train_out.labels).mean())
         metrics["train/acc_true"] = float((train_out.preds == trainer.train_set.true_labels.numpy()).mean())
         arrays = {}
@@ -168,7 +168,7 @@ def run_trial(cfg: TrialConfig, out_dir: str | os.PathLike, *, callbacks: tuple 
             arrays.update({"pool_oof_folds": np.array(folds), "pool_oof_margins": crossfit_margins(
                 task.pool(), task, trainer.cfg, trainer.context, folds, trainer.device)})
         run.save_margins(arrays)
-        diagnostics = trainer.reweighting_diagnostics() if isinstance(trainer, ReweightingTrainer) else None
+        diagnostics = trainer.reweighting_diagnostics(train_out) if isinstance(trainer, ReweightingTrainer) else None
         result = {"trial_id": tid, "status": "done", "metrics": {**final, **metrics},
                   "info": task.info, "method_info": trainer.info,
                   "reweighting": diagnostics,

@@ -27,7 +27,6 @@ from __future__ import annotations
 import math
 
 import numpy as np
-import torch
 from scipy import stats
 
 CONSTANT_REL_STD = 0.05
@@ -80,12 +79,3 @@ def aligned(ids: np.ndarray, ref_ids: np.ndarray, ref_values: np.ndarray) -> np.
     return np.asarray(ref_values)[order][at]
 
 
-@torch.no_grad()
-def eval_losses(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """Per-example cross-entropy of `model` in eval mode."""
-    was = model.training
-    model.eval()
-    try:
-        return torch.nn.functional.cross_entropy(model(x), y, reduction="none")
-    finally:
-        model.train(was)

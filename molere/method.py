@@ -131,16 +131,17 @@ class MOLERE(LRWTrainer):
         return tuple(torch.cat(c) for c in zip(*parts))
 
     def on_epoch_start(self, epoch: int) -> None:
-        if epoch == 0 and not hasattr(self, "_split_stats"):
-            # the random warm-up split, with the initial classifier
-            self._split_stats = split_stats(self.pool, self.val_mask, *self.pool_pass(), self.data.num_classes)
+        first, resplit = epoch == 0 and not hasattr(self, "_split_stats"), epoch >= self.warmup_epochs
+        if first or resplit:   # one pass serves both the random split's statistics and the first re-split
+            cached = self._cache is not None and self._cache[0] == self.global_step
+            p_val, preds, margins = self._cache[1:] if cached else self.pool_pass()
+        if first:   # the random warm-up split, with the initial classifier
+            self._split_stats = split_stats(self.pool, self.val_mask, p_val, preds, margins, self.data.num_classes)
         if self.hp.resplit == "epoch":   # statistics of this epoch's training batches, by pool position
             n = len(self.pool)
             self._recorded = (torch.full((n,), float("nan")), torch.full((n,), -1), torch.full((n,), float("nan")))
-        if epoch < self.warmup_epochs:
+        if not resplit:
             return
-        cached = self._cache is not None and self._cache[0] == self.global_step
-        p_val, preds, margins = self._cache[1:] if cached else self.pool_pass()
         labels = self.pool.labels if self.hp.class_balanced else None
         one_ranking = torch.Generator().set_state(self._split_gen.get_state())
         unbalanced = choose_validation(p_val, self.val_cap, self.hp.fill, self.hp.split_rule, one_ranking)

@@ -12,13 +12,14 @@ from typing import Literal
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from pydantic import Field
 
 from .config import ConfigError, Strict
 from .data import Batch, ExampleSet, TaskData
-from .diagnostics import UNTRAINED_DISPLACEMENT, aligned, eval_losses, relative_displacement, weight_diagnostics
+from .diagnostics import UNTRAINED_DISPLACEMENT, aligned, relative_displacement, weight_diagnostics
 from .lookahead import LookAhead
-from .trainer import Trainer
+from .trainer import Outputs, Trainer
 
 
 class MetaHparams(Strict):
@@ -142,19 +143,22 @@ class ReweightingTrainer(MetaTrainer):
         ref = self.context.reference
         return ref.erm_pool_margins() if ref is not None else None
 
+    def pass_statistics(self, batch: Batch, logits: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Each example's loss (observed label) and raw weight g_φ, for `reweighting_diagnostics`."""
+        losses = F.cross_entropy(logits, batch.y, reduction="none")
+        return {"loss": losses, "weight": self.raw_weights(batch, losses)}
+
     @torch.no_grad()
-    def reweighting_diagnostics(self) -> dict[str, float]:
-        """`molere.diagnostics` on the training split with the final θ and φ."""
-        ws, ls = [], []
-        for b in self.train_set.batches(512, train=False, loading=self.loading):
-            b = b.to(self.device)
-            losses = eval_losses(self.model, b.x, b.y)
-            ws.append(self.raw_weights(b, losses).float().cpu())
-            ls.append(losses.float().cpu())
+    def reweighting_diagnostics(self, train_out: Outputs | None = None) -> dict[str, float]:
+        """`molere.diagnostics` on the training split with the final θ and φ, from `train_out` (an
+        `outputs(self.train_set, statistics=True)` pass already made) or a pass of its own."""
+        if train_out is None:
+            train_out = self.outputs(self.train_set, true_labels=False, statistics=True)
         ex = self.train_set
         ref = self.reference_margins()
         erm = aligned(ex.ids.numpy(), *ref) if ref is not None else None
-        out = weight_diagnostics(torch.cat(ws).numpy(), torch.cat(ls).numpy(),
+        st = train_out.statistics
+        out = weight_diagnostics(st["weight"], st["loss"],
                                  (ex.labels != ex.true_labels).numpy(), erm)
         out["meta_displacement"] = relative_displacement(self.meta_parameters(), self.meta_init)
         out["untrained"] = bool(out["meta_displacement"] < UNTRAINED_DISPLACEMENT)

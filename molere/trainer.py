@@ -70,6 +70,7 @@ class Outputs:
     margins: np.ndarray
     groups: np.ndarray | None = None
     observed_margins: np.ndarray | None = None   # against the observed labels (= margins when asked for those)
+    statistics: dict[str, np.ndarray] = field(default_factory=dict)   # the method's `pass_statistics`, if asked
 
 
 def make_optimizer(params, cfg: TrainConfig) -> torch.optim.Optimizer:
@@ -173,6 +174,11 @@ class Trainer:
         return self.train_loss(self.model(batch.x), batch.y)
 
     def on_epoch_end(self, epoch: int) -> dict[str, float]:
+        return {}
+
+    def pass_statistics(self, batch: Batch, logits: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Per-example statistics of `batch` (on the device) a method records during an evaluation pass
+        (`outputs(..., statistics=True)`), so that no second pass is needed; default: none."""
         return {}
 
     def extra_state(self) -> dict:
@@ -295,16 +301,19 @@ class Trainer:
 
     @torch.no_grad()
     def outputs(self, examples: ExampleSet, true_labels: bool = True, batch_size: int = 512,
-                classes=None) -> Outputs:
+                classes=None, statistics: bool = False) -> Outputs:
         """Predictions and probabilistic margins (against true labels unless told otherwise; against the
         observed ones too), batch by batch: the host keeps O(len(examples)) scalars, never the logits.
         With `classes`, over those classes only (the other logits masked to -inf, the subset-class protocol)."""
         was_training = self.model.training
         self.model.eval()
-        preds, margins, observed = [], [], []
+        preds, margins, observed, stats = [], [], [], defaultdict(list)
         for b in examples.batches(batch_size, train=False, loading=self.loading):
             with self.autocast():
                 z = self.model(b.x.to(self.device, non_blocking=True)).float()
+            if statistics:
+                for k, v in self.pass_statistics(b.to(self.device), z).items():
+                    stats[k].append(v.float().cpu())
             if classes is not None:
                 z = mask_to(z, classes)
             y_obs = b.y.to(self.device)
@@ -317,6 +326,7 @@ class Trainer:
         cat = lambda parts, dtype: (torch.cat(parts) if parts else torch.empty(0, dtype=dtype)).numpy()  # noqa: E731
         return Outputs(ids=examples.ids.numpy(), labels=y.numpy(), preds=cat(preds, torch.long),
                        margins=cat(margins, torch.float), observed_margins=cat(observed, torch.float),
+                       statistics={k: torch.cat(v).numpy() for k, v in stats.items()},
                        groups=None if examples.groups is None else examples.groups.numpy())
 
     def evaluate(self, splits: dict[str, ExampleSet] | None = None) -> tuple[dict[str, float], dict[str, Outputs]]:

@@ -137,8 +137,16 @@ def test_a_trial_makes_one_end_of_trial_pass_per_split(tmp_path, monkeypatch, me
     monkeypatch.setattr(ExampleSet, "batches", counting)
     task = load_task(DatasetConfig(name="digits"), RegimeConfig(), 0)
     result = run_trial(trial_config(method), tmp_path / "run")
-    sizes = {"train": len(task.train), "val": len(task.val), "test": len(task.test)}
-    assert sorted(passes) == sorted(sizes.values()), (passes, sizes)
+    sizes = {"train": len(task.train), "val": len(task.val), "test": len(task.test),
+             "selection": len(task.selection)}
+    expected = list(sizes.values())
+    if method == "erm":   # plus one pass over each held-out fold of the cross-fitted ranking ERMs
+        from baselines.crossfit import fold_of
+        from baselines.train_twice import TrainTwiceOptions
+        pool, folds = task.pool(), TrainTwiceOptions().crossfit_folds
+        fold = fold_of(pool.ids.numpy(), pool.labels.numpy(), folds, 0)
+        expected += [int((fold == k).sum()) for k in range(folds)]
+    assert sorted(passes) == sorted(expected), (passes, expected)
     assert {"test/acc", "val/acc", "train/acc_observed"} <= set(result["metrics"])
     if method == "erm":   # the pool margins come from the train and val passes, in pool order
         from benchmarks.store import RunDir
@@ -154,7 +162,8 @@ def frozen_molere(resplit: str):
     torch.manual_seed(0)
     model = build_model("mlp", task.num_classes, task.input_shape, {"hidden": [32]})
     cls = METHODS.get("molere")
-    hp = cls.Hparams(warmup_epochs=0, resplit=resplit, w_gap=0, lambda_val=0, w_ratio=0, w_bal=0, meta_every=3)
+    hp = cls.Hparams(warmup_epochs=0, resplit=resplit, w_gap=0, lambda_val=0, w_ratio=0, w_bal=0, meta_every=3,
+                     splitter_init="default")   # a frozen but non-constant splitter
     t = cls(model, task, TrainConfig(epochs=2, batch_size=64, lr=0.05, num_workers=0), hp, RunContext(seed=0))
     t.optimizer.step = lambda *a, **k: None            # the classifier stays where it is (no BN in the MLP)
     return t
@@ -172,7 +181,8 @@ def test_molere_split_from_in_epoch_statistics_equals_a_fresh_pass():
     assert fresh.shape == preds.shape == margins.shape == (len(t.pool),)   # O(|S|) scalars, no logits
     assert torch.allclose(recorded, fresh, atol=1e-6)
     assert recorded.std() > 0.01                       # the splitter is not constant: the test can tell
-    pick = lambda p: choose_validation(p, t.val_cap, t.hp.fill, t.hp.split_rule)  # noqa: E731
+    labels = t.pool.labels if t.hp.class_balanced else None
+    pick = lambda p: choose_validation(p, t.val_cap, t.hp.fill, t.hp.split_rule, labels=labels)  # noqa: E731
     assert torch.equal(pick(recorded), pick(fresh))
     t.on_epoch_start(1)                                # the next split, without a pass over the pool
     assert len(passes) == 2 and torch.equal(torch.nonzero(t.val_mask).flatten(), pick(fresh))
