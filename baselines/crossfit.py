@@ -7,7 +7,9 @@ trial, initialised after `torch.manual_seed(seed · 1000 + k)` (the global RNG s
 margins are out-of-sample, so official-val and official-train examples are scored alike — unlike ERM on
 the official train split, which scores train in-sample and val held-out, making "hard" partly mean
 "never seen by ERM" (measured: 12.7-26.1% official val in LRW-Hard's set against a 10% base rate).
-Cost: K ERM runs on (K − 1)/K of the pool (K = 2: about one ERM run on the pool).
+Cost: K ERM runs on (K − 1)/K of the pool (K = 2: about one ERM run on the pool). Every ERM trial
+computes them once (K = the train-twice default) and stores them beside its pool margins
+(`pool_oof_margins` in margins.npz), so the six train-twice trials of its key reuse them.
 """
 from __future__ import annotations
 
