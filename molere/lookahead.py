@@ -31,13 +31,13 @@ training forward's statistics to the real model when its losses are used for the
 update an ERM step would make). `scope="head"` looks ahead on the classifier head only (FSR's feature
 sharing): the backbone forward is the real one and the head maths is tiny.
 
-Precision (docs/perf.md): under a bf16 autocast the forwards and the exact modes' (second-order or jvp)
-maths run in bf16, like any backward pass (except `forward`'s jvp, in float32: jvp does not compose with
-autocast); the finite-difference forwards run in IEEE float32 (autocast
-and TF32 off: a difference of two nearby losses needs every bit) and so does all head-scope maths. Under
-fp16 the whole look-ahead runs without autocast (its gradients are not loss-scaled). The training
-forward of `reverse` and `forward` (double-differentiated, or replayed under `jvp`) uses the math SDPA
-kernel, which attention models (timm ViT/DeiT) need; every other forward keeps the fast kernel.
+Precision (docs/perf.md): under a bf16 autocast the forwards and the second-order maths of `reverse`
+run in bf16, like any backward pass; `forward`'s jvp runs in float32 (jvp does not compose with
+autocast); the finite-difference forwards run in IEEE float32, autocast and TF32 off (a difference of
+two nearby losses needs every bit), and so does all head-scope maths. Under fp16 the whole look-ahead
+runs without autocast (its gradients are not loss-scaled). The training forward of `reverse` and
+`forward` (differentiated twice, or replayed under `jvp`) uses the math SDPA kernel, which attention
+models (timm ViT/DeiT) need; every other forward keeps the fast kernel.
 """
 from __future__ import annotations
 
