@@ -94,6 +94,11 @@ def test_damaged_outputs_are_rerun_exactly_and_named_by_the_report(tmp_path, env
     assert [row["epoch"] for row in runs["erm", 0].metrics()] == [1, 2]
     report = build_report(tmp_path / "results" / "s")
     assert report["counts"] == {"done": 4} and not [n for n in report["notes"] if "not trusted" in n]
+    stale = tmp_path / "results" / "s" / ".ray" / "tune" / "experiment_state.json"   # as a kill leaves it
+    stale.parent.mkdir(parents=True)
+    stale.write_text('{"trials": [')
+    r = sweep(path, env)
+    assert r.returncode == 0 and "running" not in r.stderr and not stale.parent.parent.exists()
 
 
 def test_time_limit_and_worker_deaths_are_recorded_once(tmp_path, env):
