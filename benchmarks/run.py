@@ -22,7 +22,7 @@ from . import catalog
 from .cli import bad_input_exits
 from .datasets.common import DataMissingError
 from .store import RunDir, _atomic_write, write_json
-from .sweep import Sweep, check_resources, expand_trials, load_sweep, missing_data, parse_only, select
+from .sweep import Sweep, expand_trials, load_sweep, missing_data, parse_only, select
 from .sweep_trial import LOG_FILE, trial_spec
 from .wandb_log import check_wandb, resolve_mode
 from .weights import check_pretrained
@@ -165,6 +165,17 @@ def lock_results(sweep: Sweep):
     f.write(f"pid {os.getpid()} since {time.strftime('%Y-%m-%d %H:%M:%S')}\n")
     f.flush()
     return f
+
+
+def check_resources(sweep: Sweep, have: dict[str, float], where: str) -> None:
+    """One line when a trial asks for more CPUs/GPUs than `have` (the machine or the cluster) offers."""
+    asked = {"cpu": sweep.resources.cpu, "gpu": sweep.resources.gpu}
+    short = [k for k, v in asked.items() if v > have.get(k, 0)]
+    if short:
+        ask = ", ".join(f"{k}={asked[k]:g}" for k in asked)
+        got = ", ".join(f"{have.get(k, 0):g} {k.upper()}s" for k in asked)
+        raise ConfigError(f"resources: each trial asks for {ask} but {where} has {got}; lower resources."
+                          f"{short[0]} (--set resources.{short[0]}=...) or use a machine that has them")
 
 
 def local_resources() -> dict[str, float]:

@@ -94,7 +94,7 @@ class _Queue(Searcher):
         return True
 
     def suggest(self, trial_id: str):
-        for i, spec in enumerate(list(self.pending)):
+        for spec in list(self.pending):
             dep = self.waits_on.get(spec["trial_id"])
             if dep is not None and dep in self.finished and self.skip_if_done and self.skip_if_done(spec):
                 self.pending.remove(spec)       # its rerun ERM gave the same margins: still done

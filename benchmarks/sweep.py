@@ -282,17 +282,6 @@ def _check_names(sweep: Sweep) -> None:
                                       "(a trial gets no GPU otherwise); or use device: auto")
 
 
-def check_resources(sweep: Sweep, have: dict[str, float], where: str) -> None:
-    """One line when a trial asks for more CPUs/GPUs than `have` (the machine or the cluster) offers."""
-    asked = {"cpu": sweep.resources.cpu, "gpu": sweep.resources.gpu}
-    short = [k for k, v in asked.items() if v > have.get(k, 0)]
-    if short:
-        ask = ", ".join(f"{k}={asked[k]:g}" for k in asked)
-        got = ", ".join(f"{have.get(k, 0):g} {k.upper()}s" for k in asked)
-        raise ConfigError(f"resources: each trial asks for {ask} but {where} has {got}; lower resources."
-                          f"{short[0]} (--set resources.{short[0]}=...) or use a machine that has them")
-
-
 def load_sweep(path: str | os.PathLike, sets: list[str] = (), results: str | None = None) -> Sweep:
     """Read, override and validate a sweep file completely (names, hyperparameters, draws)."""
     try:

@@ -110,6 +110,7 @@ def run_one(spec: dict, placement: dict | None = None, secrets: dict | None = No
     ctx.set_forkserver_preload(["benchmarks.trial", "benchmarks.wandb_log"])
     oom_before = _oom_kills()
     proc = ctx.Process(target=_child, args=(spec, placement, dict(secrets or {})), daemon=False)
+    run.file("failed.json").unlink(missing_ok=True)   # a failure left by an earlier run is not this one's
     t0 = time.monotonic()
     proc.start()
     proc.join(limit)

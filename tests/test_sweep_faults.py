@@ -69,7 +69,7 @@ def stamps(runs: dict) -> dict:
 
 def test_damaged_outputs_are_rerun_exactly_and_named_by_the_report(tmp_path, env):
     path = with_faults(tmp_path, methods={"erm": {}, "lrw_easy": {}}, seeds=[0, 1], train={"epochs": 2})
-    r = sweep(path, env)
+    r = sweep(path, env, timeout=600)
     assert r.returncode == 0, r.stderr
     runs = by_label(tmp_path)
     before = stamps(runs)
@@ -84,7 +84,7 @@ def test_damaged_outputs_are_rerun_exactly_and_named_by_the_report(tmp_path, env
     assert len(untrusted) == 3, notes
     assert any(runs["erm", 1].path.name in n and "margins.npz changed" in n for n in untrusted)
     assert any(runs["erm", 0].path.name in n and "metrics.jsonl changed" in n for n in untrusted)
-    r = sweep(path, env)
+    r = sweep(path, env, timeout=600)
     assert r.returncode == 0, r.stderr
     assert r.stderr.count("not trusting trial") == 3 and "running 3 of 4 trials" in r.stderr
     after = stamps(runs)
@@ -94,6 +94,11 @@ def test_damaged_outputs_are_rerun_exactly_and_named_by_the_report(tmp_path, env
     assert [row["epoch"] for row in runs["erm", 0].metrics()] == [1, 2]
     report = build_report(tmp_path / "results" / "s")
     assert report["counts"] == {"done": 4} and not [n for n in report["notes"] if "not trusted" in n]
+    stale = tmp_path / "results" / "s" / ".ray" / "tune" / "experiment_state.json"   # as a kill leaves it
+    stale.parent.mkdir(parents=True)
+    stale.write_text('{"trials": [')
+    r = sweep(path, env, timeout=600)
+    assert r.returncode == 0 and "running" not in r.stderr and not stale.parent.parent.exists()
 
 
 def test_time_limit_and_worker_deaths_are_recorded_once(tmp_path, env):
@@ -101,7 +106,7 @@ def test_time_limit_and_worker_deaths_are_recorded_once(tmp_path, env):
     path = with_faults(tmp_path, methods={"erm": {}, "test_sleep": {}, "test_sigkill": {}, "test_exit": {}},
                        resources={"cpu": 1, "time_limit_s": 30})
     t0 = time.monotonic()
-    r = sweep(path, env)
+    r = sweep(path, env, timeout=600)
     assert r.returncode == 1, r.stderr
     assert time.monotonic() - t0 < 200
     runs = {m: run for (m, _), run in by_label(tmp_path).items()}
@@ -124,8 +129,8 @@ def test_second_sweep_on_a_busy_folder_exits_with_one_line(tmp_path, env):
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and not (lock.exists() and "pid" in lock.read_text()):
         time.sleep(0.1)
-    second = sweep(path, env)
-    out, err = first.communicate(timeout=240)
+    second = sweep(path, env, timeout=600)
+    out, err = first.communicate(timeout=600)
     assert first.returncode == 0, err
     assert second.returncode == 2 and second.stdout == ""
     assert len(second.stderr.strip().splitlines()) == 1, second.stderr
@@ -148,7 +153,7 @@ def test_credentials_reach_workers_but_no_file(tmp_path, env):
     key, token = "planted-wandb-key-" + os.urandom(8).hex(), "planted-hf-token-" + os.urandom(8).hex()
     env = dict(env, WANDB_API_KEY=key, HF_TOKEN=token)
     path = with_faults(tmp_path, methods={"test_secret": {}}, wandb={"mode": "offline", "project": "p"})
-    r = sweep(path, env)
+    r = sweep(path, env, timeout=600)
     assert r.returncode == 0, r.stderr
     run = next(iter(by_label(tmp_path).values()))
     assert run.result()["method_info"]["key_sha"] == hashlib.sha256(key.encode()).hexdigest()
