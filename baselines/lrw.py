@@ -5,7 +5,7 @@ Paper, open choices (φ's architecture, normalisation, order) and measurements: 
 from __future__ import annotations
 
 from molere.config import ConfigError
-from molere.lrw import LRWTrainer
+from molere.lrw_trainer import LRWTrainer
 from molere.registry import LRW_PANEL, MethodCard, register_method
 
 

@@ -17,7 +17,7 @@ from pydantic import Field
 
 from molere.config import ConfigError, Strict
 from molere.data import ExampleSet
-from molere.lrw import LRWHparams, LRWTrainer
+from molere.lrw_trainer import LRWHparams, LRWTrainer
 from molere.registry import LRW_PANEL, MethodCard, register_method
 from molere.trainer import RunContext, Trainer
 

@@ -2,10 +2,11 @@
 from __future__ import annotations
 
 import baselines  # noqa: F401  (registers the baselines)
-import molere.method  # noqa: F401  (registers MOLERE)
+import molere.molere  # noqa: F401  (registers MOLERE)
 from molere.registry import METHODS, load_plugins
 
-from . import datasets, models  # noqa: F401  (register datasets and models)
+from benchmarks.data import datasets
+from benchmarks import models  # noqa: F401  (register datasets and models)
 from .registry import DATASETS, MODELS
 
 __all__ = ["METHODS", "DATASETS", "MODELS", "load_plugins"]

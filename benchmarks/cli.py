@@ -7,7 +7,7 @@ from contextlib import contextmanager
 from molere.config import ConfigError
 from molere.registry import UnknownNameError
 
-from .datasets.common import DataMissingError
+from benchmarks.data.datasets.common import DataMissingError
 
 BAD_INPUT = (ConfigError, UnknownNameError, DataMissingError)
 MAX_CHARS = 1000

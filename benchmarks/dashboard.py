@@ -17,7 +17,7 @@ from pathlib import Path
 
 import yaml
 
-from .wandb_reader import read_attempts, run_dirs
+from benchmarks.report.wandb_reader import read_attempts, run_dirs
 
 GROUPING = ("config.dataset.name", "config.regime", "config.method.name")
 BY_METHOD = "config.method.name"
@@ -230,7 +230,7 @@ def build_dashboard(sweep_dir: str | Path, settings: dict | None = None, publish
                     entity: str | None = None) -> dict:
     """Build the sweep's dashboard from its logged runs; write it (offline) or save it (online / publish).
     Returns {"spec", "dir", "urls", "messages"}."""
-    from .wandb_log import resolve_mode
+    from benchmarks.trial.wandb_log import resolve_mode
     sweep_dir = Path(sweep_dir)
     base = sweep_settings(sweep_dir)
     s = {**base, **{k: v for k, v in (settings or {}).items() if v is not None}}

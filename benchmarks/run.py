@@ -20,11 +20,11 @@ from molere.config import ConfigError
 
 from . import catalog
 from .cli import bad_input_exits
-from .datasets.common import DataMissingError
-from .store import RunDir, _atomic_write, write_json
-from .sweep import Sweep, expand_trials, load_sweep, missing_data, parse_only, select
-from .sweep_trial import LOG_FILE, trial_spec
-from .wandb_log import check_wandb, resolve_mode
+from benchmarks.data.datasets.common import DataMissingError
+from benchmarks.trial.store import RunDir, _atomic_write, write_json
+from benchmarks.sweep.schema import Sweep, expand_trials, load_sweep, missing_data, parse_only, select
+from benchmarks.sweep.worker import LOG_FILE, trial_spec
+from benchmarks.trial.wandb_log import check_wandb, resolve_mode
 from .weights import check_pretrained
 
 PROG = "benchmarks.run"
@@ -272,7 +272,7 @@ def main(argv=None) -> int:
     if todo:
         print(f"{sweep.name}: running {len(todo)} of {len(chosen)} trials "
               f"({len(chosen) - len(todo)} already done); W&B {settings['mode']}", file=sys.stderr)
-        from .scheduler import run_trials
+        from benchmarks.sweep.scheduler import run_trials
         ids = {t.trial_id for t in todo + recheck}
         # ERM trials first; every other trial of a key waits for that key's ERM trial when it runs now
         ordered = sorted(todo + recheck, key=lambda t: t.erm_id != t.trial_id)

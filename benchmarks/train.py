@@ -8,10 +8,10 @@ import tempfile
 
 from molere.config import ConfigError, TrainConfig, validate
 
-from . import safe_yaml
+from benchmarks.sweep import safe_yaml
 from .cli import bad_input_exits
-from .safe_yaml import excerpt
-from .config import TrialConfig
+from benchmarks.sweep.safe_yaml import excerpt
+from benchmarks.trial.config import TrialConfig
 
 
 def _pairs(items: list[str], flag: str) -> dict:
@@ -72,13 +72,13 @@ def main(argv=None) -> int:
     a = parse_args(argv)
     with bad_input_exits("benchmarks.train"):
         cfg = config_from_args(a)
-        from .config import resolve
-        from .data import check_dataset
+        from benchmarks.trial.config import resolve
+        from benchmarks.data.load import check_dataset
         cfg = resolve(cfg)
         check_dataset(cfg.dataset)
         if a.out is not None and os.path.exists(a.out) and not os.path.isdir(a.out):
             raise ConfigError(f"--out: {excerpt(a.out)} is a file; give a folder for the run directory")
-    from .trial import run_trial
+    from benchmarks.trial.execute import run_trial
     out = a.out or tempfile.mkdtemp(prefix="run-")
     with bad_input_exits("benchmarks.train"):
         result = run_trial(cfg, out, store_root=a.store)

@@ -8,7 +8,7 @@ import os
 
 from molere.config import ConfigError, validate
 
-from .config import ModelConfig
+from benchmarks.trial.config import ModelConfig
 from .models import _HUB_PREFIXES, timm_model
 
 HUB_FILES = ("model.safetensors", "pytorch_model.bin")

@@ -15,9 +15,9 @@ import pytest
 import torch
 
 from benchmarks import catalog  # noqa: F401  (registers every method)
-from benchmarks.config import TrialConfig, resolve, trial_id
-from benchmarks.store import CheckpointDiscarded, RunDir
-from benchmarks.trial import run_trial
+from benchmarks.trial.config import TrialConfig, resolve, trial_id
+from benchmarks.trial.store import CheckpointDiscarded, RunDir
+from benchmarks.trial.execute import run_trial
 from molere.registry import METHODS
 from molere.trainer import Callback
 
@@ -238,7 +238,7 @@ def test_checkpoints_every_n_steps_and_at_epoch_end(tmp_path, monkeypatch):
 
 # ---- devices ----------------------------------------------------------------------------------------
 def test_device_auto_logs_its_choice(capsys):
-    from benchmarks.trial import resolve_device
+    from benchmarks.trial.execute import resolve_device
     chosen = resolve_device("auto")
     assert chosen == ("cuda" if torch.cuda.is_available() else "cpu")
     assert f"device auto -> {chosen}" in capsys.readouterr().err
@@ -246,7 +246,8 @@ def test_device_auto_logs_its_choice(capsys):
 
 
 def test_gpu_sweep_without_a_gpu_stops_before_ray(tmp_path, capsys, monkeypatch):
-    from benchmarks import run, scheduler
+    from benchmarks import run
+    from benchmarks.sweep import scheduler
     monkeypatch.setattr(scheduler, "run_trials", lambda *a, **k: pytest.fail("Ray was started"))
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 0)
     monkeypatch.delenv("RAY_ADDRESS", raising=False)

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from benchmarks import train
-from benchmarks.store import RunDir
+from benchmarks.trial.store import RunDir
 
 PY = sys.executable
 

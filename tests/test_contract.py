@@ -11,8 +11,8 @@ import pytest
 import torch
 
 from benchmarks import catalog
-from benchmarks.config import MethodConfig, TrialConfig
-from benchmarks.trial import run_trial
+from benchmarks.trial.config import MethodConfig, TrialConfig
+from benchmarks.trial.execute import run_trial
 from molere.data import ExampleSet, TaskData
 from molere.config import TrainConfig
 from molere.registry import METHODS

@@ -11,9 +11,9 @@ import yaml
 from benchmarks import dashboard
 from benchmarks.report import build_report
 from benchmarks.run import wandb_settings, write_plan
-from benchmarks.sweep import expand_trials, load_sweep
-from benchmarks.sweep_trial import run_one, trial_spec
-from benchmarks.wandb_reader import read_attempts, run_dirs
+from benchmarks.sweep.schema import expand_trials, load_sweep
+from benchmarks.sweep.worker import run_one, trial_spec
+from benchmarks.report.wandb_reader import read_attempts, run_dirs
 
 
 @pytest.fixture(scope="module")

@@ -7,10 +7,10 @@ import pytest
 import torch
 from sklearn.datasets import load_digits
 
-from benchmarks.data import DatasetConfig, check_dataset, load_task
-from benchmarks.datasets.common import DataMissingError
-from benchmarks.datasets.embedded import read_idx
-from benchmarks.regimes import RegimeConfig
+from benchmarks.data.load import DatasetConfig, check_dataset, load_task
+from benchmarks.data.datasets.common import DataMissingError
+from benchmarks.data.datasets.embedded import read_idx
+from benchmarks.data.regimes import RegimeConfig
 from molere.config import ConfigError
 from molere.registry import UnknownNameError
 
@@ -62,7 +62,7 @@ def test_mnist1d_official_test_and_train_standardisation():
 
 
 def test_mnist1d_leaves_global_rng_alone():
-    from benchmarks.datasets.embedded import _mnist1d_arrays
+    from benchmarks.data.datasets.embedded import _mnist1d_arrays
 
     _mnist1d_arrays.cache_clear()
     np.random.seed(123)

@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 import torch
 
-import benchmarks.datasets.files  # noqa: F401  (registers the datasets)
-import benchmarks.datasets.wilds_data  # noqa: F401
-from benchmarks.datasets.common import DataMissingError
-from benchmarks.datasets.images import CIFAR_MEAN, CIFAR_STD
+import benchmarks.data.datasets.files  # noqa: F401  (registers the datasets)
+import benchmarks.data.datasets.wilds_data  # noqa: F401
+from benchmarks.data.datasets.common import DataMissingError
+from benchmarks.data.datasets.images import CIFAR_MEAN, CIFAR_STD
 from benchmarks.registry import DATASETS
 from molere.config import ConfigError, validate
 from tests import fakes

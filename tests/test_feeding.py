@@ -10,13 +10,13 @@ import pytest
 import torch
 from torch import nn
 
-import benchmarks.datasets.files  # noqa: F401  (registers the datasets)
+import benchmarks.data.datasets.files  # noqa: F401  (registers the datasets)
 from benchmarks import catalog  # noqa: F401
-from benchmarks.config import TrialConfig
-from benchmarks.data import DatasetConfig, load_task
-from benchmarks.regimes import RegimeConfig
+from benchmarks.trial.config import TrialConfig
+from benchmarks.data.load import DatasetConfig, load_task
+from benchmarks.data.regimes import RegimeConfig
 from benchmarks.registry import DATASETS
-from benchmarks.trial import run_trial
+from benchmarks.trial.execute import run_trial
 from molere.config import TrainConfig, validate
 from molere.data import ExampleSet, Loading, Stream, TaskData
 from molere.registry import METHODS
@@ -149,7 +149,7 @@ def test_a_trial_makes_one_end_of_trial_pass_per_split(tmp_path, monkeypatch, me
     assert sorted(passes) == sorted(expected), (passes, expected)
     assert {"test/acc", "val/acc", "train/acc_observed"} <= set(result["metrics"])
     if method == "erm":   # the pool margins come from the train and val passes, in pool order
-        from benchmarks.store import RunDir
+        from benchmarks.trial.store import RunDir
         z = RunDir(tmp_path / "run").margins()
         assert np.array_equal(z["pool_ids"], np.concatenate([task.train.ids.numpy(), task.val.ids.numpy()]))
         assert len(z["pool_margins"]) == len(task.train) + len(task.val)

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from benchmarks.report import build_report
-from benchmarks.store import RunDir, write_json
+from benchmarks.trial.store import RunDir, write_json
 
 SEEDS = (0, 1, 2)
 # (method, hparams_id, train lr) -> (selection acc, test acc) per seed offset; draw "b" of each method is the
@@ -59,7 +59,7 @@ def build_store(root, epochs_best_at=None):
 def report(tmp_path_factory):
     root = tmp_path_factory.mktemp("sel")
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr("benchmarks.store.os.fsync", lambda fd: None)
+        mp.setattr("benchmarks.trial.store.os.fsync", lambda fd: None)
         build_store(root)
         wdir = tmp_path_factory.mktemp("wandb")
         result = build_report(root, wandb_settings={"mode": "offline", "dir": str(wdir), "project": "test"})
@@ -106,7 +106,7 @@ def test_tables_show_the_selected_draw_and_gains_pair_it_with_selected_erm(repor
 
 
 def test_wandb_summary_names_the_rule_and_logs_the_selected_table(report):
-    from benchmarks.wandb_reader import load_table, read_run
+    from benchmarks.report.wandb_reader import load_table, read_run
     _, result = report
     assert result["wandb"]["logged"], result["wandb"]
     run = read_run(result["wandb"]["run_dir"])
@@ -142,7 +142,7 @@ def test_trials_csv_keeps_every_draw_with_selection_columns(report):
 
 
 def test_best_epoch_selection_uses_each_trials_best_selection_epoch(tmp_path, monkeypatch):
-    monkeypatch.setattr("benchmarks.store.os.fsync", lambda fd: None)
+    monkeypatch.setattr("benchmarks.trial.store.os.fsync", lambda fd: None)
     build_store(tmp_path, epochs_best_at={"mwn": 2})
     result = build_report(tmp_path, selection_epoch="best")
     assert "best evaluated epoch" in result["selection_rule"]

@@ -9,11 +9,11 @@ import sys
 import pytest
 import torch
 
-from benchmarks.data import DatasetConfig, load_task
+from benchmarks.data.load import DatasetConfig, load_task
 from benchmarks.models import build_model
-from benchmarks.regimes import RegimeConfig
+from benchmarks.data.regimes import RegimeConfig
 from molere.config import ConfigError, TrainConfig, validate
-from molere.method import MOLERE, MOLEREHparams
+from molere.molere import MOLERE, MOLEREHparams
 from molere.splitter import (choose_validation, label_balance_kl, membership_weighted_loss,
                              split_size_kl)
 from molere.trainer import RunContext

@@ -6,11 +6,11 @@ import torch
 
 import benchmarks.catalog  # noqa: F401
 from baselines.crossfit import crossfit_margins
-from benchmarks.data import DatasetConfig, load_task
+from benchmarks.data.load import DatasetConfig, load_task
 from benchmarks.models import build_model
-from benchmarks.regimes import RegimeConfig
+from benchmarks.data.regimes import RegimeConfig
 from molere.config import TrainConfig
-from molere.method import MOLERE, MOLEREHparams
+from molere.molere import MOLERE, MOLEREHparams
 from molere.trainer import RunContext
 
 CFG = TrainConfig(epochs=20, lr=0.1, batch_size=128, eval_every=100)   # quickstart settings: 5 warm-up epochs

@@ -10,12 +10,12 @@ import pytest
 import torch
 import yaml
 
-import benchmarks.datasets.files  # noqa: F401  (registers the datasets)
+import benchmarks.data.datasets.files  # noqa: F401  (registers the datasets)
 from benchmarks import run as run_cli
-from benchmarks.config import ModelConfig
-from benchmarks.data import DatasetConfig, load_task
+from benchmarks.trial.config import ModelConfig
+from benchmarks.data.load import DatasetConfig, load_task
 from benchmarks.models import build_model, pretrained_data_config
-from benchmarks.regimes import RegimeConfig
+from benchmarks.data.regimes import RegimeConfig
 from benchmarks.registry import DATASETS
 from benchmarks.weights import check_pretrained
 from molere.config import ConfigError, TrainConfig, validate
@@ -249,8 +249,8 @@ def test_train_transform_equals_timms_for_the_pretrained_config(imagenet, arch):
 def test_iwildcam_macro_f1_in_the_report_of_a_fake_wilds_store(tmp_path):
     from benchmarks.report import build_report
     from benchmarks.run import write_plan
-    from benchmarks.sweep import expand_trials, load_sweep
-    from benchmarks.trial import run_trial
+    from benchmarks.sweep.schema import expand_trials, load_sweep
+    from benchmarks.trial.execute import run_trial
     wroot = tmp_path / "wilds"
     fakes.make_fake_iwildcam(wroot, size=16)
     spec = {"name": "w", "results_dir": str(tmp_path / "results"),
@@ -308,7 +308,7 @@ def test_erm_train_val_trains_on_train_plus_the_imagenet_r_validation_half(image
 def test_shipped_sweeps_are_the_paper_settings():
     from pathlib import Path
 
-    from benchmarks.sweep import load_sweep
+    from benchmarks.sweep.schema import load_sweep
     sweeps = Path(__file__).resolve().parents[1] / "sweeps"
     inet = load_sweep(sweeps / "imagenet.yaml")
     assert inet.model.options["arch"] == "vit_base_patch16_224.augreg_in21k"     # pretrained only, not IN-1K

@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 
 from benchmarks import catalog  # noqa: F401  (registers the methods)
-from benchmarks.config import TrialConfig, identity
+from benchmarks.trial.config import TrialConfig, identity
 from benchmarks.models import build_model
 from molere.config import ConfigError, TrainConfig, validate
 from molere.data import Batch, ExampleSet, TaskData

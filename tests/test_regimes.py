@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch.utils.data import TensorDataset
 
-from benchmarks.regimes import RegimeConfig, apply_regime, longtail_counts
+from benchmarks.data.regimes import RegimeConfig, apply_regime, longtail_counts
 from molere.config import ConfigError, validate
 from molere.data import ExampleSet, TaskData
 

@@ -13,7 +13,7 @@ from scipy import stats as sps
 
 from benchmarks.report import build_report
 from benchmarks.report.__main__ import main as report_main
-from benchmarks.store import RunDir, write_json
+from benchmarks.trial.store import RunDir, write_json
 
 SEEDS = (0, 1, 2)
 METHODS = ("erm", "lrw_easy", "lrw_random", "lrw_hard", "molere", "erm_withheld_easy", "erm_withheld_random",
@@ -82,7 +82,7 @@ def build_store(root, groups=GROUPS, methods=METHODS):
 def no_fsync():
     """The store fsyncs every record; the synthetic store does not need the durability."""
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr("benchmarks.store.os.fsync", lambda fd: None)
+        mp.setattr("benchmarks.trial.store.os.fsync", lambda fd: None)
         yield
 
 
@@ -231,7 +231,7 @@ def test_html_references_every_figure_and_they_exist(report):
 
 
 def test_wandb_summary_run_holds_the_tables(report):
-    from benchmarks.wandb_reader import load_table, read_run
+    from benchmarks.report.wandb_reader import load_table, read_run
     _, result = report
     assert result["wandb"]["logged"], result["wandb"]
     run_dir = result["wandb"]["run_dir"]

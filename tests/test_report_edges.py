@@ -5,7 +5,7 @@ import pytest
 
 from benchmarks.report import build_report
 from benchmarks.report.stats import paired
-from benchmarks.store import RunDir, write_json
+from benchmarks.trial.store import RunDir, write_json
 
 
 def write_store(root, accs: dict):

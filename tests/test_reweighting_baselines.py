@@ -9,9 +9,9 @@ import torch.nn.functional as F
 from torch.func import functional_call
 
 from baselines.fsr import best_per_class
-from benchmarks.config import TrialConfig
+from benchmarks.trial.config import TrialConfig
 from benchmarks.models import build_model
-from benchmarks.trial import run_trial
+from benchmarks.trial.execute import run_trial
 from molere.config import ConfigError, TrainConfig
 from molere.data import Batch, ExampleSet, TaskData
 from molere.lookahead import head_parameter_names

@@ -9,11 +9,11 @@ import torch
 
 import benchmarks.catalog  # noqa: F401
 from baselines.lrw import LRW
-from benchmarks.data import DatasetConfig, load_task
+from benchmarks.data.load import DatasetConfig, load_task
 from benchmarks.models import build_model
-from benchmarks.regimes import RegimeConfig
+from benchmarks.data.regimes import RegimeConfig
 from benchmarks.report import build_report
-from benchmarks.store import RunDir, write_json
+from benchmarks.trial.store import RunDir, write_json
 from molere.config import TrainConfig
 from molere.diagnostics import CONSTANT_REL_STD, relative_displacement, weight_diagnostics
 from molere.registry import METHODS

@@ -10,13 +10,13 @@ import pytest
 import torch
 
 from benchmarks import run
-from benchmarks.config import MethodConfig, TrialConfig
-from benchmarks.data import DatasetConfig, carve_selection, load_task
+from benchmarks.trial.config import MethodConfig, TrialConfig
+from benchmarks.data.load import DatasetConfig, carve_selection, load_task
 from benchmarks.models import build_model
-from benchmarks.regimes import RegimeConfig
-from benchmarks.store import RunDir
-from benchmarks.sweep import expand_trials, load_sweep
-from benchmarks.trial import run_trial
+from benchmarks.data.regimes import RegimeConfig
+from benchmarks.trial.store import RunDir
+from benchmarks.sweep.schema import expand_trials, load_sweep
+from benchmarks.trial.execute import run_trial
 from molere.config import ConfigError, TrainConfig
 from molere.registry import METHODS
 from molere.trainer import RunContext

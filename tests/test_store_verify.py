@@ -7,9 +7,9 @@ import signal
 import numpy as np
 import pytest
 
-from benchmarks import safe_yaml
-from benchmarks.store import RunDir
-from benchmarks.sweep_trial import death_cause
+from benchmarks.sweep import safe_yaml
+from benchmarks.trial.store import RunDir
+from benchmarks.sweep.worker import death_cause
 from molere.config import ConfigError
 
 
@@ -67,8 +67,8 @@ def test_dependent_is_redone_only_when_its_reference_changed(tmp_path):
 
 
 def test_reference_used_is_recorded_by_the_trial(tmp_path):
-    from benchmarks.config import TrialConfig, erm_reference_config, resolve, trial_id
-    from benchmarks.trial import run_trial
+    from benchmarks.trial.config import TrialConfig, erm_reference_config, resolve, trial_id
+    from benchmarks.trial.execute import run_trial
     cfg = resolve(TrialConfig.model_validate({"dataset": {"name": "digits"}, "model": {"name": "mlp",
                   "options": {"hidden": [8]}}, "method": {"name": "lrw_easy"}, "train": {"epochs": 1}}))
     erm_id = trial_id(erm_reference_config(cfg))

@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 from benchmarks.report import build_report
-from benchmarks.store import RunDir, read_jsonl
+from benchmarks.trial.store import RunDir, read_jsonl
 from tests.test_sweep_run import PY, ROOT, env, plan, sweep, sweep_file  # noqa: F401  (env is a fixture)
 
 FAULTS = '''

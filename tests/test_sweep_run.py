@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from benchmarks.store import RunDir, read_jsonl
-from benchmarks.wandb_reader import find_runs, load_table, read_run
+from benchmarks.trial.store import RunDir, read_jsonl
+from benchmarks.report.wandb_reader import find_runs, load_table, read_run
 
 ROOT = Path(__file__).resolve().parents[1]
 PY = sys.executable

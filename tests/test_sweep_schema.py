@@ -8,8 +8,8 @@ import pytest
 import yaml
 
 from benchmarks import run
-from benchmarks.search_space import expand
-from benchmarks.sweep import apply_override, expand_trials, load_sweep, parse_only, select
+from benchmarks.sweep.search_space import expand
+from benchmarks.sweep.schema import apply_override, expand_trials, load_sweep, parse_only, select
 from molere.config import ConfigError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -22,7 +22,7 @@ BASE = {"name": "t", "datasets": [{"name": "digits"}], "model": {"name": "mlp"},
 @pytest.fixture
 def no_launch(monkeypatch):
     """Fail the test if anything is launched (the scheduler's entry points replaced)."""
-    from benchmarks import scheduler
+    from benchmarks.sweep import scheduler
 
     def launched(*a, **k):
         raise AssertionError("a trial was launched")

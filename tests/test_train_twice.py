@@ -5,10 +5,10 @@ import pytest
 import torch
 
 from baselines.train_twice import select_validation
-from benchmarks.config import TrialConfig, erm_reference_config, resolve, trial_id
+from benchmarks.trial.config import TrialConfig, erm_reference_config, resolve, trial_id
 from benchmarks.models import build_model
 from benchmarks.train import main as train_main
-from benchmarks.trial import run_trial
+from benchmarks.trial.execute import run_trial
 from molere.config import ConfigError, TrainConfig
 from molere.data import ExampleSet, TaskData
 from molere.registry import METHODS

@@ -13,10 +13,10 @@ import pytest
 import yaml
 
 from benchmarks.run import wandb_settings, write_plan
-from benchmarks.store import RunDir
-from benchmarks.sweep import expand_trials, load_sweep
-from benchmarks.sweep_trial import LOG_FILE, run_one, trial_spec
-from benchmarks.wandb_reader import read_attempts, run_dirs
+from benchmarks.trial.store import RunDir
+from benchmarks.sweep.schema import expand_trials, load_sweep
+from benchmarks.sweep.worker import LOG_FILE, run_one, trial_spec
+from benchmarks.report.wandb_reader import read_attempts, run_dirs
 from molere.registry import register_method
 from molere.trainer import Callback, Trainer
 
@@ -70,9 +70,9 @@ def history(sweep, trial_id) -> dict:
 
 
 def test_step_callback_sees_every_optimizer_step():
-    from benchmarks.data import DatasetConfig, load_task
+    from benchmarks.data.load import DatasetConfig, load_task
     from benchmarks.models import build_model
-    from benchmarks.regimes import RegimeConfig
+    from benchmarks.data.regimes import RegimeConfig
     from molere.config import TrainConfig
     from molere.trainer import RunContext, Trainer
 
@@ -140,7 +140,7 @@ def test_killed_trial_resumes_its_run_without_duplicate_steps(tmp_path):
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(tmp_path / "plug"), str(ROOT)]),
                DIE_MARKER=str(tmp_path / "died"), WANDB_MODE="offline", OMP_NUM_THREADS="1")
     env.pop("WANDB_SERVICE", None)     # this test process's wandb-core: each attempt starts its own, as workers do
-    code = "import json, sys; from benchmarks.sweep_trial import run_one; print(run_one(json.load(open(sys.argv[1]))))"
+    code = "import json, sys; from benchmarks.sweep.worker import run_one; print(run_one(json.load(open(sys.argv[1]))))"
     first = subprocess.run([sys.executable, "-c", code, str(spec)], env=env, cwd=ROOT, capture_output=True,
                            text=True, timeout=300)
     assert first.returncode == -9 and (tmp_path / "died").exists(), first.stderr
@@ -180,7 +180,8 @@ def test_failing_trial_log_has_traceback_and_wandb_failures_are_visible(tmp_path
 
 
 def test_old_wandb_is_a_clear_error_before_anything_starts(tmp_path, monkeypatch, capsys):
-    from benchmarks import run, wandb_log
+    from benchmarks import run
+    from benchmarks.trial import wandb_log
     with pytest.raises(ValueError, match=r"wandb 0\.18\.7 is installed, the W&B logging needs wandb>=0\.19\.10"):
         wandb_log.check_wandb("0.18.7")
     wandb_log.check_wandb("0.19.10")
@@ -197,7 +198,7 @@ def test_old_wandb_is_a_clear_error_before_anything_starts(tmp_path, monkeypatch
 def test_reader_keeps_nested_config_keys():
     from wandb.proto import wandb_internal_pb2 as pb
 
-    from benchmarks.wandb_reader import _config
+    from benchmarks.report.wandb_reader import _config
     items = [pb.ConfigItem(key="lr", value_json="0.1"),
              pb.ConfigItem(nested_key=["env", "git", "commit"], value_json='"abc"'),
              pb.ConfigItem(nested_key=["env", "host"], value_json='"h"'),

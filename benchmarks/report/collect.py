@@ -18,8 +18,8 @@ import pandas as pd
 
 from molere import margins as M
 
-from ..config import MACHINE_FIELDS
-from ..store import RunDir
+from benchmarks.trial.config import MACHINE_FIELDS
+from benchmarks.trial.store import RunDir
 from . import methods as MC
 
 LABELS = ("dataset", "regime", "method", "seed", "hparams_id")

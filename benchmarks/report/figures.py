@@ -19,7 +19,7 @@ import pandas as pd  # noqa: E402
 
 from molere import margins as M  # noqa: E402
 
-from ..store import read_jsonl  # noqa: E402
+from benchmarks.trial.store import read_jsonl  # noqa: E402
 from . import methods as MC  # noqa: E402
 from .collect import METRIC_NAMES  # noqa: E402
 from .methods import is_control, label  # noqa: E402

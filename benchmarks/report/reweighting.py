@@ -18,7 +18,7 @@ import pandas as pd
 
 from molere.diagnostics import CONSTANT_REL_STD, UNTRAINED_DISPLACEMENT
 
-from ..store import RunDir
+from benchmarks.trial.store import RunDir
 from .tables import Table, num
 
 

@@ -14,7 +14,7 @@ import json
 import numpy as np
 import pandas as pd
 
-from ..store import read_jsonl
+from benchmarks.trial.store import read_jsonl
 from . import methods as MC
 from .collect import is_acc_column
 

@@ -60,7 +60,7 @@ def check_space(space: dict, where: str) -> None:
 
 def tune_domain(kind: str, arg):
     """Ray Tune's search-space object for one of our YAML search spaces (its samplers, seeded by us)."""
-    from ray import tune   # the search-space API only, not the executor (benchmarks.scheduler)
+    from ray import tune   # the search-space API only, not the executor (benchmarks.sweep.scheduler)
     if kind == "grid":
         return tune.grid_search(list(arg))
     if kind == "choice":

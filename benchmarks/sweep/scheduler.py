@@ -76,7 +76,7 @@ def _cluster_resources(wait_s: float = 10.0) -> dict:
 
 
 def _trainable(config: dict, secrets: dict | None = None) -> None:
-    from .sweep_trial import run_one
+    from benchmarks.sweep.worker import run_one
     ctx = ray.get_runtime_context()
     tune.report(run_one(config["spec"], {"node_id": ctx.get_node_id()}, secrets))
 

@@ -16,13 +16,12 @@ import torch
 import torch.nn.functional as F
 from pydantic import Field
 
-from .config import ConfigError
-from .data import Batch, ExampleSet
-from .lrw import LRWHparams, LRWTrainer
-from .margins import probabilistic_margin
-from .registry import LRW_PANEL, MethodCard, register_method
-from .splitter import (TRAIN, VALIDATION, Splitter, SplitterOptions, choose_validation, label_balance_kl,
-                       membership_weighted_loss, split_size_kl)
+from molere.config import ConfigError
+from molere.data import Batch, ExampleSet
+from molere.lrw_trainer import LRWHparams, LRWTrainer
+from molere.margins import probabilistic_margin
+from molere.registry import LRW_PANEL, MethodCard, register_method
+from molere.splitter import TRAIN, VALIDATION, Splitter, SplitterOptions, choose_validation, label_balance_kl, membership_weighted_loss, split_size_kl
 
 
 class MOLEREHparams(LRWHparams, SplitterOptions):

@@ -18,14 +18,15 @@ from pydantic import Field, ValidationError, field_validator
 from molere.config import ConfigError, Strict, TrainConfig, one_line, validate
 from molere.registry import UnknownNameError
 
-from . import catalog, safe_yaml
-from .config import MethodConfig, ModelConfig, TrialConfig, erm_reference_config, resolve, trial_id
-from .data import DatasetConfig, check_dataset
-from .datasets.common import DataMissingError
-from .models import parse_model_name
-from .regimes import RegimeConfig
-from .safe_yaml import excerpt
-from .search_space import TRAIN_PREFIX, expand, searchable, spaces_of
+from benchmarks import catalog
+from benchmarks.sweep import safe_yaml
+from benchmarks.trial.config import MethodConfig, ModelConfig, TrialConfig, erm_reference_config, resolve, trial_id
+from benchmarks.data.load import DatasetConfig, check_dataset
+from benchmarks.data.datasets.common import DataMissingError
+from benchmarks.models import parse_model_name
+from benchmarks.data.regimes import RegimeConfig
+from benchmarks.sweep.safe_yaml import excerpt
+from benchmarks.sweep.search_space import TRAIN_PREFIX, expand, searchable, spaces_of
 
 
 # ---- schema -------------------------------------------------------------------------------------

@@ -2,7 +2,7 @@
 
 All splits are fixed by `split_seed` (never by the trial seed), so every trial of a sweep sees the
 same train/val/test examples; label regimes (noise, long tail) are applied afterwards by
-`benchmarks.regimes`. Example ids are positions in the official train pool, followed by the test
+`benchmarks.data.regimes`. Example ids are positions in the official train pool, followed by the test
 set (offset by the pool size), so they are unique across splits and stable between runs.
 """
 from __future__ import annotations
@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from pydantic import Field
 
-from benchmarks.datasets.common import DataMissingError, DatasetOptions, as_float_images, stratified_split
+from benchmarks.data.datasets.common import DataMissingError, DatasetOptions, as_float_images, stratified_split
 from benchmarks.registry import register_dataset
 from molere.config import ConfigError
 from molere.data import ExampleSet, TaskData

@@ -8,9 +8,8 @@ import numpy as np
 from pydantic import Field, model_validator
 from torchvision.datasets.folder import IMG_EXTENSIONS, make_dataset
 
-from benchmarks.datasets.common import DataMissingError, DatasetOptions, require_path, stratified_split
-from benchmarks.datasets.images import (CIFAR_MEAN, CIFAR_STD, ArrayImages, ImageFiles, RootDataset,
-                                        make_sets)
+from benchmarks.data.datasets.common import DataMissingError, DatasetOptions, require_path, stratified_split
+from benchmarks.data.datasets.images import CIFAR_MEAN, CIFAR_STD, ArrayImages, ImageFiles, RootDataset, make_sets
 from benchmarks.registry import register_dataset
 from molere.config import ConfigError
 from molere.data import TaskData

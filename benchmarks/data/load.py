@@ -5,9 +5,9 @@ import dataclasses
 
 from pydantic import Field
 
-import benchmarks.datasets  # noqa: F401  (registers the built-in datasets)
-from benchmarks.datasets.common import SELECTION_FRACTION, require_path, stratified_split
-from benchmarks.regimes import RegimeConfig, apply_regime
+import benchmarks.data.datasets  # noqa: F401  (registers the built-in datasets)
+from benchmarks.data.datasets.common import SELECTION_FRACTION, require_path, stratified_split
+from benchmarks.data.regimes import RegimeConfig, apply_regime
 from benchmarks.registry import DATASETS
 from molere.config import Strict, validate
 from molere.data import TaskData

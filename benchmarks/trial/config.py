@@ -8,8 +8,8 @@ from pydantic import Field
 
 from molere.config import ConfigError, Strict, TrainConfig, validate
 
-from .data import DatasetConfig
-from .regimes import RegimeConfig
+from benchmarks.data.load import DatasetConfig
+from benchmarks.data.regimes import RegimeConfig
 
 # Fields that depend on the machine, not on the experiment: never part of a trial's identity.
 MACHINE_FIELDS = (("dataset", "root"), ("train", "device"), ("train", "num_workers"), ("train", "tf32"),
@@ -39,8 +39,8 @@ class TrialConfig(Strict):
 
 def resolve(cfg: TrialConfig) -> TrialConfig:
     """Check every name against the registries and fill the method's default hyperparameters."""
-    from . import catalog
-    from .models import parse_model_name
+    from benchmarks import catalog
+    from benchmarks.models import parse_model_name
     try:
         catalog.load_plugins(cfg.plugins)
     except ImportError as exc:
@@ -71,5 +71,5 @@ def trial_id(cfg: TrialConfig) -> str:
 
 def erm_reference_config(cfg: TrialConfig) -> TrialConfig:
     """The reference (ERM) trial of the same (dataset, regime, model, seed, training settings)."""
-    from . import catalog
+    from benchmarks import catalog
     return cfg.model_copy(update={"method": MethodConfig(name=catalog.METHODS.reference(), hparams={})})

@@ -88,7 +88,7 @@ def environment(device: str = "auto") -> dict:
     """Package versions, git commit, host and device of this process (the `env` block of a run's config)."""
     import torch
 
-    from .trial import resolve_device, versions
+    from benchmarks.trial.execute import resolve_device, versions
     device = resolve_device(device)
     name = torch.cuda.get_device_name(torch.device(device)) if device.startswith("cuda") else "cpu"
     return {"packages": versions(), "git": git_commit(), "host": socket.gethostname(), "device": device,
@@ -122,7 +122,7 @@ class TrialLogger(Callback):
             return
         try:
             import wandb
-            from .wandb_reader import last_step
+            from benchmarks.report.wandb_reader import last_step
             check_wandb(wandb.__version__)
             run_dir = Path(settings["dir"])
             self.last = last_step(run_dir, trial_id)

@@ -18,11 +18,11 @@ from molere.registry import METHODS
 from molere.reweighting import ReweightingTrainer
 from molere.trainer import Callback, RunContext, Trainer
 
-from . import catalog  # noqa: F401  (registers everything)
-from .config import TrialConfig, erm_reference_config, identity, resolve, trial_id
-from .data import load_task
-from .models import build_model, model_factory, pretrained_data_config
-from .store import RunDir, fingerprint
+from benchmarks import catalog  # noqa: F401  (registers everything)
+from benchmarks.trial.config import TrialConfig, erm_reference_config, identity, resolve, trial_id
+from benchmarks.data.load import load_task
+from benchmarks.models import build_model, model_factory, pretrained_data_config
+from benchmarks.trial.store import RunDir, fingerprint
 
 
 def seed_everything(seed: int) -> None:
@@ -39,7 +39,7 @@ def resolve_device(device: str) -> str:
         chosen, why = "cuda", f"{torch.cuda.device_count()} visible, {torch.cuda.get_device_name(0)}"
     else:
         chosen, why = "cpu", "no CUDA device visible"
-    print(f"benchmarks.trial: device auto -> {chosen} ({why})", file=sys.stderr, flush=True)
+    print(f"benchmarks.trial.execute: device auto -> {chosen} ({why})", file=sys.stderr, flush=True)
     return chosen
 
 

@@ -11,9 +11,9 @@ from __future__ import annotations
 import torch
 from pydantic import Field
 
-from .data import Batch
-from .metanet import MetaNet, MetaNetOptions
-from .reweighting import MetaHparams, ReweightingTrainer
+from molere.data import Batch
+from molere.metanet import MetaNet, MetaNetOptions
+from molere.reweighting import MetaHparams, ReweightingTrainer
 
 
 class LRWHparams(MetaHparams, MetaNetOptions):

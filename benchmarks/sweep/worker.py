@@ -18,7 +18,7 @@ import time
 import traceback
 from pathlib import Path
 
-from .store import RunDir, write_json
+from benchmarks.trial.store import RunDir, write_json
 
 LOG_FILE = "trial.log"      # every attempt's stdout/stderr, appended
 
@@ -107,7 +107,7 @@ def run_one(spec: dict, placement: dict | None = None, secrets: dict | None = No
     run.path.mkdir(parents=True, exist_ok=True)
     limit = float(spec.get("time_limit_s") or 24 * 3600)
     ctx = multiprocessing.get_context("forkserver")
-    ctx.set_forkserver_preload(["benchmarks.trial", "benchmarks.wandb_log"])
+    ctx.set_forkserver_preload(["benchmarks.trial.execute", "benchmarks.trial.wandb_log"])
     oom_before = _oom_kills()
     proc = ctx.Process(target=_child, args=(spec, placement, dict(secrets or {})), daemon=False)
     run.file("failed.json").unlink(missing_ok=True)   # a failure left by an earlier run is not this one's
@@ -157,9 +157,9 @@ def run_logged(spec: dict, placement: dict | None = None) -> dict:
 def _run(spec: dict, run: RunDir, where: dict) -> dict:
     import torch
 
-    from .config import TrialConfig
-    from .trial import run_trial
-    from .wandb_log import TrialLogger
+    from benchmarks.trial.config import TrialConfig
+    from benchmarks.trial.execute import run_trial
+    from benchmarks.trial.wandb_log import TrialLogger
 
     torch.set_num_threads(max(1, int(spec["cpu"])))
     write_json(run.file("placement.json"), where)

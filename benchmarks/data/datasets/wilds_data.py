@@ -11,8 +11,8 @@ import numpy as np
 import torch
 from pydantic import Field
 
-from benchmarks.datasets.common import DatasetOptions, require_path
-from benchmarks.datasets.images import RootDataset
+from benchmarks.data.datasets.common import DatasetOptions, require_path
+from benchmarks.data.datasets.images import RootDataset
 from benchmarks.registry import register_dataset
 from molere.config import ConfigError
 from molere.data import ExampleSet, TaskData
