@@ -11,6 +11,7 @@ import pytest
 
 from benchmarks.report import build_report
 from benchmarks.trial.store import RunDir, write_json
+from tests.fakes import claim_column, finish_synthetic
 
 SEEDS = (0, 1, 2)
 # (method, hparams_id, train lr) -> (selection acc, test acc) per seed offset; draw "b" of each method is the
@@ -27,7 +28,7 @@ NOISE = {0: -0.01, 1: 0.0, 2: 0.013}
 
 def acc(method, hid, seed, which):
     sel, test = [v for (m, h, _), v in DRAWS.items() if (m, h) == (method, hid)][0]
-    return (sel if which == "sel" else test) + NOISE[seed] * (1 + len(method) % 3)
+    return (sel if which == "sel" else test) + NOISE[seed] * (1 + sum(map(ord, method)) % 5)   # per-method noise
 
 
 def build_store(root, epochs_best_at=None):
@@ -49,7 +50,7 @@ def build_store(root, epochs_best_at=None):
                 bonus = 0.2 if epoch == peak and peak != 3 else 0.0
                 run.append_metrics({"epoch": epoch, "test/acc": t - 0.1 * (3 - epoch) + bonus / 2,
                                     "selection/acc": s - 0.1 * (3 - epoch) + bonus, "selection/acc_true": s})
-            run.finish({"trial_id": tid, "status": "done", "wall_time_s": 1.0,
+            finish_synthetic(run, {"trial_id": tid, "status": "done", "wall_time_s": 1.0,
                         "metrics": {"epoch": 3, "test/acc": t, "selection/acc": s, "selection/acc_true": s + 0.01}})
     write_json(root / "plan.json", plan)
     (root / "sweep.yaml").write_text("name: synthetic_selection\n")
@@ -98,7 +99,7 @@ def test_tables_show_the_selected_draw_and_gains_pair_it_with_selected_erm(repor
     assert res.at["mwn", "gain over ERM (pts) [95% CI], p"].startswith(f"{d.mean():+.2f} [")
     order = table(root, "ordering").iloc[0]
     assert order["LRW-Random (%)"] == f"{100 * mean('lrw_random', 'ra', 'test'):.2f}"
-    assert order["Easy < Random < Hard ≤ MOLERE"].startswith("no")   # the oracle draw would have said yes
+    assert order[claim_column(order)].startswith("no")   # the oracle draw would have said yes
     for name in ("results", "accuracy_test_acc", "ordering"):
         assert "Selected draws (model selection:" in (root / "report" / "tables" / f"{name}.md").read_text()
     assert any("model selection" in n.lower() for n in result["notes"])

@@ -14,6 +14,7 @@ from benchmarks.models import build_model
 from benchmarks.data.regimes import RegimeConfig
 from benchmarks.report import build_report
 from benchmarks.trial.store import RunDir, write_json
+from tests.fakes import finish_synthetic
 from molere.config import TrainConfig
 from molere.diagnostics import CONSTANT_REL_STD, relative_displacement, weight_diagnostics
 from molere.registry import METHODS
@@ -81,7 +82,7 @@ def write_store(root, cells):
                                                  "seed": seed, "hparams_id": "h0"}, "config": cfg})
         run = RunDir(root / "trials" / tid)
         run.start({"trial_id": tid, "config": cfg})
-        run.finish({"trial_id": tid, "status": "done", **result})
+        finish_synthetic(run, {"trial_id": tid, "status": "done", **result})
     write_json(root / "plan.json", plan)
 
 

@@ -54,9 +54,8 @@ def log_summary(sweep_name: str, tables: list, frames: dict, figures: list[dict]
         try:
             payload = {}
             numeric = frames.get("numeric", {})
-            for t in tables:
-                if t.name in numeric:
-                    payload[f"tables/{t.name}"] = wandb_table(numeric[t.name])
+            for t in tables:   # the numbers behind a table where the report has them, else its display cells
+                payload[f"tables/{t.name}"] = wandb_table(numeric.get(t.name, t.frame))
             for name, frame in frames.items():
                 if name != "numeric":
                     payload[f"data/{name}"] = wandb_table(frame)
