@@ -87,6 +87,9 @@ class FixedReference:
     def erm_pool_margins(self):
         return self.margins
 
+    def erm_crossfit_margins(self, folds: int):
+        return self.margins
+
 
 def build(method: str, hparams: dict, setting: str, batch_size: int, epochs: int = 1000, device: str = "cpu",
           precision: str = "fp32", task: TaskData | None = None, factory=None):

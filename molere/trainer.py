@@ -289,13 +289,17 @@ class Trainer:
 
     # ---- evaluation --------------------------------------------------------------------------
     @torch.no_grad()
+    def eval_logits(self, batch: Batch) -> torch.Tensor:
+        """The classifier's float32 logits of one batch, on the device (called with the model in eval mode)."""
+        with self.autocast():
+            return self.model(batch.x.to(self.device, non_blocking=True)).float()
+
+    @torch.no_grad()
     def logits(self, examples: ExampleSet, batch_size: int = 512) -> torch.Tensor:
         """Evaluation-mode logits for every example of `examples`, in order."""
         was_training = self.model.training
         self.model.eval()
-        with self.autocast():
-            out = [self.model(b.x.to(self.device)).float().cpu()
-                   for b in examples.batches(batch_size, train=False, loading=self.loading)]
+        out = [self.eval_logits(b).cpu() for b in examples.batches(batch_size, train=False, loading=self.loading)]
         self.model.train(was_training)
         return torch.cat(out) if out else torch.empty(0, self.data.num_classes)
 
@@ -309,8 +313,7 @@ class Trainer:
         self.model.eval()
         preds, margins, observed, stats = [], [], [], defaultdict(list)
         for b in examples.batches(batch_size, train=False, loading=self.loading):
-            with self.autocast():
-                z = self.model(b.x.to(self.device, non_blocking=True)).float()
+            z = self.eval_logits(b)
             if statistics:
                 for k, v in self.pass_statistics(b.to(self.device), z).items():
                     stats[k].append(v.float().cpu())

@@ -47,7 +47,8 @@ def config(method: str, **train) -> TrialConfig:
     if "meta_batch_size" in METHODS.get(method).Hparams.model_fields:
         hp.setdefault("meta_batch_size", 32)   # several passes of the meta stream per epoch
     return TrialConfig.model_validate({
-        "dataset": {"name": "digits"}, "regime": {"kind": "symmetric", "rate": 0.2},
+        "dataset": {"name": "digits", "options": {"selection_fraction": 0}},   # the step counts below
+        "regime": {"kind": "symmetric", "rate": 0.2},
         "model": {"name": "mlp", "options": {"hidden": [32], "dropout": 0.3, "batchnorm": True}},
         "method": {"name": method, "hparams": hp},
         "train": {"epochs": 2, "batch_size": 128, "lr": 0.05, "num_workers": 0, **train}, "seed": 3})
@@ -134,8 +135,8 @@ KILLER = """
 import os, signal, sys
 import torch
 torch.set_num_threads(int(sys.argv[4]))   # the parent's: same reduction order, same floats
-from benchmarks.config import TrialConfig, resolve, trial_id
-from benchmarks.trial import run_trial
+from benchmarks.trial.config import TrialConfig, resolve, trial_id
+from benchmarks.trial.execute import run_trial
 from molere.trainer import Callback
 
 class Kill(Callback):
