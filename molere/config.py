@@ -142,6 +142,8 @@ class TrainConfig(Strict):
 
     @model_validator(mode="after")
     def _warmup_needs_schedule(self):
+        if any(isinstance(v, dict) for v in (self.warmup_epochs, self.schedule, self.epochs)):
+            return self   # a search space (a sweep's train block): each draw is checked on its own
         if self.warmup_epochs > 0 and self.schedule != "warmup_cosine":
             raise ValueError("warmup_epochs needs schedule: warmup_cosine")
         if self.warmup_epochs >= self.epochs:
