@@ -87,17 +87,6 @@ def counts(status: dict[str, str]) -> str:
             f"{n['absent']} not started")
 
 
-def missing_gpus(sweep: Sweep, address: str | None) -> str | None:
-    """Why a sweep that asks for GPUs cannot run on this machine (local Ray only; a cluster has its own)."""
-    import torch
-    if sweep.resources.gpu <= 0 or address or os.environ.get("RAY_ADDRESS"):
-        return None
-    if torch.cuda.device_count() > 0:
-        return None
-    return (f"resources.gpu: the sweep asks for {sweep.resources.gpu:g} GPU per trial and this machine has none "
-            f"visible; run it on a GPU machine, pass --address of a GPU cluster, or --set resources.gpu=0")
-
-
 def wandb_settings(sweep: Sweep) -> dict:
     w = sweep.wandb
     return {"project": w.project, "entity": w.entity, "mode": resolve_mode(w.mode),
@@ -242,9 +231,6 @@ def main(argv=None) -> int:
             if not a.dry_run:
                 raise ConfigError(f"{a.sweep}: {exc}") from None
             missing.append(str(exc))
-        no_gpu = None if a.dry_run else missing_gpus(sweep, a.address)
-        if no_gpu:
-            raise ConfigError(f"{a.sweep}: {no_gpu}")
     status = {t.trial_id: RunDir(sweep.directory / "trials" / t.trial_id).status for t in chosen}
     if a.dry_run:
         print_plan(chosen, status)

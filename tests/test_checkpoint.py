@@ -258,7 +258,7 @@ def test_gpu_sweep_without_a_gpu_stops_before_ray(tmp_path, capsys, monkeypatch)
         run.main([str(path), "--results", str(tmp_path / "r")])
     err = capsys.readouterr().err.strip()
     assert exc.value.code == 2 and len(err.splitlines()) == 1
-    assert "resources.gpu: the sweep asks for 1 GPU per trial and this machine has none visible" in err
+    assert "asks for cpu=1, gpu=1 but this machine has" in err and "0 GPUs" in err
     assert not (tmp_path / "r").exists()
 
 
