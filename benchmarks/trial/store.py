@@ -21,16 +21,18 @@ import tempfile
 import traceback
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO, Callable
 
 import numpy as np
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
+def _atomic_write(path: Path, data: bytes | Callable[[BinaryIO], object]) -> None:
+    """Write `data` (bytes, or a function that writes to the open file) to `path` atomically: a temporary
+    file, fsync, rename."""
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     try:
         with os.fdopen(fd, "wb") as f:
-            f.write(data)
+            data(f) if callable(data) else f.write(data)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -158,18 +160,8 @@ class RunDir:
     def save_checkpoint(self, state: dict, trial_id: str | None = None) -> None:
         """Write a trainer state atomically (a crash mid-write leaves the previous checkpoint)."""
         import torch
-        path = self.file("checkpoint.pt")
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                torch.save({"format": CHECKPOINT_FORMAT, "trial_id": trial_id, "state": state}, f)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
+        _atomic_write(self.file("checkpoint.pt"),
+                      lambda f: torch.save({"format": CHECKPOINT_FORMAT, "trial_id": trial_id, "state": state}, f))
 
     def load_checkpoint(self, trial_id: str | None = None) -> dict | None:
         """The trainer state of this trial's checkpoint, loaded with `weights_only=True`; a corrupt,
