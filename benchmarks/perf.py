@@ -321,7 +321,7 @@ def small_setting(setting: str, a: argparse.Namespace, device: str) -> dict:
     def trainer(m, hp):
         return build(m, hp, setting, a.batch_size, device=device)
     steps = time_steps({lbl: trainer(m, hp) for lbl, m, hp in STEP_ROWS}, a.rounds)
-    rows = [(m, m, {}) for m in METHODS.names()] + EPOCH_ROWS
+    rows = [(m, m, {}) for m in METHODS.names() if a.methods is None or m in a.methods or m == "erm"] + EPOCH_ROWS
     epochs = time_epochs({lbl: trainer(m, hp) for lbl, m, hp in rows}, a.epoch_repeats)
     memory = {} if a.no_memory else {lbl: peak_memory_mb(m, hp, setting, a.batch_size, device)
                                      for lbl, m, hp in STEP_ROWS}

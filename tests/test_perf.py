@@ -4,6 +4,8 @@ import json
 import pytest
 import torch
 
+from molere.registry import METHODS
+
 from benchmarks import perf
 
 
@@ -21,8 +23,10 @@ def test_step_rows_are_timed_in_steady_state_with_the_meta_update_due(label, met
 def test_main_prints_and_writes_every_row(tmp_path, capsys):
     out, threads = tmp_path / "perf.json", torch.get_num_threads()
     try:
+        builtin = [m for m in METHODS.names()   # not the plugins other test modules registered
+                   if METHODS.get(m).__module__.split(".")[0] in ("baselines", "molere")]
         perf.main(["--settings", "mlp-digits", "--rounds", "1", "--epoch-repeats", "1", "--no-memory",
-                   "--threads", "1", "--json", str(out)])
+                   "--threads", "1", "--json", str(out), "--methods", *builtin])
     finally:
         torch.set_num_threads(threads)
     report = json.loads(out.read_text())["settings"]["mlp-digits"]
