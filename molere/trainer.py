@@ -16,7 +16,6 @@ progress of an unfinished epoch, so a trainer restored from a step checkpoint co
 """
 from __future__ import annotations
 
-import random
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -31,6 +30,7 @@ from .config import ConfigError, NoHparams, Strict, TrainConfig
 from .data import Batch, ExampleSet, Loading, Stream, TaskData, name_key
 from .margins import probabilistic_margin
 from .precision import autocast, prepare
+from .rng import global_rng_state, set_global_rng_state
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -392,22 +392,3 @@ class Trainer:
         self._step_logs = defaultdict(list, {k: list(v) for k, v in (progress or {}).get("step_logs", {}).items()})
         self.last_metrics = dict(state.get("last_metrics", {}))
         self.info.update(state.get("info", {}))
-
-
-def global_rng_state() -> dict:
-    """torch's CPU (and, once initialised, every CUDA device's), python's and numpy's global random state."""
-    kind, keys, pos, has_gauss, gauss = np.random.get_state()
-    return {"torch": torch.get_rng_state(),
-            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() and torch.cuda.is_initialized() else [],
-            "python": random.getstate(),
-            "numpy": {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
-                      "has_gauss": int(has_gauss), "gauss": float(gauss)}}
-
-
-def set_global_rng_state(state: dict) -> None:
-    torch.set_rng_state(state["torch"])
-    if state["cuda"] and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-    random.setstate(state["python"])
-    n = state["numpy"]
-    np.random.set_state((n["kind"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["gauss"]))
