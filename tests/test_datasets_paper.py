@@ -233,3 +233,19 @@ def test_list_shows_the_new_datasets(capsys):
     assert all(n in out for n in ("fgvc_aircraft", "stanford_cars", "oxford_pets", "imagenet100", "retinopathy"))
     main(["datasets", "retinopathy"])
     assert "label = \"referable\"" in capsys.readouterr().out
+
+
+# ---- MNIST-1D with a shifted test set (the CPU twins' OOD set) ----------------------------------------
+def test_mnist1d_shift_is_a_harder_draw_and_can_be_the_validation_source():
+    from sklearn.linear_model import LogisticRegression
+    task = loader("mnist1d_shift").load(None, 0)
+    check_task(task, {"train": 3601, "val": 399, "test": 1000, "shifted": 2000})
+    clf = LogisticRegression(max_iter=300).fit(task.train.x.numpy(), task.train.labels.numpy())
+    acc = {k: clf.score(s.x.numpy(), s.labels.numpy()) for k, s in (("test", task.test),
+                                                                      ("shifted", task.extra_tests["shifted"]))}
+    assert acc["shifted"] < acc["test"] - 0.05, acc            # the shift costs an ID-trained model accuracy
+    t4 = loader("mnist1d_shift", val_source="shifted").load(None, 0)
+    check_task(t4, {"train": 4000, "val": 1000, "test": 1000, "shifted": 1000})
+    assert (t4.val.class_counts(10) - t4.extra_tests["shifted"].class_counts(10)).abs().max() <= 1   # stratified
+    assert not set(t4.val.ids.tolist()) & (set(t4.extra_tests["shifted"].ids.tolist()) | set(t4.train.ids.tolist()))
+    assert torch.equal(t4.val.ids, loader("mnist1d_shift", val_source="shifted").load(None, 5).val.ids)
