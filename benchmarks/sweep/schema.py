@@ -40,6 +40,7 @@ class SweepDataset(Strict):
     options: dict = Field(default_factory=dict, description="the dataset's Options")
     train: dict = Field(default_factory=dict, description="training settings (or search spaces) overriding the "
                                                           "sweep's for this dataset")
+    model: ModelConfig | None = Field(None, description="this dataset's model (default: the sweep's)")
 
 
 class SearchConfig(Strict):
@@ -99,6 +100,17 @@ class Sweep(Strict):
     wandb: WandbConfig = Field(default_factory=WandbConfig)
     plugins: list[str] = Field(default_factory=list, description="modules registering extra methods")
     store: StoreConfig = Field(default_factory=StoreConfig)
+    reproduces: str | None = Field(None, description="the paper result this sweep reproduces (figure1, figure2, "
+                                   "table2, table3, table4): the report adds its paper view")
+
+    @field_validator("reproduces")
+    @classmethod
+    def _known_result(cls, name: str | None) -> str | None:
+        if name is not None:
+            from benchmarks.report.paper_numbers import result_names
+            if name not in result_names():
+                raise ValueError(f"one of {', '.join(result_names())} (got {name!r})")
+        return name
 
     @field_validator("seeds")
     @classmethod
@@ -130,6 +142,20 @@ class Sweep(Strict):
     @property
     def directory(self) -> Path:
         return Path(self.results_dir) / self.name
+
+
+def model_of(sweep: Sweep, ds: SweepDataset) -> ModelConfig:
+    """The model trained on dataset `ds`: its own, else the sweep's."""
+    return ds.model or sweep.model
+
+
+def models_of(sweep: Sweep) -> list[ModelConfig]:
+    """Every distinct model of the sweep (the sweep's and the datasets' own), in order."""
+    out: list[ModelConfig] = []
+    for m in [model_of(sweep, ds) for ds in sweep.datasets]:
+        if m not in out:
+            out.append(m)
+    return out
 
 
 def regime_label(r: RegimeConfig) -> str:
@@ -252,6 +278,16 @@ def method_draws(sweep: Sweep, name: str, ds: SweepDataset) -> list[Draw]:
     return out
 
 
+def _model_entry(model: ModelConfig, where: str):
+    """(registry entry, validated options) of a model, or ConfigError naming `where`."""
+    name, opts = parse_model_name(model.name, model.options)
+    try:
+        entry = catalog.MODELS.get(name)
+    except UnknownNameError as exc:
+        raise ConfigError(f"{where}.name: {exc}") from None
+    return entry, validate(entry.Options, opts, f"{where}.options")
+
+
 def _check_names(sweep: Sweep) -> None:
     for ds in sweep.datasets:
         try:
@@ -259,13 +295,8 @@ def _check_names(sweep: Sweep) -> None:
         except UnknownNameError as exc:
             raise ConfigError(f"datasets.{ds.name}: {exc}") from None
         validate(cls.Options, ds.options, f"datasets.{ds.name}.options")
-    name, opts = parse_model_name(sweep.model.name, sweep.model.options)
-    try:
-        entry = catalog.MODELS.get(name)
-    except UnknownNameError as exc:
-        raise ConfigError(f"model.name: {exc}") from None
-    model_opts = validate(entry.Options, opts, "model.options")
     for ds in sweep.datasets:   # the model against each dataset's input, when that is known before loading
+        entry, model_opts = _model_entry(model_of(sweep, ds), f"datasets.{ds.name}.model" if ds.model else "model")
         ds_cls = catalog.DATASETS.get(ds.name)
         shape = getattr(ds_cls, "input_shape", None)
         try:
@@ -309,8 +340,9 @@ def load_sweep(path: str | os.PathLike, sets: list[str] = (), results: str | Non
             ds.root = os.path.abspath(os.path.expanduser(ds.root))
     if sweep.wandb.dir is not None:
         sweep.wandb.dir = os.path.abspath(sweep.wandb.dir)
-    if isinstance(sweep.model.options.get("weights"), str):   # a local weight file, read by every trial
-        sweep.model.options["weights"] = os.path.abspath(os.path.expanduser(sweep.model.options["weights"]))
+    for model in models_of(sweep):   # a local weight file, read by every trial
+        if isinstance(model.options.get("weights"), str):
+            model.options["weights"] = os.path.abspath(os.path.expanduser(model.options["weights"]))
     return sweep
 
 
@@ -372,7 +404,7 @@ def expand_trials(sweep: Sweep) -> list[PlannedTrial]:
             for method, configs in draws.items():
                 for d in configs:
                     for seed in sweep.seeds:
-                        t = _planned(TrialConfig(dataset=data, regime=regime, model=sweep.model,
+                        t = _planned(TrialConfig(dataset=data, regime=regime, model=model_of(sweep, ds),
                                                  method=MethodConfig(name=method, hparams=d.hparams), train=d.train,
                                                  seed=seed, plugins=sweep.plugins), d.searched, spaces[method])
                         trials.setdefault(t.trial_id, t)
