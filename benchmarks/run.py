@@ -22,7 +22,8 @@ from . import catalog
 from .cli import bad_input_exits
 from benchmarks.data.datasets.common import DataMissingError
 from benchmarks.trial.store import RunDir, _atomic_write, write_json
-from benchmarks.sweep.schema import Sweep, expand_trials, load_sweep, missing_data, models_of, parse_only, select
+from benchmarks.sweep.per_dataset import models_of
+from benchmarks.sweep.schema import Sweep, expand_trials, load_sweep, missing_data, parse_only, select
 from benchmarks.sweep.worker import LOG_FILE, trial_spec
 from benchmarks.trial.wandb_log import check_wandb, resolve_mode
 from .weights import check_pretrained

@@ -19,7 +19,7 @@ from molere import margins as M
 from . import methods as MC
 from . import paper_numbers as P
 from .collect import test_margins
-from .scale import ours_text, store_scale
+from .scale import scale_line, store_scale
 from .stats import TEST_NAME, paired
 from .tables import Table, num, pval
 
@@ -213,7 +213,7 @@ def verdict_tables(frame: pd.DataFrame, sel: pd.DataFrame, sweep_dir) -> list[Ta
     summary = frame.groupby("claim", sort=False)["verdict"].value_counts().unstack(fill_value=0)
     summary = summary.reindex(columns=[REPRODUCED, CONTRADICTED, INCONCLUSIVE], fill_value=0).reset_index()
     scale = store_scale(sel, sweep_dir)
-    scale_rows = pd.DataFrame([{"dataset": ds, "ours": ours_text(s)} for ds, s in scale.items()])
+    scale_rows = pd.DataFrame([{"dataset": ds, "scale": scale_line(ds, scale)} for ds in scale])
     caption = ("Judged from this store alone, never from the paper: reproduced = the 95% CI of the effect lies above "
                "0, contradicted = below 0, inconclusive = it spans 0 or fewer than two seeds (or zero variance); "
                "for the '≤' link a CI spanning 0 is consistent with a tie but does not confirm it. Paired t-test: "
@@ -223,5 +223,6 @@ def verdict_tables(frame: pd.DataFrame, sel: pd.DataFrame, sweep_dir) -> list[Ta
     return [Table("verdict_summary", "Reproduction verdict: summary", "Number of settings per verdict.",
                   summary.astype(str)),
             Table("verdict", "Reproduction verdict per claim and setting", caption, shown),
-            Table("verdict_scale", "Scale of this store", "Per dataset: what the trials trained on.",
+            Table("verdict_scale", "Scale: this store against the paper", "Per dataset: what the trials trained on "
+                  "(the ERM trial's training split), beside the paper's setting for that dataset.",
                   scale_rows.astype(str))]
