@@ -9,7 +9,6 @@ separation across ERM-margin bins (bin-averaged, per seed).
 """
 from __future__ import annotations
 
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
