@@ -22,6 +22,7 @@ from . import catalog
 from .cli import bad_input_exits
 from benchmarks.data.datasets.common import DataMissingError
 from benchmarks.trial.store import RunDir, _atomic_write, write_json
+from benchmarks.sweep.per_dataset import models_of
 from benchmarks.sweep.schema import Sweep, expand_trials, load_sweep, missing_data, parse_only, select
 from benchmarks.sweep.worker import LOG_FILE, trial_spec
 from benchmarks.trial.wandb_log import check_wandb, resolve_mode
@@ -225,12 +226,13 @@ def main(argv=None) -> int:
         missing = missing_data(sweep, {t.labels["dataset"] for t in chosen})
         if missing and not a.dry_run:
             raise DataMissingError(f"{a.sweep}: {missing[0]}")
-        try:   # once here, not in every trial
-            check_pretrained(sweep.model, download=not a.dry_run)
-        except ConfigError as exc:
-            if not a.dry_run:
-                raise ConfigError(f"{a.sweep}: {exc}") from None
-            missing.append(str(exc))
+        for model in models_of(sweep):   # once here, not in every trial
+            try:
+                check_pretrained(model, download=not a.dry_run)
+            except ConfigError as exc:
+                if not a.dry_run:
+                    raise ConfigError(f"{a.sweep}: {exc}") from None
+                missing.append(str(exc))
     status = {t.trial_id: RunDir(sweep.directory / "trials" / t.trial_id).status for t in chosen}
     if a.dry_run:
         print_plan(chosen, status)

@@ -76,29 +76,32 @@ def make_fake_imagenet(root, train_per_class=10, val_per_class=2, size=16) -> st
     return str(root)
 
 
-def make_fake_ilsvrc(root, train_per_class=4, val_per_class=2, size=16) -> dict:
+def make_fake_ilsvrc(root, train_per_class=4, val_per_class=2, size=16, wnids=WNIDS) -> dict:
     """The raw ILSVRC2012 layout: ROOT/ILSVRC2012_devkit_t12.tar.gz (data/meta.mat with the synsets and
     data/ILSVRC2012_validation_ground_truth.txt, as in the official devkit), ROOT/train/<wnid>/*.JPEG and a
-    flat ROOT/val/ILSVRC2012_val_<8 digits>.JPEG. Returns the devkit's md5 and the val labels (class indices)."""
+    flat ROOT/val/ILSVRC2012_val_<8 digits>.JPEG. Returns the devkit's md5 and the val labels (class indices
+    into sorted `wnids`)."""
     import hashlib
     import tarfile
     import tempfile
 
     import scipy.io as sio
-    make_image_folder(os.path.join(root, "train"), {w: train_per_class for w in WNIDS}, size, seed=0)
+    wnids = tuple(sorted(wnids))
+    make_image_folder(os.path.join(root, "train"), {w: train_per_class for w in wnids}, size, seed=0)
     rng = np.random.default_rng(1)
     # ILSVRC2012_IDs of the leaf synsets are not in wnid order; a parent synset (num_children > 0) is skipped
-    ids = {WNIDS[0]: 3, WNIDS[1]: 1, WNIDS[2]: 2}
-    rows = [(ids[w], w, f"words {w}, alias", "gloss", 0) for w in WNIDS] + [(4, "n00000001", "parent", "g", 3)]
+    ids = {w: (i + 2) % len(wnids) + 1 for i, w in enumerate(wnids)}
+    rows = [(ids[w], w, f"words {w}, alias", "gloss", 0) for w in wnids]
+    rows.append((len(wnids) + 1, "n00000001", "parent", "g", 3))
     synsets = np.array(rows, dtype=[("ILSVRC2012_ID", "O"), ("WNID", "O"), ("words", "O"), ("gloss", "O"),
                                     ("num_children", "O")])
-    val_classes = list(rng.permutation(np.repeat(np.arange(len(WNIDS)), val_per_class)))
+    val_classes = list(rng.permutation(np.repeat(np.arange(len(wnids)), val_per_class)))
     with tempfile.TemporaryDirectory() as tmp:
         data = os.path.join(tmp, "ILSVRC2012_devkit_t12", "data")
         os.makedirs(data)
         sio.savemat(os.path.join(data, "meta.mat"), {"synsets": synsets})
         with open(os.path.join(data, "ILSVRC2012_validation_ground_truth.txt"), "w") as f:
-            f.writelines(f"{ids[WNIDS[c]]}\n" for c in val_classes)
+            f.writelines(f"{ids[wnids[c]]}\n" for c in val_classes)
         with tarfile.open(os.path.join(root, "ILSVRC2012_devkit_t12.tar.gz"), "w:gz") as tar:
             tar.add(os.path.join(tmp, "ILSVRC2012_devkit_t12"), arcname="ILSVRC2012_devkit_t12")
     for i, c in enumerate(val_classes):

@@ -17,6 +17,7 @@ from . import selection as S
 from .collect import acc_columns, collect, ood_datasets, trials_csv
 from .html import sweep_text, versions_of, write_index
 from .margin_data import delta_bins, delta_summary, margin_deltas
+from .paper_pages import write_paper_pages
 from .reweighting import diagnostic_tables
 from .stats import cells, meta_effect, ordering
 from .tables import build_tables
@@ -105,9 +106,10 @@ def build_report(sweep_dir, out_dir=None, wandb_settings: dict | None = None, se
         except ValueError:
             pass
     index = write_index(out, name, counts, tables, figs, notes, sweep_text(sweep_dir), versions_of(configs))
+    paper = write_paper_pages(sweep_dir, out, sel, cell_frame, order, dsum, index, notes)   # verdict + paper view
     result = {"out_dir": str(out), "index": str(index), "trials_csv": str(out / "trials.csv"), "tables": written,
               "figures": [str(fig_dir / f["file"]) for f in figs], "notes": notes, "counts": counts, "wandb": None,
-              "selection_rule": rule}
+              "selection_rule": rule, "paper_pages": paper}
     if wandb_settings is not None:
         frames = {"trials": trials_csv(df) if len(df) else df, "margin_bins": bins, "margin_deltas": dsum,
                   "numeric": {"results": cell_frame, "ordering": order, "meta_effect": meta}}

@@ -130,8 +130,9 @@ def collect(sweep_dir: str | Path) -> pd.DataFrame:
 
 
 def _variants(df: pd.DataFrame) -> list[str]:
-    """Display name of a (method, hyperparameters) pair: the method, plus the hparams id when it has several."""
-    several = {m for m, g in df.groupby("method") if g["hparams_id"].nunique() > 1}
+    """Display name of a (method, hyperparameters) pair: the method, plus the hparams id when it has several in one
+    dataset x regime (a dataset's own hyperparameters alone do not make draws)."""
+    several = {m for m, g in df.groupby("method") if g.groupby(["dataset", "regime"])["hparams_id"].nunique().max() > 1}
     return [f"{m} [{h}]" if m in several else m for m, h in zip(df["method"], df["hparams_id"])]
 
 

@@ -23,8 +23,8 @@ from benchmarks.sweep import safe_yaml
 from benchmarks.trial.config import MethodConfig, ModelConfig, TrialConfig, erm_reference_config, resolve, trial_id
 from benchmarks.data.load import DatasetConfig, check_dataset
 from benchmarks.data.datasets.common import DataMissingError
-from benchmarks.models import parse_model_name
 from benchmarks.data.regimes import RegimeConfig
+from benchmarks.sweep.per_dataset import model_entry, model_of, models_of
 from benchmarks.sweep.safe_yaml import excerpt
 from benchmarks.sweep.search_space import TRAIN_PREFIX, expand, searchable, spaces_of
 
@@ -40,6 +40,11 @@ class SweepDataset(Strict):
     options: dict = Field(default_factory=dict, description="the dataset's Options")
     train: dict = Field(default_factory=dict, description="training settings (or search spaces) overriding the "
                                                           "sweep's for this dataset")
+    model: ModelConfig | None = Field(None, description="this dataset's model (default: the sweep's)")
+    regimes: list[RegimeConfig] | None = Field(None, min_length=1, description="this dataset's label regimes "
+                                               "(default: the sweep's)")
+    hparams: dict[str, dict] = Field(default_factory=dict, description="method name -> hyperparameters overriding "
+                                     "the sweep's for this dataset (e.g. lookahead_scope: head for a ViT)")
 
 
 class SearchConfig(Strict):
@@ -99,6 +104,17 @@ class Sweep(Strict):
     wandb: WandbConfig = Field(default_factory=WandbConfig)
     plugins: list[str] = Field(default_factory=list, description="modules registering extra methods")
     store: StoreConfig = Field(default_factory=StoreConfig)
+    reproduces: str | None = Field(None, description="the paper result this sweep reproduces (figure1, figure2, "
+                                   "table2, table3, table4): the report adds its paper view")
+
+    @field_validator("reproduces")
+    @classmethod
+    def _known_result(cls, name: str | None) -> str | None:
+        if name is not None:
+            from benchmarks.report.paper_numbers import result_names
+            if name not in result_names():
+                raise ValueError(f"one of {', '.join(result_names())} (got {name!r})")
+        return name
 
     @field_validator("seeds")
     @classmethod
@@ -195,9 +211,9 @@ class Draw:
     searched: dict      # the drawn values of the searched training settings (field -> value)
 
 
-def _method_entry(sweep: Sweep, name: str) -> tuple[dict, dict]:
-    """(hyperparameters, own training settings) of `methods.<name>`."""
-    raw = dict(sweep.methods[name] or {})
+def _method_entry(sweep: Sweep, name: str, ds: SweepDataset | None = None) -> tuple[dict, dict]:
+    """(hyperparameters, own training settings) of `methods.<name>` (with dataset `ds`'s own hyperparameters)."""
+    raw = {**(sweep.methods[name] or {}), **((ds.hparams.get(name) or {}) if ds is not None else {})}
     own = raw.pop("train", None) or {}
     if not isinstance(own, dict):
         raise ConfigError(f"methods.{name}.train: a mapping of training settings or search spaces (got {own!r})")
@@ -217,7 +233,8 @@ def _train_values(sweep: Sweep, ds: SweepDataset, name: str) -> tuple[dict, dict
 def search_space(sweep: Sweep, name: str, ds: SweepDataset) -> dict:
     """The search spaces of one method on one dataset: hyperparameters by name, training settings as train.<field>."""
     values, _ = _train_values(sweep, ds, name)
-    return {**spaces_of(_method_entry(sweep, name)[0]), **{TRAIN_PREFIX + k: v for k, v in spaces_of(values).items()}}
+    return {**spaces_of(_method_entry(sweep, name, ds)[0]),
+            **{TRAIN_PREFIX + k: v for k, v in spaces_of(values).items()}}
 
 
 def _check_train(values: dict, source: dict) -> TrainConfig:
@@ -234,7 +251,7 @@ def method_draws(sweep: Sweep, name: str, ds: SweepDataset) -> list[Draw]:
         cls = catalog.METHODS.get(name)
     except UnknownNameError as exc:
         raise ConfigError(f"methods.{name}: {exc}") from None
-    hp, _ = _method_entry(sweep, name)
+    hp, _ = _method_entry(sweep, name, ds)
     values, source = _train_values(sweep, ds, name)
     flat = {**hp, **{TRAIN_PREFIX + k: v for k, v in values.items()}}
     searched = [k for k, v in values.items() if isinstance(v, dict)]
@@ -259,13 +276,12 @@ def _check_names(sweep: Sweep) -> None:
         except UnknownNameError as exc:
             raise ConfigError(f"datasets.{ds.name}: {exc}") from None
         validate(cls.Options, ds.options, f"datasets.{ds.name}.options")
-    name, opts = parse_model_name(sweep.model.name, sweep.model.options)
-    try:
-        entry = catalog.MODELS.get(name)
-    except UnknownNameError as exc:
-        raise ConfigError(f"model.name: {exc}") from None
-    model_opts = validate(entry.Options, opts, "model.options")
+        stray = sorted(set(ds.hparams) - set(sweep.methods))
+        if stray:
+            raise ConfigError(f"datasets.{ds.name}.hparams.{stray[0]}: not a method of this sweep "
+                              f"({', '.join(sweep.methods)})")
     for ds in sweep.datasets:   # the model against each dataset's input, when that is known before loading
+        entry, model_opts = model_entry(model_of(sweep, ds), f"datasets.{ds.name}.model" if ds.model else "model")
         ds_cls = catalog.DATASETS.get(ds.name)
         shape = getattr(ds_cls, "input_shape", None)
         try:
@@ -309,8 +325,9 @@ def load_sweep(path: str | os.PathLike, sets: list[str] = (), results: str | Non
             ds.root = os.path.abspath(os.path.expanduser(ds.root))
     if sweep.wandb.dir is not None:
         sweep.wandb.dir = os.path.abspath(sweep.wandb.dir)
-    if isinstance(sweep.model.options.get("weights"), str):   # a local weight file, read by every trial
-        sweep.model.options["weights"] = os.path.abspath(os.path.expanduser(sweep.model.options["weights"]))
+    for model in models_of(sweep):   # a local weight file, read by every trial
+        if isinstance(model.options.get("weights"), str):
+            model.options["weights"] = os.path.abspath(os.path.expanduser(model.options["weights"]))
     return sweep
 
 
@@ -368,11 +385,11 @@ def expand_trials(sweep: Sweep) -> list[PlannedTrial]:
         data = DatasetConfig(name=ds.name, root=ds.root, options=ds.options)
         draws = {m: method_draws(sweep, m, ds) for m in sweep.methods}
         spaces = {m: search_space(sweep, m, ds) for m in sweep.methods}
-        for regime in sweep.regimes:
+        for regime in ds.regimes or sweep.regimes:
             for method, configs in draws.items():
                 for d in configs:
                     for seed in sweep.seeds:
-                        t = _planned(TrialConfig(dataset=data, regime=regime, model=sweep.model,
+                        t = _planned(TrialConfig(dataset=data, regime=regime, model=model_of(sweep, ds),
                                                  method=MethodConfig(name=method, hparams=d.hparams), train=d.train,
                                                  seed=seed, plugins=sweep.plugins), d.searched, spaces[method])
                         trials.setdefault(t.trial_id, t)

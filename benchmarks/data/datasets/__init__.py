@@ -1,2 +1,3 @@
 """Built-in datasets; importing this package registers them in `benchmarks.registry.DATASETS`."""
-from benchmarks.data.datasets import embedded, files, wilds_data  # noqa: F401
+from benchmarks.data.datasets import (  # noqa: F401
+    embedded, fgvc, files, imagenet100, retinopathy, shifted, wilds_data)

@@ -22,6 +22,14 @@ def require_path(path: str | os.PathLike | None, dataset: str, how: str) -> str:
     return str(path)
 
 
+def require_files(paths: list[str], dataset: str, how: str) -> None:
+    """DataMissingError naming the first of `paths` (the images an annotation file lists) that is absent."""
+    absent = [p for p in paths if not os.path.isfile(p)]
+    if absent:
+        raise DataMissingError(f"dataset {dataset!r}: {absent[0]} not found ({len(absent)} of the {len(paths)} "
+                               f"listed images are missing); {how}")
+
+
 def stratified_split(labels, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Split positions into (rest, held) with `fraction` of every class held out, reproducibly."""
     labels = np.asarray(labels)

@@ -153,11 +153,12 @@ class ImageNet(RootDataset):
             return self
 
     def _fail(self, path: str, expected: str, root) -> None:
-        raise DataMissingError(f"dataset 'imagenet': {path}: expected {expected}; {self.how.replace('ROOT', str(root))}")
+        raise DataMissingError(f"dataset {self.registered_name!r}: {path}: expected {expected}; "
+                               f"{self.how.replace('ROOT', str(root))}")
 
     def check(self, root: str | None) -> None:
         """The layout (ImageFolder or raw ILSVRC with the devkit) is complete; one line naming what is wrong."""
-        require_path(root, "imagenet", self.how.replace("ROOT", str(root)))
+        require_path(root, self.registered_name, self.how.replace("ROOT", str(root)))
         devkit = os.path.exists(os.path.join(root, DEVKIT))
         for split, tar in (("train", TRAIN_TAR), ("val", VAL_TAR)):
             folder = os.path.join(root, split)
@@ -236,7 +237,7 @@ class ImageNet(RootDataset):
         train_tf, eval_tf = self.transforms("crop", o.image_size, o.augment)
         sets = make_sets(labels, (ImageFiles(paths, train_tf), ImageFiles(paths, eval_tf)), parts)
         extras = {name: sets[name] for name in o.extra_tests}
-        return TaskData("imagenet", sets["train"], sets["test"], len(wnids), (3, o.image_size, o.image_size),
+        return TaskData(self.registered_name, sets["train"], sets["test"], len(wnids), (3, o.image_size, o.image_size),
                         val=sets.get("val"), extra_tests=extras,
                         info={"classes": wnids, "val_source": o.val_source or "train",
                               "subset_classes": {k: len(v) for k, v in subsets.items()}},
