@@ -23,7 +23,8 @@ from .cli import bad_input_exits
 from benchmarks.data.datasets.common import DataMissingError
 from benchmarks.trial.store import RunDir, _atomic_write, write_json
 from benchmarks.sweep.schema import Sweep, expand_trials, load_sweep, missing_data, parse_only, select
-from benchmarks.sweep.worker import LOG_FILE, trial_spec
+from benchmarks.sweep import references
+from benchmarks.sweep.worker import LOG_FILE
 from benchmarks.trial.wandb_log import check_wandb, resolve_mode
 from .weights import check_pretrained
 
@@ -234,6 +235,9 @@ def main(argv=None) -> int:
     status = {t.trial_id: RunDir(sweep.directory / "trials" / t.trial_id).status for t in chosen}
     if a.dry_run:
         print_plan(chosen, status)
+        jobs = references.fold_jobs(chosen)
+        print(f"reference: {len(jobs)} out-of-fold ERM models "
+              f"({len(references.pending_jobs(chosen, sweep.directory))} not done)")
         for m in missing:
             print(f"warning: {m}", file=sys.stderr)
         print(f"{sweep.name}: {counts(status)}; would run {sum(s != 'done' for s in status.values())}")
@@ -250,20 +254,19 @@ def main(argv=None) -> int:
     write_plan(sweep, plan)
     settings = wandb_settings(sweep)
     todo = [t for t in chosen if status[t.trial_id] != "done"]
-    rerun = {t.trial_id for t in todo}
-    # done trials whose ERM reference is rerun now wait for it; they run again only if its margins change
-    recheck = [t for t in chosen if status[t.trial_id] == "done" and t.needs_reference and t.erm_id in rerun]
+    jobs = references.pending_jobs(chosen, sweep.directory)   # out-of-fold models the planned methods need
+    rerun = {t.trial_id for t in todo} | {j.trial_id for j in jobs}
+    # done trials whose reference is rerun now wait for it; they run again only if its margins change
+    recheck = [t for t in chosen if status[t.trial_id] == "done" and set(references.depends_on(t)) & rerun]
     t0 = time.monotonic()
     lost: dict[str, str] = {}
-    if todo:
+    if todo or jobs:
         print(f"{sweep.name}: running {len(todo)} of {len(chosen)} trials "
-              f"({len(chosen) - len(todo)} already done); W&B {settings['mode']}", file=sys.stderr)
+              f"({len(chosen) - len(todo)} already done)" + (f" and {len(jobs)} out-of-fold ERM models" if jobs else "")
+              + f"; W&B {settings['mode']}", file=sys.stderr)
         from benchmarks.sweep.scheduler import run_trials
-        ids = {t.trial_id for t in todo + recheck}
-        # ERM trials first; every other trial of a key waits for that key's ERM trial when it runs now
-        ordered = sorted(todo + recheck, key=lambda t: t.erm_id != t.trial_id)
-        waits = {t.trial_id: (t.erm_id if t.erm_id != t.trial_id and t.erm_id in ids else None) for t in ordered}
-        specs = [trial_spec(t, sweep, settings) for t in ordered]
+        ordered, waits = references.order(todo + recheck, jobs)
+        specs = references.specs(ordered, sweep, settings)
         asked = {"cpu": sweep.resources.cpu, "gpu": sweep.resources.gpu}
         try:
             with bad_input_exits(PROG):
@@ -275,11 +278,15 @@ def main(argv=None) -> int:
             print(f"{PROG}: error: cannot reach the Ray cluster ({a.address or os.environ.get('RAY_ADDRESS')}): "
                   f"{str(exc).splitlines()[0]}; check --address / RAY_ADDRESS", file=sys.stderr)
             return 2
+    out_dirs = {j.trial_id: j.out_dir(sweep.directory) for j in jobs}
     for tid, error in lost.items():             # Ray lost the worker itself: the store records it
-        run = RunDir(sweep.directory / "trials" / tid)
+        run = RunDir(out_dirs.get(tid, sweep.directory / "trials" / tid))
         if run.status not in ("done", "failed"):
             run.fail_with(f"WorkerLost: {error}", cause="worker died")
     code = summarize(sweep, chosen, lost, time.monotonic() - t0)
+    for j in jobs:
+        if RunDir(j.out_dir(sweep.directory)).status != "done":
+            print(f"  reference model {j.trial_id} did not finish; the trials needing it trained it in-process")
     report(sweep, settings)
     dashboard(sweep, settings)
     return code
