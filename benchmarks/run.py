@@ -235,12 +235,12 @@ def main(argv=None) -> int:
     status = {t.trial_id: RunDir(sweep.directory / "trials" / t.trial_id).status for t in chosen}
     if a.dry_run:
         print_plan(chosen, status)
-        jobs = references.fold_jobs(chosen)
-        print(f"reference: {len(jobs)} out-of-fold ERM models "
-              f"({len(references.pending_jobs(chosen, sweep.directory))} not done)")
         for m in missing:
             print(f"warning: {m}", file=sys.stderr)
-        print(f"{sweep.name}: {counts(status)}; would run {sum(s != 'done' for s in status.values())}")
+        jobs = references.fold_jobs(chosen)
+        oof = f" and {len(references.pending_jobs(chosen, sweep.directory))} of {len(jobs)} out-of-fold ERM models"
+        print(f"{sweep.name}: {counts(status)}; would run {sum(s != 'done' for s in status.values())}"
+              + (oof if jobs else ""))
         return 0
     with bad_input_exits(PROG):
         if not (a.address or os.environ.get("RAY_ADDRESS")):
