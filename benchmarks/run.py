@@ -237,10 +237,8 @@ def main(argv=None) -> int:
         print_plan(chosen, status)
         for m in missing:
             print(f"warning: {m}", file=sys.stderr)
-        jobs = references.fold_jobs(chosen)
-        oof = f" and {len(references.pending_jobs(chosen, sweep.directory))} of {len(jobs)} out-of-fold ERM models"
         print(f"{sweep.name}: {counts(status)}; would run {sum(s != 'done' for s in status.values())}"
-              + (oof if jobs else ""))
+              + references.dry_run_note(chosen, sweep.directory))
         return 0
     with bad_input_exits(PROG):
         if not (a.address or os.environ.get("RAY_ADDRESS")):
@@ -255,15 +253,14 @@ def main(argv=None) -> int:
     settings = wandb_settings(sweep)
     todo = [t for t in chosen if status[t.trial_id] != "done"]
     jobs = references.pending_jobs(chosen, sweep.directory)   # out-of-fold models the planned methods need
-    rerun = {t.trial_id for t in todo} | {j.trial_id for j in jobs}
     # done trials whose reference is rerun now wait for it; they run again only if its margins change
-    recheck = [t for t in chosen if status[t.trial_id] == "done" and set(references.depends_on(t)) & rerun]
+    recheck = references.done_but_rerun_reference(chosen, status, todo, jobs)
     t0 = time.monotonic()
     lost: dict[str, str] = {}
     if todo or jobs:
         print(f"{sweep.name}: running {len(todo)} of {len(chosen)} trials "
-              f"({len(chosen) - len(todo)} already done)" + (f" and {len(jobs)} out-of-fold ERM models" if jobs else "")
-              + f"; W&B {settings['mode']}", file=sys.stderr)
+              f"({len(chosen) - len(todo)} already done){references.running_note(jobs)}; W&B {settings['mode']}",
+              file=sys.stderr)
         from benchmarks.sweep.scheduler import run_trials
         ordered, waits = references.order(todo + recheck, jobs)
         specs = references.specs(ordered, sweep, settings)
@@ -278,15 +275,12 @@ def main(argv=None) -> int:
             print(f"{PROG}: error: cannot reach the Ray cluster ({a.address or os.environ.get('RAY_ADDRESS')}): "
                   f"{str(exc).splitlines()[0]}; check --address / RAY_ADDRESS", file=sys.stderr)
             return 2
-    out_dirs = {j.trial_id: j.out_dir(sweep.directory) for j in jobs}
     for tid, error in lost.items():             # Ray lost the worker itself: the store records it
-        run = RunDir(out_dirs.get(tid, sweep.directory / "trials" / tid))
+        run = references.run_dir(tid, jobs, sweep.directory)
         if run.status not in ("done", "failed"):
             run.fail_with(f"WorkerLost: {error}", cause="worker died")
     code = summarize(sweep, chosen, lost, time.monotonic() - t0)
-    for j in jobs:
-        if RunDir(j.out_dir(sweep.directory)).status != "done":
-            print(f"  reference model {j.trial_id} did not finish; the trials needing it trained it in-process")
+    references.report_unfinished(jobs, sweep.directory)
     report(sweep, settings)
     dashboard(sweep, settings)
     return code

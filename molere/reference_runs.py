@@ -71,9 +71,10 @@ def _devices(device: torch.device) -> list[int]:
 def crossfit_margins(pool: ExampleSet, data: TaskData, cfg, context: "RunContext", folds: int,
                      device: torch.device) -> np.ndarray:
     """Out-of-fold margins of `pool` (= data.pool(), observed labels), in pool order, trained here."""
+    from .trainer import RunContext
     margins = np.empty(len(pool), dtype=np.float32)
     position = {int(i): p for p, i in enumerate(pool.ids.tolist())}
-    plain = type(context)(seed=context.seed, device=context.device, model_factory=context.model_factory)
+    plain = RunContext(seed=context.seed, device=context.device, model_factory=context.model_factory)
     for k in range(folds):
         with torch.random.fork_rng(devices=_devices(device)):
             ids, m = fold_margins(fold_trainer(data, cfg, plain, folds, k))

@@ -76,6 +76,18 @@ def test_a_sweep_with_train_twice_methods_plans_exactly_k_per_key_and_fold_count
     assert spec["out_dir"].endswith(f"{jobs[0].erm_id}/oof-{jobs[0].folds}/fold-0")
 
 
+def test_a_lost_out_of_fold_job_is_recorded_in_its_own_directory_and_its_done_dependants_wait(tmp_path):
+    trials = plan(tmp_path, {"erm": {}, "lrw_hard": {}, "mwn": {}}, seeds=(0,))
+    jobs = references.fold_jobs(trials)
+    d = load_sweep(tmp_path / "s.yaml").directory
+    assert references.run_dir(jobs[1].trial_id, jobs, d).path == oof_dir(d / "trials" / jobs[1].erm_id, 2, 1)
+    assert references.run_dir(trials[0].trial_id, jobs, d).path == d / "trials" / trials[0].trial_id
+    done = {t.trial_id: "done" for t in trials}
+    waiting = references.done_but_rerun_reference(trials, done, [], jobs[1:])
+    assert [t.labels["method"] for t in waiting] == ["lrw_hard"]          # not ERM, not MWN
+    assert references.done_but_rerun_reference(trials, done, [], []) == []
+
+
 # ---- out-of-fold models: once evaluated, checkpointed, the same in the store and in-process --------
 def test_an_out_of_fold_model_is_evaluated_once_at_its_end(tmp_path, monkeypatch):
     calls = {"outputs": 0, "evaluate": 0}

@@ -63,6 +63,13 @@ def pending_jobs(trials: list[PlannedTrial], directory: Path) -> list[FoldJob]:
     return [j for j in fold_jobs(trials) if RunDir(j.out_dir(directory)).status != "done"]
 
 
+def done_but_rerun_reference(trials: list[PlannedTrial], status: dict[str, str], todo: list[PlannedTrial],
+                             jobs: list[FoldJob]) -> list[PlannedTrial]:
+    """The done trials of which something they depend on runs again now (`todo`, `jobs`)."""
+    rerun = {t.trial_id for t in todo} | {j.trial_id for j in jobs}
+    return [t for t in trials if status[t.trial_id] == "done" and set(depends_on(t)) & rerun]
+
+
 def order(trials: list[PlannedTrial], jobs: list[FoldJob]) -> tuple[list, dict[str, list[str]]]:
     """(reference trials, out-of-fold jobs, then the other trials; {id: ids it waits for among those run now})."""
     running = {t.trial_id for t in trials} | {j.trial_id for j in jobs}
@@ -74,3 +81,27 @@ def order(trials: list[PlannedTrial], jobs: list[FoldJob]) -> tuple[list, dict[s
 
 def specs(ordered: list, sweep, wandb_settings: dict | None) -> list[dict]:
     return [x.spec(sweep) if isinstance(x, FoldJob) else trial_spec(x, sweep, wandb_settings) for x in ordered]
+
+
+def dry_run_note(trials: list[PlannedTrial], directory: Path) -> str:
+    """' and N of M out-of-fold ERM models' for the dry run's last line ('' when none is planned)."""
+    jobs = fold_jobs(trials)
+    return f" and {len(pending_jobs(trials, directory))} of {len(jobs)} out-of-fold ERM models" if jobs else ""
+
+
+def running_note(jobs: list[FoldJob]) -> str:
+    """' and N out-of-fold ERM models' for the line that starts a run ('' when none runs)."""
+    return f" and {len(jobs)} out-of-fold ERM models" if jobs else ""
+
+
+def run_dir(run_id: str, jobs: list[FoldJob], directory: Path) -> RunDir:
+    """The run directory of a trial or out-of-fold job of this run, by its id."""
+    found = [j.out_dir(directory) for j in jobs if j.trial_id == run_id]
+    return RunDir(found[0] if found else Path(directory) / "trials" / run_id)
+
+
+def report_unfinished(jobs: list[FoldJob], directory: Path) -> None:
+    """Name every out-of-fold job of this run that did not finish (its dependants trained it in-process)."""
+    for j in jobs:
+        if RunDir(j.out_dir(directory)).status != "done":
+            print(f"  reference model {j.trial_id} did not finish; the trials needing it trained it in-process")
