@@ -12,8 +12,6 @@ class ERM(Trainer):
 
     card = MethodCard(label="ERM", name="Empirical risk minimisation", role="reference", color="black", rank=0)
 
-    saves_pool_margins = True   # its margins on train + val rank the data for the train-twice methods
-
 
 @register_method("erm_train_val")
 class ERMTrainVal(Trainer):

@@ -5,7 +5,6 @@ The score, the defaults and what is left out of the official code: docs/methods/
 """
 from __future__ import annotations
 
-from contextlib import contextmanager
 from typing import Literal
 
 import torch
@@ -13,26 +12,11 @@ from pydantic import Field
 from torch.func import functional_call
 
 from molere.data import Batch, ExampleSet
+from molere.forward import head_inputs
 from molere.precision import full, ieee_fp32, reduced
 from molere.registry import MethodCard, register_method
 
 from .l2rw import L2RW, L2RWOptions
-
-
-@contextmanager
-def head_inputs(model: torch.nn.Module):
-    """Keep (detached) the input of the first classifier-head call inside the block: the features."""
-    seen: list[torch.Tensor] = []
-
-    def keep_first(_module, args):
-        if not seen:
-            seen.append(args[0].detach())
-
-    handle = model.get_classifier().register_forward_pre_hook(keep_first)
-    try:
-        yield seen
-    finally:
-        handle.remove()
 
 
 def best_per_class(scores: torch.Tensor, scored: torch.Tensor, labels: torch.Tensor, per_class: int,

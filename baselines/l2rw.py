@@ -5,8 +5,6 @@ Paper defaults, our readings and measurements: docs/methods/l2rw.md.
 """
 from __future__ import annotations
 
-from typing import Literal
-
 import torch
 from pydantic import Field
 
@@ -18,7 +16,6 @@ from molere.reweighting import MetaHparams, MetaSourceHparams, MetaTrainer, clam
 class L2RWOptions(MetaHparams):
     """The look-ahead options of L2RW-style methods (weights are the meta step's own output)."""
     meta_batch_size: int = Field(100, gt=0, description="meta batch size (paper: 100, as the training batch)")
-    weights_after_meta: Literal[True] = Field(True, description="always true: the weights are the meta step's output")
 
 
 @register_method("l2rw")
@@ -35,11 +32,9 @@ class L2RW(MetaTrainer):
 
     def meta_weights(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
         """(w, ℓ): L2RW weights of the batch and its per-example losses (graph to θ, for the real step)."""
-        xv, yv = self.next_meta_batch()
-        hg = self.lookahead.hypergradient(batch.x, batch.y, val_x=xv, val_y=yv, lr=self.lookahead_lr())
-        hg.commit_buffers()   # its training forward is the real step's forward
+        hg = self.meta_lookahead(batch)   # its training forward is the real step's forward
         w = clamped_normalised(hg.dw)
-        self.log_step(meta_val_loss=hg.val_loss.item(), zero_weight_batch=float(w.sum() == 0), **weight_stats(w))
+        self.log_step(zero_weight_batch=float(w.sum() == 0), **weight_stats(w))
         return w, hg.train_losses
 
     def training_step(self, batch: Batch) -> torch.Tensor:

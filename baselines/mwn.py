@@ -10,6 +10,7 @@ from pydantic import Field
 from torch import nn
 
 from molere.data import Batch
+from molere.forward import BatchOutputs
 from molere.precision import no_autocast
 from molere.registry import MethodCard, register_method
 from molere.reweighting import ReweightingHparams, ReweightingTrainer, mean_one
@@ -45,12 +46,12 @@ class MWN(ReweightingTrainer):
     def setup(self) -> None:
         self.weight_net = WeightNet(self.hp.hidden).to(self.device)
 
-    def example_weights(self, batch: Batch, losses: torch.Tensor) -> torch.Tensor:
-        w = self.weight_net(losses)
+    def example_weights(self, batch: Batch, out: BatchOutputs) -> torch.Tensor:
+        w = self.weight_net(out.losses)
         return mean_one(w) if self.hp.normalize else w   # Σ V = 0 keeps the zeros, as the official code
 
-    def raw_weights(self, batch: Batch, losses: torch.Tensor) -> torch.Tensor:
-        return self.weight_net(losses)
+    def raw_weights(self, batch: Batch, out: BatchOutputs) -> torch.Tensor:
+        return self.weight_net(out.losses)
 
     def meta_parameters(self) -> list[nn.Parameter]:
         return list(self.weight_net.parameters())

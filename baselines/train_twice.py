@@ -1,28 +1,25 @@
 """The train-twice heuristic (paper §2.6): LRW-Hard / LRW-Easy / LRW-Random and their ERM controls.
 
-The ERM classifier of the key (the stored trial, else trained in-process the same way) ranks the pool
-(train + official val) by margin; a δ fraction (hard: lowest margins, easy: highest, random) becomes the
-validation set of LRW trained from scratch on the rest. `erm_withheld_*` train plain ERM on exactly that
-rest. `ranking: crossfit` (default) scores every pool example out of fold, so official-val examples are not
-"hard" merely for being unseen; `erm_on_train` is the earlier procedure. Ranking, sizes, seeding and the
-measured official-val shares: docs/methods/train_twice.md.
+The ERM reference of the key (`self.reference`: the stored trial, else trained in-process the same way)
+ranks the pool (train + official val) by margin; a δ fraction (hard: lowest margins, easy: highest,
+random) becomes the validation set of LRW trained from scratch on the rest. `erm_withheld_*` train plain
+ERM on exactly that rest. `ranking: crossfit` (default) scores every pool example out of fold, so
+official-val examples are not "hard" merely for being unseen; `erm_on_train` is the earlier procedure.
+Ranking, sizes, seeding and the measured official-val shares: docs/methods/train_twice.md.
 """
 from __future__ import annotations
 
 from typing import Literal
 
 import numpy as np
-import torch
 from pydantic import Field
 
 from molere.config import ConfigError, Strict
 from molere.data import ExampleSet
 from molere.lrw_trainer import LRWHparams, LRWTrainer
+from molere.reference import ReferenceMargins, ReferenceNeeds
 from molere.registry import LRW_PANEL, MethodCard, register_method
-from molere.trainer import RunContext, Trainer
-
-from .crossfit import crossfit_margins
-from .erm import ERM
+from molere.trainer import Trainer
 
 Selection = Literal["hard", "easy", "random"]
 Ranking = Literal["crossfit", "erm_on_train"]
@@ -81,61 +78,34 @@ class TrainTwiceSplit:
     """Mixin for a `Trainer`: the ERM margins of the pool and the δ split they define."""
 
     selection: Selection = "hard"
-    needs_reference = True   # the sweep runner schedules the ERM trial of the same key first
-    reference_method: type[Trainer] = ERM   # trained in-process when the store has no ERM trial of the key
     trains_on_val = True     # the pool is train + official val
 
-    def _train_erm(self, pool: ExampleSet) -> np.ndarray:
-        ctx: RunContext = self.context
-        if ctx.model_factory is None:
-            raise ConfigError(f"method {self.registered_name!r}: no reference ERM margins and no "
-                              "model factory to train ERM with (RunContext.model_factory)")
-        devices = [self.device.index or 0] if self.device.type == "cuda" else []
-        with torch.random.fork_rng(devices=devices):
-            torch.manual_seed(ctx.seed)
-            erm = self.reference_method(ctx.model_factory(), self.data, self.cfg, None,
-                                     RunContext(seed=ctx.seed, device=ctx.device, model_factory=ctx.model_factory,
-                                                run_config=ctx.run_config))
-            erm.fit()
-            return erm.outputs(pool, true_labels=False).margins
+    @classmethod
+    def reference_needs(cls, hp: TrainTwiceOptions) -> ReferenceNeeds:
+        """The ERM pool margins (the erm_on_train ranking, or the other ranking's share) and, for the
+        crossfit ranking, out-of-fold margins with `crossfit_folds` folds."""
+        return ReferenceNeeds(pool_margins=True, oof_folds=(hp.crossfit_folds,) if hp.ranking == "crossfit" else ())
 
-    def erm_margins(self, pool: ExampleSet) -> np.ndarray:
-        """ERM-on-train margins (observed labels) of `pool`, in pool order: reused if available, else trained."""
-        ref = self.context.reference
-        pool_ids = pool.ids.numpy()
-        stored = ref.erm_pool_margins() if ref is not None else None
-        if stored is not None:
-            self.info["erm_pass"] = "reused"
-            return align(pool_ids, *stored)
-        self.info["erm_pass"] = "in_process"
-        return self._train_erm(pool)
+    def _margins(self, ranking: Ranking, train: bool = True) -> ReferenceMargins | None:
+        ref = self.reference
+        return ref.oof_margins(self.hp.crossfit_folds, train) if ranking == "crossfit" else ref.pool_margins(train)
 
-    def _stored_crossfit(self, pool: ExampleSet) -> np.ndarray | None:
-        ref = self.context.reference
-        stored = ref.erm_crossfit_margins(self.hp.crossfit_folds) if ref is not None else None
-        return None if stored is None else align(pool.ids.numpy(), *stored)
-
-    def crossfit_margins(self, pool: ExampleSet) -> np.ndarray:
-        """Out-of-fold ERM margins of `pool` (`baselines.crossfit`): reused if stored, else trained here."""
-        stored = self._stored_crossfit(pool)
-        if stored is not None:
-            self.info["erm_pass"] = "reused"
-            return stored
-        self.info["erm_pass"] = "in_process"
-        return crossfit_margins(pool, self.data, self.cfg, self.context, self.hp.crossfit_folds, self.device)
+    def ranking_of(self, pool: ExampleSet) -> np.ndarray:
+        """The margins of `pool` by the method's `ranking`, in pool order (stored, else trained here)."""
+        found = self._margins(self.hp.ranking)
+        self.info["erm_pass"] = found.source
+        return align(pool.ids.numpy(), found.ids, found.margins)
 
     def _other_ranking(self, pool: ExampleSet) -> tuple[str, np.ndarray | None]:
         """The ranking not used, when its margins exist without training (for the before/after share)."""
-        if self.hp.ranking == "crossfit":
-            ref = self.context.reference
-            stored = ref.erm_pool_margins() if ref is not None else None
-            return "erm_on_train", None if stored is None else align(pool.ids.numpy(), *stored)
-        return "crossfit", self._stored_crossfit(pool)
+        other: Ranking = "erm_on_train" if self.hp.ranking == "crossfit" else "crossfit"
+        found = self._margins(other, train=False)
+        return other, None if found is None else align(pool.ids.numpy(), found.ids, found.margins)
 
     def train_twice_split(self) -> tuple[ExampleSet, ExampleSet]:
         """(rest, validation set) of the pooled data; facts about the selection go to `self.info`."""
         pool = self.data.pool()
-        margins = self.crossfit_margins(pool) if self.hp.ranking == "crossfit" else self.erm_margins(pool)
+        margins = self.ranking_of(pool)
         self.ranking_margins = (pool.ids.numpy(), margins)
         select = lambda m: select_validation(pool.ids.numpy(), m, pool.labels.numpy(), self.hp.delta,
                                              self.selection, self.context.seed, self.hp.class_balanced)

@@ -32,6 +32,7 @@ import torch
 
 from molere.config import TrainConfig
 from molere.data import ExampleSet, TaskData
+from molere.reference import ReferenceMargins
 from molere.registry import METHODS
 from molere.trainer import RunContext
 
@@ -84,11 +85,14 @@ class FixedReference:
         ids = torch.cat([task.train.ids, task.val.ids]).numpy()
         self.margins = (ids, np.random.default_rng(0).uniform(-1, 1, len(ids)))
 
-    def erm_pool_margins(self):
-        return self.margins
+    def pool_margins(self):
+        return ReferenceMargins(*self.margins)
 
-    def erm_crossfit_margins(self, folds: int):
-        return self.margins
+    def oof_margins(self, folds: int):
+        return ReferenceMargins(*self.margins)
+
+    def test_outputs(self):
+        return None
 
 
 def build(method: str, hparams: dict, setting: str, batch_size: int, epochs: int = 1000, device: str = "cpu",

@@ -24,7 +24,8 @@ from benchmarks.data.datasets.common import DataMissingError
 from benchmarks.trial.store import RunDir, _atomic_write, write_json
 from benchmarks.sweep.per_dataset import models_of
 from benchmarks.sweep.schema import Sweep, expand_trials, load_sweep, missing_data, parse_only, select
-from benchmarks.sweep.worker import LOG_FILE, trial_spec
+from benchmarks.sweep import references
+from benchmarks.sweep.worker import LOG_FILE
 from benchmarks.trial.wandb_log import check_wandb, resolve_mode
 from .weights import check_pretrained
 
@@ -238,7 +239,8 @@ def main(argv=None) -> int:
         print_plan(chosen, status)
         for m in missing:
             print(f"warning: {m}", file=sys.stderr)
-        print(f"{sweep.name}: {counts(status)}; would run {sum(s != 'done' for s in status.values())}")
+        print(f"{sweep.name}: {counts(status)}; would run {sum(s != 'done' for s in status.values())}"
+              + references.dry_run_note(chosen, sweep.directory))
         return 0
     with bad_input_exits(PROG):
         if not (a.address or os.environ.get("RAY_ADDRESS")):
@@ -252,20 +254,18 @@ def main(argv=None) -> int:
     write_plan(sweep, plan)
     settings = wandb_settings(sweep)
     todo = [t for t in chosen if status[t.trial_id] != "done"]
-    rerun = {t.trial_id for t in todo}
-    # done trials whose ERM reference is rerun now wait for it; they run again only if its margins change
-    recheck = [t for t in chosen if status[t.trial_id] == "done" and t.needs_reference and t.erm_id in rerun]
+    jobs = references.pending_jobs(chosen, sweep.directory)   # out-of-fold models the planned methods need
+    # done trials whose reference is rerun now wait for it; they run again only if its margins change
+    recheck = references.done_but_rerun_reference(chosen, status, todo, jobs)
     t0 = time.monotonic()
     lost: dict[str, str] = {}
-    if todo:
+    if todo or jobs:
         print(f"{sweep.name}: running {len(todo)} of {len(chosen)} trials "
-              f"({len(chosen) - len(todo)} already done); W&B {settings['mode']}", file=sys.stderr)
+              f"({len(chosen) - len(todo)} already done){references.running_note(jobs)}; W&B {settings['mode']}",
+              file=sys.stderr)
         from benchmarks.sweep.scheduler import run_trials
-        ids = {t.trial_id for t in todo + recheck}
-        # ERM trials first; every other trial of a key waits for that key's ERM trial when it runs now
-        ordered = sorted(todo + recheck, key=lambda t: t.erm_id != t.trial_id)
-        waits = {t.trial_id: (t.erm_id if t.erm_id != t.trial_id and t.erm_id in ids else None) for t in ordered}
-        specs = [trial_spec(t, sweep, settings) for t in ordered]
+        ordered, waits = references.order(todo + recheck, jobs)
+        specs = references.specs(ordered, sweep, settings)
         asked = {"cpu": sweep.resources.cpu, "gpu": sweep.resources.gpu}
         try:
             with bad_input_exits(PROG):
@@ -278,10 +278,11 @@ def main(argv=None) -> int:
                   f"{str(exc).splitlines()[0]}; check --address / RAY_ADDRESS", file=sys.stderr)
             return 2
     for tid, error in lost.items():             # Ray lost the worker itself: the store records it
-        run = RunDir(sweep.directory / "trials" / tid)
+        run = references.run_dir(tid, jobs, sweep.directory)
         if run.status not in ("done", "failed"):
             run.fail_with(f"WorkerLost: {error}", cause="worker died")
     code = summarize(sweep, chosen, lost, time.monotonic() - t0)
+    references.report_unfinished(jobs, sweep.directory)
     report(sweep, settings)
     dashboard(sweep, settings)
     return code

@@ -21,9 +21,10 @@ Two exact ways to compute it and one approximate (`mode`):
       (1e-4) and rounding takes over below (0.5-1.2% at 1e-5); in float64 the kink error vanishes
       below fd_eps ≈ 1e-4. `fd_scheme="one_sided"` uses (ℓ_i(θ + εv) − ℓ_i(θ)) / ε with the training
       forward's ℓ_i(θ): one forward, error O(ε). Fastest (see benchmarks.perf), and not exact.
-Any weighting w = g_φ(·) then gets ∂L_val/∂φ by one cheap backward through g_φ
-(`Hypergradient.backward_to`). The per-example training losses of the real forward are returned with
-their graph, so the real step reuses that forward instead of recomputing it.
+Any weighting w = g_φ(·) of the training forward's outputs record (`molere.forward.BatchOutputs`: logits,
+per-example losses, features; detached) then gets ∂L_val/∂φ by one cheap backward through g_φ
+(`Hypergradient.backward_to`). That record is returned with its graph (`Hypergradient.outputs`), so the
+real step reuses that forward instead of recomputing it.
 
 The real model is never mutated: parameters and `.grad` are untouched, and BatchNorm running
 statistics are updated only through cloned buffers; `Hypergradient.commit_buffers()` writes the
@@ -50,6 +51,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call, jvp
 
+from .forward import BatchOutputs, head_inputs
 from .precision import autocast_dtype, double_differentiable, full, ieee_fp32, no_autocast, reduced
 
 Scope = Literal["all", "head"]
@@ -106,21 +108,35 @@ def head_parameter_names(model: nn.Module) -> list[str]:
     return [n for n, p in model.named_parameters() if id(p) in head_ids]
 
 
+class DetachedWeightsError(RuntimeError):
+    """The look-ahead's weights have no graph to the parameters asked for (detached, or built without them)."""
+
+
 @dataclass
 class Hypergradient:
     """Result of one look-ahead: per-example meta-gradients and the reusable training forward."""
     dw: torch.Tensor            # ∂L_val/∂w_i, detached, shape (B,)
     weights: torch.Tensor | None  # the weights used in the look-ahead (graph to the weighting function)
     val_loss: torch.Tensor      # L_val at θ̂, detached scalar
-    train_losses: torch.Tensor  # ℓ_i(θ) with graph to the real parameters (for the real step)
+    outputs: BatchOutputs       # the training forward: logits and ℓ_i(θ) with graph to θ (for the real step)
     _model: nn.Module
     _buffers: dict[str, torch.Tensor]
 
+    @property
+    def train_losses(self) -> torch.Tensor:
+        """ℓ_i(θ) with graph to the real parameters (for the real step)."""
+        return self.outputs.losses
+
     def backward_to(self, params) -> list[torch.Tensor]:
-        """∂L_val/∂φ for the look-ahead's weights w = g_φ(·) (chain rule through g_φ only)."""
+        """∂L_val/∂φ for the look-ahead's weights w = g_φ(·) (chain rule through g_φ only); raises
+        `DetachedWeightsError` when the weights carry no graph to any of `params`."""
         params = list(params)
+        if self.weights is None or not self.weights.requires_grad:
+            raise DetachedWeightsError("the weights carry no graph (detached, or computed under no_grad)")
         grads = torch.autograd.grad(self.weights, params, grad_outputs=self.dw.to(self.weights.dtype),
                                     allow_unused=True)
+        if params and all(g is None for g in grads):
+            raise DetachedWeightsError("the weights do not depend on the meta parameters")
         return [torch.zeros_like(p) if g is None else g for p, g in zip(params, grads)]
 
     def commit_buffers(self) -> None:
@@ -179,18 +195,22 @@ class LookAhead:
         tensors = {**dict(model.named_parameters()), **fast, **cloned_buffers(model)}
         return F.cross_entropy(full(self._in_mode(training, functional_call, model, tensors, (x_val,))), y_val)
 
-    def _head_losses(self, head_params: dict, h: torch.Tensor, y: torch.Tensor,
-                     label_smoothing: float = 0.0) -> torch.Tensor:
-        """Per-example CE of the head at `head_params` (model-level names) on features h, in IEEE float32."""
+    def _head_forward(self, head_params: dict, h: torch.Tensor, y: torch.Tensor,
+                      label_smoothing: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
+        """Logits and per-example CE of the head at `head_params` (model-level names) on features h, in IEEE float32."""
         head = {self._head_names[n]: t for n, t in head_params.items()}
         with ieee_fp32(h.device.type):
-            return F.cross_entropy(functional_call(self.model.get_classifier(), head, (full(h),)), y,
-                                   reduction="none", label_smoothing=label_smoothing)
+            logits = functional_call(self.model.get_classifier(), head, (full(h),))
+            return logits, F.cross_entropy(logits, y, reduction="none", label_smoothing=label_smoothing)
+
+    def _head_losses(self, head_params: dict, h: torch.Tensor, y: torch.Tensor,
+                     label_smoothing: float = 0.0) -> torch.Tensor:
+        return self._head_forward(head_params, h, y, label_smoothing)[1]
 
     def hypergradient(self, x: torch.Tensor, y: torch.Tensor, *, val_x: torch.Tensor, val_y: torch.Tensor,
-                      lr: float, weight_fn: Callable[[torch.Tensor], torch.Tensor] | None = None) -> Hypergradient:
-        """Look ahead on the training batch (x, y) with step size `lr` and weights `weight_fn(detached
-        per-example losses)`, then differentiate the loss on (val_x, val_y) w.r.t. those weights.
+                      lr: float, weight_fn: Callable[[BatchOutputs], torch.Tensor] | None = None) -> Hypergradient:
+        """Look ahead on the training batch (x, y) with step size `lr` and weights `weight_fn(the training
+        forward's outputs, detached)`, then differentiate the loss on (val_x, val_y) w.r.t. those weights.
 
         Without `weight_fn` the look-ahead is at all-zero weights (L2RW's ε = 0, so θ̂ = θ)."""
         if autocast_dtype(x.device.type) == torch.float16:   # no loss scaling in here: run without autocast
@@ -206,24 +226,26 @@ class LookAhead:
         start = None if self.mode == "reverse" else rng_state(x.device)
         if self.scope == "head":
             feats = features_on(model, train_bufs, x)
-            losses = self._head_losses({n: params[n] for n in self.names}, feats, y, self.label_smoothing)
+            logits, losses = self._head_forward({n: params[n] for n in self.names}, feats, y, self.label_smoothing)
+            out = BatchOutputs(logits, losses, feats.detach())
         else:
-            with double_differentiable() if self.mode != "finite_diff" else nullcontext():
-                logits = functional_call(model, {**params, **train_bufs}, (x,))
-            losses = F.cross_entropy(full(logits), y, reduction="none", label_smoothing=self.label_smoothing)
+            with double_differentiable() if self.mode != "finite_diff" else nullcontext(), head_inputs(model) as f:
+                logits = full(functional_call(model, {**params, **train_bufs}, (x,)))
+            losses = F.cross_entropy(logits, y, reduction="none", label_smoothing=self.label_smoothing)
+            out = BatchOutputs(logits, losses, f[0] if f else None)
         scale = 1.0 / len(y) if self.reduction == "mean" else 1.0
-        weights = None if weight_fn is None else weight_fn(losses.detach())
+        weights = None if weight_fn is None else weight_fn(out.detached())
         w = torch.zeros_like(losses) if weights is None else full(weights.detach())
         if self.mode == "reverse":
             dw, val_loss = self._reverse(losses, w, scoped, scale, lr, x_val, y_val)
         else:
             dw, val_loss = self._first_order(losses, feats.detach() if self.scope == "head" else None, x, y, w,
                                              scoped, scale, lr, x_val, y_val, start)
-        out = Hypergradient(dw=dw, weights=weights, val_loss=val_loss.detach(), train_losses=losses,
-                            _model=model, _buffers=train_bufs)
+        hg = Hypergradient(dw=dw, weights=weights, val_loss=val_loss.detach(), outputs=out,
+                           _model=model, _buffers=train_bufs)
         if self.keep_last:
-            self.last = out
-        return out
+            self.last = hg
+        return hg
 
     def _reverse(self, losses, w, scoped, scale, lr, x_val, y_val):
         """Second-order reverse mode: differentiate L_val(θ − α ∇θ Σ w ℓ) w.r.t. a leaf w."""

@@ -12,12 +12,13 @@ import torch
 from pydantic import Field
 
 from molere.data import Batch
+from molere.forward import BatchOutputs
 from molere.metanet import MetaNet, MetaNetOptions
-from molere.reweighting import MetaHparams, ReweightingTrainer
+from molere.reweighting import MetaHparams, ReweightingStepHparams, ReweightingTrainer
 
 
-class LRWHparams(MetaHparams, MetaNetOptions):
-    """Meta-step options (`MetaHparams`) and the meta-network (`MetaNetOptions`); Q = 5 as in §2.4."""
+class LRWHparams(MetaHparams, ReweightingStepHparams, MetaNetOptions):
+    """Look-ahead and step options and the meta-network (`MetaNetOptions`); Q = 5 as in §2.4."""
     meta_every: int = Field(5, ge=1, description="meta update every Q classifier steps (paper: Q = 5)")
 
 
@@ -30,10 +31,10 @@ class LRWTrainer(ReweightingTrainer):
         self.metanet = MetaNet(self.hp, self.model, self.data.input_shape)
         super().setup()
 
-    def example_weights(self, batch: Batch, losses: torch.Tensor) -> torch.Tensor:
+    def example_weights(self, batch: Batch, out: BatchOutputs) -> torch.Tensor:
         return self.metanet.weights(batch.x)
 
-    def raw_weights(self, batch: Batch, losses: torch.Tensor) -> torch.Tensor:
+    def raw_weights(self, batch: Batch, out: BatchOutputs) -> torch.Tensor:
         return self.metanet.weights(batch.x, normalize=False)
 
     def meta_parameters(self):

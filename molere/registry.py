@@ -100,7 +100,8 @@ class MethodCard:
 
 
 class MethodRegistry(Registry):
-    """Methods: a registered class's own `card` (or the default one) is resolved and checked."""
+    """Methods: a registered class's own `card` (or the default one) is resolved and checked, and so is the
+    class itself (`check_class(name)`: every required hook there) before it is added."""
 
     def register(self, name: str) -> Callable[[Any], Any]:
         add = super().register(name)
@@ -109,6 +110,8 @@ class MethodRegistry(Registry):
             own = cls.__dict__.get("card")
             if own is not None and not isinstance(own, MethodCard):
                 raise TypeError(f"method {name!r}: card must be a molere.registry.MethodCard")
+            if hasattr(cls, "check_class"):
+                cls.check_class(name)
             add(cls)
             cls.card = (own or MethodCard()).resolved(name)
             return cls

@@ -1,34 +1,36 @@
 """Shared machinery of meta-reweighting methods: options, the meta-set stream, the meta step.
 
-A `ReweightingTrainer` trains the classifier on Σ w_i ℓ_i / B, where w = g_φ(·) is a learned weighting
-function; every `meta_every` classifier steps it updates φ on the look-ahead's validation loss
-(`molere.lookahead`). Subclasses build φ in `setup()` and say what g_φ is (`example_weights`,
-`meta_parameters`, `meta_optimizer`); the meta set is `meta_source`'s unless `split()` says otherwise.
-`MetaTrainer` is the part without φ (L2RW, FSR: weights from the look-ahead itself).
+`MetaTrainer` (L2RW, FSR): a meta set, its stream and the look-ahead; `training_step` is the method's own
+and calls `meta_lookahead(batch)` when `meta_step_due()` (its options: `MetaHparams`).
+`ReweightingTrainer`: the classifier trains on Σ w_i ℓ_i / B with w = g_φ(batch, outputs) a learned
+weighting function; every `meta_every` steps φ takes a step on the look-ahead's validation loss. A
+subclass builds φ in `setup()` and implements `example_weights`, `meta_parameters`, `meta_optimizer`
+(abstract: a class missing one fails at registration); its step's own options: `ReweightingStepHparams`.
+The meta set is `meta_source`'s unless `split()` says otherwise.
 """
 from __future__ import annotations
 
-from typing import Literal
+import abc
+from typing import Callable, Literal
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from pydantic import Field
 
 from .config import ConfigError, Strict
 from .data import Batch, ExampleSet, TaskData
 from .diagnostics import UNTRAINED_DISPLACEMENT, aligned, relative_displacement, weight_diagnostics
-from .lookahead import LookAhead
+from .forward import BatchOutputs
+from .lookahead import DetachedWeightsError, Hypergradient, LookAhead
 from .trainer import Outputs, Trainer
 
 
 class MetaHparams(Strict):
-    """Options every meta method shares (each one a choice the papers make differently)."""
+    """Look-ahead options every meta method shares (each one a choice the papers make differently)."""
     meta_every: int = Field(1, ge=1, description="meta update every Q classifier steps")
     meta_batch_size: int = Field(128, gt=0, description="validation/meta batch size of a meta step")
     lookahead_scope: Literal["all", "head"] = Field("all", description="look ahead on all parameters or the head only (FSR)")
     lookahead_lr: float | None = Field(None, gt=0, description="virtual step size α; None = classifier's current lr")
-    weights_after_meta: bool = Field(True, description="real step uses the weights after the meta update (L2RW/MWN order)")
     meta_labels: Literal["observed", "true"] = Field("observed", description="labels of the meta set: observed (realistic) or true (oracle)")
     val_bn: Literal["batch", "running"] = Field("batch", description="BatchNorm statistics of the look-ahead's validation forward")
     hypergrad: Literal["reverse", "forward", "finite_diff"] = Field(
@@ -38,6 +40,11 @@ class MetaHparams(Strict):
     fd_scheme: Literal["central", "one_sided"] = Field(
         "central", description="finite_diff: central difference (2 forwards; error O(ε²) on smooth nets, O(ε) with "
                                 "ReLU/max-pool: 0.3-2.6% at fd_eps 0.01, molere.lookahead) or one-sided (1 forward, O(ε))")
+
+
+class ReweightingStepHparams(Strict):
+    """Options of the reweighting step of a `ReweightingTrainer` (no other trainer reads them)."""
+    weights_after_meta: bool = Field(True, description="real step uses the weights after the meta update (L2RW/MWN order)")
 
 
 def weight_stats(w: torch.Tensor) -> dict[str, float]:
@@ -55,8 +62,12 @@ class MetaSourceHparams(Strict):
     meta_per_class: int = Field(10, gt=0, description="examples per class held out (meta_source=train_per_class)")
 
 
-class ReweightingHparams(MetaHparams, MetaSourceHparams):
-    """The meta step's options and where the meta set comes from (`ReweightingTrainer`'s default)."""
+class MetaTrainerHparams(MetaHparams, MetaSourceHparams):
+    """The look-ahead's options and where the meta set comes from (`MetaTrainer`'s default)."""
+
+
+class ReweightingHparams(MetaHparams, ReweightingStepHparams, MetaSourceHparams):
+    """Look-ahead and reweighting-step options and the meta set's source (`ReweightingTrainer`'s default)."""
 
 
 def meta_source_split(data: TaskData, hp: MetaSourceHparams, seed: int) -> tuple[ExampleSet, ExampleSet]:
@@ -74,9 +85,26 @@ class MetaTrainer(Trainer):
     true labels) and the look-ahead engine configured by the shared options. Its Hparams must derive from
     `MetaHparams` (and from `MetaSourceHparams` unless `split()` is overridden)."""
 
-    Hparams = ReweightingHparams
+    Hparams = MetaTrainerHparams
     uses_meta_set = True
     lookahead: LookAhead | None = None   # built after setup() unless setup() built its own
+
+    @classmethod
+    def check_class(cls, name: str) -> None:
+        super().check_class(name)
+        hp, fields = cls.Hparams, cls.Hparams.model_fields
+        if not issubclass(hp, MetaHparams):
+            raise TypeError(f"method {name!r}: Hparams must derive from molere.reweighting.MetaHparams")
+        if cls.split is MetaTrainer.split and not issubclass(hp, MetaSourceHparams):
+            raise TypeError(f"method {name!r}: the default split() reads meta_source; derive Hparams from "
+                            "MetaSourceHparams too or override split()")
+        if "weights_after_meta" in fields and not issubclass(cls, ReweightingTrainer):
+            raise TypeError(f"method {name!r}: weights_after_meta is read by ReweightingTrainer only; "
+                            "a MetaTrainer would ignore it (derive Hparams from MetaHparams, not ReweightingHparams)")
+
+    @abc.abstractmethod
+    def training_step(self, batch: Batch) -> torch.Tensor:
+        """The loss of the real step; `meta_lookahead(batch)` when `meta_step_due()`."""
 
     def split(self) -> tuple[ExampleSet, ExampleSet]:
         if not isinstance(self.hp, MetaSourceHparams):
@@ -89,6 +117,18 @@ class MetaTrainer(Trainer):
     def finish_setup(self) -> None:
         if self.lookahead is None:
             self.lookahead = self.make_lookahead()
+
+    def meta_lookahead(self, batch: Batch, weights: Callable[[BatchOutputs], torch.Tensor] | None = None,
+                       ) -> Hypergradient:
+        """One look-ahead of `batch` against the next meta batch, with weights `weights(outputs)` (None: at
+        zero weights, L2RW's ε = 0). Its training forward is the real step's: `hg.outputs` (logits, losses
+        with graph), its BatchNorm statistics committed. Logs train/meta_val_loss."""
+        xv, yv = self.next_meta_batch()
+        hg = self.lookahead.hypergradient(batch.x, batch.y, val_x=xv, val_y=yv, lr=self.lookahead_lr(),
+                                          weight_fn=weights)
+        hg.commit_buffers()
+        self.log_step(meta_val_loss=hg.val_loss.item())
+        return hg
 
     def next_meta_batch(self) -> tuple[torch.Tensor, torch.Tensor]:
         b = next(self.stream("meta", "meta_set", self.hp.meta_batch_size)).to(self.device)
@@ -112,23 +152,46 @@ class ReweightingTrainer(MetaTrainer):
     """Weighted-loss classifier whose weighting function g_φ learns through the look-ahead; the meta set
     comes from `meta_source` unless `split()` says otherwise."""
 
+    Hparams = ReweightingHparams
+
     # ---- what a subclass provides ------------------------------------------------------------
-    def example_weights(self, batch: Batch, losses: torch.Tensor) -> torch.Tensor:
-        """w_i = g_φ(...) for the batch (graph to `meta_parameters()`); `losses` are detached."""
-        raise NotImplementedError
+    @abc.abstractmethod
+    def example_weights(self, batch: Batch, out: BatchOutputs) -> torch.Tensor:
+        """w_i = g_φ(...) for the batch, with graph to `meta_parameters()`; `out` (logits, per-example
+        losses, features or None) is detached."""
 
+    @abc.abstractmethod
     def meta_parameters(self) -> list[torch.nn.Parameter]:
-        raise NotImplementedError
+        """φ: the parameters `meta_optimizer()` steps."""
 
+    @abc.abstractmethod
     def meta_optimizer(self) -> torch.optim.Optimizer:
-        raise NotImplementedError
+        """The optimiser of `meta_parameters()` (built once, after `setup()`)."""
 
     # ---- shared ------------------------------------------------------------------------------
     ranking_margins: tuple[np.ndarray, np.ndarray] | None = None   # (ids, ERM margins) of its own ranking, if any
 
-    def raw_weights(self, batch: Batch, losses: torch.Tensor) -> torch.Tensor:
+    @classmethod
+    def check_class(cls, name: str) -> None:
+        super().check_class(name)
+        if not issubclass(cls.Hparams, ReweightingStepHparams):
+            raise TypeError(f"method {name!r}: Hparams must derive from molere.reweighting.ReweightingHparams "
+                            "(or ReweightingStepHparams): its step reads weights_after_meta")
+
+    def training_step(self, batch: Batch) -> torch.Tensor:
+        meta = self.meta_step_due()
+        out = self.meta_step(batch) if meta else self.forward_outputs(batch)
+        if meta and not self.hp.weights_after_meta:
+            w = self._last_meta_weights
+        else:
+            with torch.no_grad():
+                w = self.example_weights(batch, out.detached())
+        self.log_step(**weight_stats(w))
+        return (w.detach() * out.losses).mean()
+
+    def raw_weights(self, batch: Batch, out: BatchOutputs) -> torch.Tensor:
         """g_φ before any per-batch rescaling (for the diagnostics); default: `example_weights`."""
-        return self.example_weights(batch, losses)
+        return self.example_weights(batch, out)
 
     def finish_setup(self) -> None:
         super().finish_setup()
@@ -140,13 +203,12 @@ class ReweightingTrainer(MetaTrainer):
         them (train-twice), else the stored ERM run of the key (never trained for this)."""
         if self.ranking_margins is not None:
             return self.ranking_margins
-        ref = self.context.reference
-        return ref.erm_pool_margins() if ref is not None else None
+        found = self.reference.pool_margins(train=False)
+        return None if found is None else (found.ids, found.margins)
 
-    def pass_statistics(self, batch: Batch, logits: torch.Tensor) -> dict[str, torch.Tensor]:
+    def pass_statistics(self, batch: Batch, out: BatchOutputs) -> dict[str, torch.Tensor]:
         """Each example's loss (observed label) and raw weight g_φ, for `reweighting_diagnostics`."""
-        losses = F.cross_entropy(logits, batch.y, reduction="none")
-        return {"loss": losses, "weight": self.raw_weights(batch, losses)}
+        return {"loss": out.losses, "weight": self.raw_weights(batch, out)}
 
     @torch.no_grad()
     def reweighting_diagnostics(self, train_out: Outputs | None = None) -> dict[str, float]:
@@ -165,31 +227,22 @@ class ReweightingTrainer(MetaTrainer):
         out["examples"] = len(ex)
         return out
 
-    def meta_step(self, batch: Batch) -> torch.Tensor:
-        """Update φ on the look-ahead's validation loss; returns the batch losses ℓ_i(θ) (with graph)."""
-        xv, yv = self.next_meta_batch()
-        hg = self.lookahead.hypergradient(batch.x, batch.y, val_x=xv, val_y=yv, lr=self.lookahead_lr(),
-                                          weight_fn=lambda l: self.example_weights(batch, l))
+    def meta_step(self, batch: Batch) -> BatchOutputs:
+        """Update φ on the look-ahead's validation loss; returns the training forward's outputs (with graph)."""
+        hg = self.meta_lookahead(batch, lambda out: self.example_weights(batch, out))
         params = self.meta_parameters()
-        for p, g in zip(params, hg.backward_to(params)):
+        try:
+            grads = hg.backward_to(params)
+        except DetachedWeightsError as exc:
+            raise DetachedWeightsError(
+                f"method {self.registered_name or type(self).__name__!r}: example_weights() must return weights "
+                f"built from meta_parameters() with their graph ({exc})") from None
+        for p, g in zip(params, grads):
             p.grad = g
         self.meta_opt.step()
         self.meta_opt.zero_grad(set_to_none=True)
-        hg.commit_buffers()
-        self.log_step(meta_val_loss=hg.val_loss.item())
         self._last_meta_weights = hg.weights.detach()
-        return hg.train_losses
-
-    def training_step(self, batch: Batch) -> torch.Tensor:
-        meta = self.meta_step_due()
-        losses = self.meta_step(batch) if meta else self.train_loss(self.model(batch.x), batch.y, "none")
-        if meta and not self.hp.weights_after_meta:
-            w = self._last_meta_weights
-        else:
-            with torch.no_grad():
-                w = self.example_weights(batch, losses.detach())
-        self.log_step(**weight_stats(w))
-        return (w.detach() * losses).mean()
+        return hg.outputs
 
     def extra_state(self) -> dict:
         return {"meta_opt": self.meta_opt.state_dict(), "meta_init": self.meta_init,

@@ -6,8 +6,13 @@ Hooks a method may override (all optional):
   finish_setup()                a base class's own setup after setup() (ReweightingTrainer: φ's optimiser)
   on_epoch_start(epoch)         e.g. re-split (MOLERE) or refresh a probe set (FSR)
   training_step(batch) -> loss  the loss whose gradient the real classifier step follows
+                                (`forward_outputs(batch)`: logits, per-example losses, features in one forward)
   on_epoch_end(epoch) -> dict   extra per-epoch metrics
   extra_state() / load_extra_state(state)   what a checkpoint must hold beyond model and optimisers
+  reference_needs(hp) (classmethod)         what it needs from the ERM reference of its key (`molere.reference`)
+
+Hooks declared abstract (`abc.abstractmethod`) are required: a registered class missing one fails at
+registration (`check_class`), naming it.
 
 Persistent batch streams (`stream(key, attr, batch_size)`, `molere.data.Stream`) are part of the
 trainer's state: `state_dict()` holds every random state (the trainer's generator, torch's CPU/CUDA,
@@ -16,7 +21,9 @@ progress of an unfinished epoch, so a trainer restored from a step checkpoint co
 """
 from __future__ import annotations
 
+import abc
 import time
+from contextlib import nullcontext
 from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -28,8 +35,11 @@ from torch import nn
 
 from .config import ConfigError, NoHparams, Strict, TrainConfig
 from .data import Batch, ExampleSet, Loading, Stream, TaskData, name_key
+from .forward import BatchOutputs, head_inputs
 from .margins import probabilistic_margin
+from .optim import make_optimizer, make_schedule, per_step  # noqa: F401  (make_optimizer: re-exported)
 from .precision import autocast, prepare
+from .reference import Reference, ReferenceNeeds, ReferenceService
 from .rng import global_rng_state, set_global_rng_state
 
 
@@ -55,7 +65,7 @@ class RunContext:
     seed: int = 0
     device: str = "cpu"
     model_factory: Callable[..., nn.Module] | None = None   # () -> a fresh classifier of the run's architecture
-    reference: Any = None            # ERM-first-pass provider (see baselines.train_twice); None = train in-process
+    reference: Reference | None = None   # the stored ERM reference of the key; None = trained in-process if asked
     callbacks: list = field(default_factory=list)
     run_config: dict = field(default_factory=dict)   # the resolved trial config, for reference-run keys
     cpus: float | None = None        # CPUs the trial was given (default DataLoader workers); None = all visible
@@ -73,46 +83,6 @@ class Outputs:
     statistics: dict[str, np.ndarray] = field(default_factory=dict)   # the method's `pass_statistics`, if asked
 
 
-def make_optimizer(params, cfg: TrainConfig) -> torch.optim.Optimizer:
-    """The classifier's optimiser; `params` is the model (or its parameters).
-
-    With `decay_norm_bias: false` (a model needed) timm's factory builds two groups: no weight decay on
-    1-d tensors (norms, biases) and on the model's `no_weight_decay()` names (position embeddings, tokens)."""
-    if not cfg.decay_norm_bias:
-        if not isinstance(params, nn.Module):
-            raise TypeError("decay_norm_bias=False needs the model, not its parameters")
-        from timm.optim import create_optimizer_v2
-        return create_optimizer_v2(params, opt="momentum" if cfg.optimizer == "sgd" else "adamw", lr=cfg.lr,
-                                   weight_decay=cfg.weight_decay, momentum=cfg.momentum, filter_bias_and_bn=True,
-                                   foreach=False)
-    if isinstance(params, nn.Module):
-        params = params.parameters()
-    if cfg.optimizer == "sgd":
-        return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
-    return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-
-
-def make_schedule(opt: torch.optim.Optimizer, cfg: TrainConfig, updates_per_epoch: int = 0):
-    """The learning-rate schedule; `warmup_cosine` is timm's cosine scheduler stepped per update
-    (`per_step(schedule)`), the others are torch schedulers stepped per epoch."""
-    if cfg.schedule == "warmup_cosine":
-        from timm.scheduler import create_scheduler_v2
-        sched, _ = create_scheduler_v2(opt, sched="cosine", num_epochs=cfg.epochs, warmup_epochs=cfg.warmup_epochs,
-                                       warmup_lr=cfg.warmup_lr, min_lr=cfg.min_lr, step_on_epochs=False,
-                                       updates_per_epoch=max(1, updates_per_epoch))
-        return sched
-    if cfg.schedule == "cosine":
-        return torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=cfg.epochs)
-    if cfg.schedule == "step":
-        return torch.optim.lr_scheduler.StepLR(opt, step_size=cfg.step_every, gamma=cfg.step_gamma)
-    return torch.optim.lr_scheduler.LambdaLR(opt, lambda _: 1.0)
-
-
-def per_step(schedule) -> bool:
-    """Whether `schedule` is stepped after every optimiser update (timm's per-update schedulers)."""
-    return hasattr(schedule, "step_update")
-
-
 def mask_to(logits: torch.Tensor, classes) -> torch.Tensor:
     """`logits` with every class outside `classes` set to -inf (argmax and softmax over the subset)."""
     keep = torch.zeros(logits.shape[-1], dtype=torch.bool, device=logits.device)
@@ -120,15 +90,13 @@ def mask_to(logits: torch.Tensor, classes) -> torch.Tensor:
     return logits.masked_fill(~keep, float("-inf"))
 
 
-class Trainer:
+class Trainer(abc.ABC):
     """Trains a classifier with plain cross-entropy; subclasses change what differs."""
 
     Hparams: type[Strict] = NoHparams
     registered_name: str = ""     # set by the registry
     uses_meta_set: bool = False   # True when `split()` returns a validation/meta set (checked at construction)
-    needs_reference: bool = False  # True when it reuses the ERM run of its key (RunContext.reference)
     trains_on_val: bool = False   # True when the official val split is pooled into training: no val/* metrics
-    saves_pool_margins: bool = False   # True when its train + val margins are stored (they rank the pool for others)
 
     def __init__(self, model: nn.Module, data: TaskData, train: TrainConfig, hparams: Strict | None = None,
                  context: RunContext | None = None):
@@ -157,6 +125,22 @@ class Trainer:
         self.setup()
         self.finish_setup()
 
+    # ---- class-level declarations ------------------------------------------------------------
+    @classmethod
+    def reference_needs(cls, hp: Strict) -> ReferenceNeeds:
+        """What this method needs from the reference run of its key with hyperparameters `hp` (default: nothing)."""
+        return ReferenceNeeds()
+
+    @classmethod
+    def check_class(cls, name: str) -> None:
+        """Checks at registration (TypeError naming the method): every required (abstract) hook is there."""
+        missing = sorted(getattr(cls, "__abstractmethods__", ()))
+        if missing:
+            owners = {k.__name__ for m in missing for k in cls.__mro__
+                      if getattr(k.__dict__.get(m), "__isabstractmethod__", False)}
+            raise TypeError(f"method {name!r} ({cls.__name__}) does not implement {', '.join(missing)}, "
+                            f"required by {', '.join(sorted(owners))}")
+
     # ---- hooks -------------------------------------------------------------------------------
     def setup(self) -> None:
         pass
@@ -173,12 +157,19 @@ class Trainer:
     def training_step(self, batch: Batch) -> torch.Tensor:
         return self.train_loss(self.model(batch.x), batch.y)
 
+    def forward_outputs(self, batch: Batch) -> BatchOutputs:
+        """One training forward of `batch`: logits and per-example losses (graph to θ), features (detached)."""
+        with head_inputs(self.model) as feats:
+            logits = self.model(batch.x)
+        return BatchOutputs(logits, self.train_loss(logits, batch.y, "none"), feats[0] if feats else None)
+
     def on_epoch_end(self, epoch: int) -> dict[str, float]:
         return {}
 
-    def pass_statistics(self, batch: Batch, logits: torch.Tensor) -> dict[str, torch.Tensor]:
+    def pass_statistics(self, batch: Batch, out: BatchOutputs) -> dict[str, torch.Tensor]:
         """Per-example statistics of `batch` (on the device) a method records during an evaluation pass
-        (`outputs(..., statistics=True)`), so that no second pass is needed; default: none."""
+        (`outputs(..., statistics=True)`; `out`: its eval logits, losses, features), so that no second pass
+        is needed; default: none."""
         return {}
 
     def extra_state(self) -> dict:
@@ -188,6 +179,13 @@ class Trainer:
         pass
 
     # ---- helpers for methods -----------------------------------------------------------------
+    @property
+    def reference(self) -> ReferenceService:
+        """The ERM reference of this run's key: stored results, else trained in-process (as declared)."""
+        if getattr(self, "_reference", None) is None:
+            self._reference = ReferenceService(self)
+        return self._reference
+
     @property
     def lr(self) -> float:
         """The classifier's current learning rate (the default look-ahead step size)."""
@@ -274,12 +272,13 @@ class Trainer:
         self.epoch += 1
         return metrics
 
-    def fit(self) -> dict[str, Any]:
-        """Train for the configured epochs; returns the final metrics (history via callbacks)."""
+    def fit(self, evaluate: bool = True) -> dict[str, Any]:
+        """Train for the configured epochs, evaluating as configured (`evaluate=False`: never); returns the
+        final metrics (history via callbacks)."""
         metrics: dict[str, float] = dict(self.last_metrics)
         while self.epoch < self.cfg.epochs:
             metrics = self.train_epoch()
-            if self.epoch % self.cfg.eval_every == 0 or self.epoch == self.cfg.epochs:
+            if evaluate and (self.epoch % self.cfg.eval_every == 0 or self.epoch == self.cfg.epochs):
                 self.last_evaluation = (self.epoch, *self.evaluate())
                 metrics.update(self.last_evaluation[1])
             self.last_metrics = metrics
@@ -313,9 +312,12 @@ class Trainer:
         self.model.eval()
         preds, margins, observed, stats = [], [], [], defaultdict(list)
         for b in examples.batches(batch_size, train=False, loading=self.loading):
-            z = self.eval_logits(b)
+            with head_inputs(self.model) if statistics else nullcontext([]) as feats:
+                z = self.eval_logits(b)
             if statistics:
-                for k, v in self.pass_statistics(b.to(self.device), z).items():
+                b = b.to(self.device)
+                out = BatchOutputs(z, F.cross_entropy(z, b.y, reduction="none"), feats[0] if feats else None)
+                for k, v in self.pass_statistics(b, out).items():
                     stats[k].append(v.float().cpu())
             if classes is not None:
                 z = mask_to(z, classes)

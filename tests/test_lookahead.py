@@ -90,7 +90,7 @@ def test_weighting_function_gradient_chains_through_weights():
     def weights(losses, p=phi):
         return torch.sigmoid(p[0] * losses + p[1])
 
-    hg = la.hypergradient(x, y, weight_fn=weights, val_x=xv, val_y=yv, lr=0.5)
+    hg = la.hypergradient(x, y, weight_fn=lambda out: weights(out.losses), val_x=xv, val_y=yv, lr=0.5)
     (g,) = hg.backward_to([phi])
     eps = 1e-6
     for k in range(2):

@@ -78,7 +78,7 @@ def test_meta_network_learns_through_the_lookahead(meta_net):
     t.model.train()
     batch = next(t.train_set.batches(32, shuffle=False))
     xv, yv = t.next_meta_batch()
-    hg = t.lookahead.hypergradient(batch.x, batch.y, weight_fn=lambda l: t.example_weights(batch, l), val_x=xv,
+    hg = t.lookahead.hypergradient(batch.x, batch.y, weight_fn=lambda o: t.example_weights(batch, o), val_x=xv,
                                    val_y=yv, lr=t.lr)
     grads = hg.backward_to(t.meta_parameters())
     assert sum(g.abs().sum().item() for g in grads) > 0

@@ -2,6 +2,7 @@
 report (results, meta-effect table, gain figure) with no edit of the repository."""
 from __future__ import annotations
 
+import copy
 import math
 import sys
 
@@ -17,7 +18,8 @@ from benchmarks.trial.store import RunDir, write_json
 from benchmarks.sweep.schema import expand_trials, load_sweep
 from molere.config import ConfigError, TrainConfig
 from molere.registry import METHODS, MethodCard, load_plugins
-from molere.reweighting import MetaHparams, ReweightingTrainer
+from molere.lookahead import DetachedWeightsError
+from molere.reweighting import MetaHparams, MetaTrainer, ReweightingHparams, ReweightingTrainer
 from molere.trainer import RunContext
 from tests.test_contract import tiny_task
 
@@ -172,3 +174,128 @@ def test_plugin_card_reaches_every_table_and_figure_and_renders_without_the_plug
         monkeypatch.delitem(METHODS._entries, name)
     seen.clear()
     check_report(tmp_path, tmp_path / "report2", seen)
+
+
+# ---- the meta-method API: required hooks, the outputs record, detached weights, meta_lookahead --------
+def test_a_reweighting_plugin_missing_meta_optimizer_fails_at_registration_naming_it():
+    class NoOptimizer(ReweightingTrainer):
+        def setup(self):
+            self.a = torch.nn.Parameter(torch.zeros(self.data.num_classes))
+
+        def example_weights(self, batch, out):
+            return torch.softmax(self.a, 0)[batch.y]
+
+        def meta_parameters(self):
+            return [self.a]
+
+    with pytest.raises(TypeError, match=r"'no_optimizer' \(NoOptimizer\) does not implement meta_optimizer, "
+                                        r"required by ReweightingTrainer"):
+        METHODS.register("no_optimizer")(NoOptimizer)
+    assert "no_optimizer" not in METHODS
+
+    class NoStep(MetaTrainer):
+        pass
+
+    with pytest.raises(TypeError, match="'no_step'.*training_step"):
+        METHODS.register("no_step")(NoStep)
+
+
+def test_a_meta_trainer_carrying_an_option_it_would_ignore_is_refused_at_registration():
+    class Ignores(MetaTrainer):
+        Hparams = ReweightingHparams      # weights_after_meta: read by ReweightingTrainer only
+
+        def training_step(self, batch):
+            return self.forward_outputs(batch).losses.mean()
+
+    with pytest.raises(TypeError, match="'ignores'.*weights_after_meta"):
+        METHODS.register("ignores")(Ignores)
+    assert "weights_after_meta" not in METHODS.get("l2rw").Hparams.model_fields
+    assert "weights_after_meta" in METHODS.get("mwn").Hparams.model_fields
+
+
+class EntropyWeights(ReweightingTrainer):
+    """w_i = 2·sigmoid(a·H(p_i) + b): a weighting function of the prediction's entropy."""
+
+    def setup(self):
+        self.ab = torch.nn.Parameter(torch.tensor([1.0, 0.0]))
+        self.features_seen = []
+
+    def entropy(self, batch, out):
+        p = out.logits.softmax(1)
+        return -(p * p.clamp_min(1e-12).log()).sum(1)
+
+    def example_weights(self, batch, out):
+        self.features_seen.append(None if out.features is None else tuple(out.features.shape))
+        return 2 * torch.sigmoid(self.ab[0] * self.entropy(batch, out) + self.ab[1])
+
+    def meta_parameters(self):
+        return [self.ab]
+
+    def meta_optimizer(self):
+        return torch.optim.SGD([self.ab], lr=1.0)
+
+
+class EntropyBySecondForward(EntropyWeights):
+    """The same weights as a method without the outputs record has to compute them: a second forward."""
+
+    def entropy(self, batch, out):
+        with torch.no_grad():
+            p = self.model(batch.x).softmax(1)
+        return -(p * p.clamp_min(1e-12).log()).sum(1)
+
+
+def count_forwards(cls):
+    t = make(cls, {"meta_every": 2})
+    forwards = []
+    t.model.register_forward_hook(lambda module, args, out: forwards.append(len(args[0])))
+    metrics = t.train_epoch()
+    return t, metrics, len(forwards)
+
+
+def test_weights_on_the_logits_entropy_need_no_second_forward():
+    t, metrics, forwards = count_forwards(EntropyWeights)
+    steps = math.ceil(len(t.train_set) / 32)
+    meta_steps = t.lookahead.calls
+    assert meta_steps == math.ceil(steps / 2)
+    assert forwards == steps + meta_steps      # one training forward per step + the meta batch's of a meta step
+    assert not torch.equal(t.ab.detach(), torch.tensor([1.0, 0.0]))     # φ learned from the entropy weights
+    assert metrics["train/weight_std"] > 0
+    assert {f[1] for f in t.features_seen} == {16} and None not in t.features_seen   # features too, every step
+    _, _, second = count_forwards(EntropyBySecondForward)
+    assert second == forwards + steps + meta_steps   # the counter sees each second forward (2 per meta step)
+
+
+class Detached(EntropyWeights):
+    def example_weights(self, batch, out):
+        return super().example_weights(batch, out).detach()
+
+
+class IgnoresPhi(EntropyWeights):
+    def example_weights(self, batch, out):
+        return torch.ones(len(batch.y)) + 0 * self.entropy(batch, out)
+
+
+@pytest.mark.parametrize("cls", [Detached, IgnoresPhi])
+def test_weights_without_a_graph_to_phi_give_one_clear_error_naming_the_method(cls):
+    t = make(cls)
+    with pytest.raises(DetachedWeightsError, match=f"method '{cls.__name__}': example_weights\\(\\) must return "
+                                                   "weights built from meta_parameters"):
+        t.train_epoch()
+
+
+def test_meta_lookahead_returns_the_hypergradient_and_commits_the_forwards_statistics():
+    task = tiny_task()
+    torch.manual_seed(0)
+    model = build_model("cnn", task.num_classes, task.input_shape, {"channels": [8]})
+    t = METHODS.get("meta_softmax")(model, task, TrainConfig(epochs=1, batch_size=32, lr=0.05),
+                                    METHODS.get("meta_softmax").Hparams(), RunContext(seed=0))
+    b = next(t.train_set.batches(32))
+    reference = copy.deepcopy(t.model).train()
+    with torch.no_grad():
+        reference(b.x)                                   # what a plain training forward does to BN's statistics
+    hg = t.meta_lookahead(b)
+    assert hg.dw.shape == (32,) and torch.isfinite(hg.dw).all() and hg.dw.abs().sum() > 0
+    assert hg.outputs.logits.shape == (32, task.num_classes) and hg.train_losses.requires_grad
+    assert hg.outputs.features.shape == (32, 8)
+    assert all(torch.equal(x, y) for x, y in zip(reference.buffers(), t.model.buffers()))
+    assert t.lookahead.calls == 1 and len(t._step_logs["meta_val_loss"]) == 1

@@ -230,14 +230,14 @@ def test_meta_gradient_flows_through_lookahead_and_bn_matches_a_plain_step(cnn_t
     with torch.no_grad():
         reference(b.x)                                                   # the real step's own BN update
     xv, yv = t.next_meta_batch()
-    hg = t.lookahead.hypergradient(b.x, b.y, weight_fn=lambda l: t.example_weights(b, l), val_x=xv, val_y=yv,
+    hg = t.lookahead.hypergradient(b.x, b.y, weight_fn=lambda o: t.example_weights(b, o), val_x=xv, val_y=yv,
                                    lr=t.lookahead_lr())
     grads = hg.backward_to(t.meta_parameters())
     assert sum(g.abs().sum() for g in grads) > 0
     phi = [p.detach().clone() for p in t.meta_parameters()]
-    losses = t.meta_step(b)
+    out = t.meta_step(b)
     assert any(not torch.equal(a, p) for a, p in zip(phi, t.meta_parameters()))
-    assert losses.requires_grad and same(buffers(reference), buffers(t.model))
+    assert out.losses.requires_grad and same(buffers(reference), buffers(t.model))
 
 
 def test_option_b_gives_the_splitter_a_lookahead_gradient():

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 import benchmarks.catalog  # noqa: F401
-from baselines.crossfit import crossfit_margins
+from molere.reference_runs import crossfit_margins
 from benchmarks.data.load import DatasetConfig, load_task
 from benchmarks.models import build_model
 from benchmarks.data.regimes import RegimeConfig

@@ -42,7 +42,7 @@ def meta_gradient(trainer, autocast: bool):
     b = next(trainer.train_set.batches(32))
     xv, yv = trainer.meta_set.x[:32], trainer.meta_set.labels[:32]
     with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
-        hg = trainer.lookahead.hypergradient(b.x, b.y, weight_fn=lambda losses: trainer.example_weights(b, losses),
+        hg = trainer.lookahead.hypergradient(b.x, b.y, weight_fn=lambda out: trainer.example_weights(b, out),
                                              val_x=xv, val_y=yv, lr=0.1)
         grads = hg.backward_to(trainer.meta_parameters())
     return hg.dw, torch.cat([g.flatten() for g in grads])

@@ -100,7 +100,7 @@ def test_mwn_meta_step_updates_weight_net_and_leaves_classifier_grads(monkeypatc
         p.grad = sentinel[n].clone()
     theta = {n: p.detach().clone() for n, p in tr.model.named_parameters()}
     phi = [p.detach().clone() for p in tr.weight_net.parameters()]
-    losses = tr.meta_step(batch_of(tr.train_set))
+    losses = tr.meta_step(batch_of(tr.train_set)).losses
     assert any(not torch.equal(a, p) for a, p in zip(phi, tr.weight_net.parameters()))
     for n, p in tr.model.named_parameters():
         assert torch.equal(p.grad, sentinel[n]) and torch.equal(p, theta[n])

@@ -49,11 +49,11 @@ def test_default_weights_have_mean_one_over_an_epoch(noisy_digits, name):
 class IgnoresInput(LRW):
     """LRW whose weight network outputs one learnable constant, whatever the example."""
 
-    def raw_weights(self, batch, losses):
+    def raw_weights(self, batch, out):
         return torch.sigmoid(self.metanet.net[-1].bias).expand(len(batch.y))
 
-    def example_weights(self, batch, losses):
-        return mean_one(self.raw_weights(batch, losses))
+    def example_weights(self, batch, out):
+        return mean_one(self.raw_weights(batch, out))
 
 
 def test_diagnostic_numbers_match_their_definitions():

@@ -114,7 +114,7 @@ def plan(tmp_path) -> list[dict]:
 def test_sweep_store_rerun_erm_once_and_wandb(tmp_path, env):
     path = sweep_file(tmp_path, methods={"erm": {}, "lrw_easy": {}, "lrw_random": {}, "lrw_hard": {}},
                       seeds=[0, 1], wandb={"mode": "offline", "project": "p", "log_every_steps": 2})
-    r = sweep(path, env)
+    r = sweep(path, env, timeout=420)   # 12 Ray trials: 8 and the 2 out-of-fold ERM models of each seed
     assert r.returncode == 0, r.stderr
     runs = trials(tmp_path)
     assert len(runs) == 8 and all(run.status == "done" for run in runs.values())

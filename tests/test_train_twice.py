@@ -9,8 +9,10 @@ from benchmarks.trial.config import TrialConfig, erm_reference_config, resolve, 
 from benchmarks.models import build_model
 from benchmarks.train import main as train_main
 from benchmarks.trial.execute import run_trial
+from benchmarks.trial.reference import oof_dir, run_fold
 from molere.config import ConfigError, TrainConfig
 from molere.data import ExampleSet, TaskData
+from molere.reference import ReferenceMargins
 from molere.registry import METHODS
 from molere.trainer import RunContext
 
@@ -37,17 +39,20 @@ def factory():
 
 
 class FixedReference:
-    """Returns fixed margins for the pooled ids and counts the calls."""
+    """A stored reference (`molere.reference.Reference`) with fixed margins for the pooled ids; counts the calls."""
 
     def __init__(self, ids, margins):
         self.ids, self.margins, self.calls = ids, margins, 0
 
-    def erm_pool_margins(self):
+    def pool_margins(self):
         self.calls += 1
-        return self.ids, self.margins
+        return ReferenceMargins(self.ids, self.margins)
 
-    def erm_crossfit_margins(self, folds):   # the same fixed margins for the default (crossfit) ranking
-        return self.erm_pool_margins()
+    def oof_margins(self, folds):   # the same fixed margins for the default (crossfit) ranking
+        return self.pool_margins()
+
+    def test_outputs(self):
+        return None
 
 
 def pool_ids(task):
@@ -149,11 +154,13 @@ def test_trial_reuses_the_stored_erm_run_and_matches_in_process_erm(tmp_path):
     fresh = run_trial(cfg, tmp_path / "fresh")                         # no store: ERM in-process
     erm_cfg = resolve(erm_reference_config(cfg))
     run_trial(erm_cfg, tmp_path / "store" / trial_id(erm_cfg))
+    for k in range(2):   # the out-of-fold models the crossfit ranking declares, as the sweep runs them
+        run_fold(cfg, 2, k, oof_dir(tmp_path / "store" / trial_id(erm_cfg), 2, k))
     reused = run_trial(cfg, tmp_path / "run", store_root=tmp_path / "store")
     assert fresh["method_info"]["erm_pass"] == "in_process"
     assert reused["method_info"]["erm_pass"] == "reused"
-    for key in ("val_erm_margin_mean", "rest_erm_margin_mean"):   # the in-process ERM is the ERM trial
-        assert reused["method_info"][key] == pytest.approx(fresh["method_info"][key], abs=1e-5)
+    for key in ("val_erm_margin_mean", "rest_erm_margin_mean"):   # the in-process ERM models are the stored ones
+        assert reused["method_info"][key] == fresh["method_info"][key]
     # with the stored ERM trial both rankings are at hand: the before/after official-val share is recorded
     assert set(reused["method_info"]["val_official_val_share_by_ranking"]) == {"crossfit", "erm_on_train"}
 

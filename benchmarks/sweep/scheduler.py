@@ -1,8 +1,9 @@
 """Run planned trials as Ray Tune trials (the only module that imports Ray).
 
 Ray only schedules: what is done is decided by the result store, never by Ray's experiment state.
-Trials that wait for the ERM run of their key are handed out by a small searcher once that ERM trial
-has finished, so ERM runs first and exactly once per key while the other trials fill free slots.
+Trials that wait for others (the reference runs of their key, `benchmarks.sweep.references`) are handed
+out by a small searcher once those have finished, so references run first and once per key while the
+other trials fill free slots.
 """
 from __future__ import annotations
 
@@ -82,9 +83,9 @@ def _trainable(config: dict, secrets: dict | None = None) -> None:
 
 
 class _Queue(Searcher):
-    """Hands out the trials in order; one waiting for an ERM trial of this run goes once that is over."""
+    """Hands out the trials in order; one waiting for others of this run goes once they are all over."""
 
-    def __init__(self, specs: list[dict], waits_on: dict[str, str | None], skip_if_done=None):
+    def __init__(self, specs: list[dict], waits_on: dict[str, list[str]], skip_if_done=None):
         super().__init__()
         self.pending, self.waits_on, self.skip_if_done = list(specs), waits_on, skip_if_done
         self.finished: set[str] = set()
@@ -95,11 +96,12 @@ class _Queue(Searcher):
 
     def suggest(self, trial_id: str):
         for spec in list(self.pending):
-            dep = self.waits_on.get(spec["trial_id"])
-            if dep is not None and dep in self.finished and self.skip_if_done and self.skip_if_done(spec):
-                self.pending.remove(spec)       # its rerun ERM gave the same margins: still done
+            deps = self.waits_on.get(spec["trial_id"]) or ()
+            ready = all(d in self.finished for d in deps)
+            if deps and ready and self.skip_if_done and self.skip_if_done(spec):
+                self.pending.remove(spec)       # its rerun reference gave the same margins: still done
                 continue
-            if dep is None or dep in self.finished:
+            if ready:
                 self.pending.remove(spec)
                 self.ours[trial_id] = spec["trial_id"]
                 return {"spec": spec}
@@ -181,12 +183,12 @@ class Progress(tune.Callback):
             self.stream.flush()
 
 
-def run_trials(specs: list[dict], waits_on: dict[str, str | None], *, resources: dict, storage: str,
+def run_trials(specs: list[dict], waits_on: dict[str, list[str]], *, resources: dict, storage: str,
                address: str | None = None, check_cluster=None, skip_if_done=None) -> dict[str, str]:
     """Run every spec as a Ray Tune trial; returns {trial id: error} for trials Ray itself lost.
 
     `check_cluster(resources)` may reject the cluster before any trial starts (it raises);
-    `skip_if_done(spec)` is asked, once its ERM trial is over, whether a waiting trial still needs to run.
+    `skip_if_done(spec)` is asked, once what it waits for is over, whether a waiting trial still needs to run.
     """
     secrets = worker_secrets()
     start_ray(address)

@@ -16,6 +16,7 @@ from typing import Literal
 from pydantic import Field, ValidationError, field_validator
 
 from molere.config import ConfigError, Strict, TrainConfig, one_line, validate
+from molere.reference import ReferenceNeeds
 from molere.registry import UnknownNameError
 
 from benchmarks import catalog
@@ -198,9 +199,10 @@ def read_raw(path: str | os.PathLike) -> dict:
     return raw
 
 
-def needs_reference(method: str) -> bool:
-    """Whether the method reuses the ERM run of its key (train-twice methods)."""
-    return catalog.METHODS.get(method).needs_reference
+def reference_needs(cfg: TrialConfig) -> ReferenceNeeds:
+    """What the method of a resolved trial declares it needs from the reference run of its key."""
+    cls = catalog.METHODS.get(cfg.method.name)
+    return cls.reference_needs(cls.Hparams.model_validate(cfg.method.hparams))
 
 
 @dataclass
@@ -351,15 +353,21 @@ class PlannedTrial:
     labels: dict
     config: TrialConfig
     erm_id: str                       # the ERM trial of the same key (itself for ERM)
-    needs_reference: bool = False
+    needs: ReferenceNeeds = field(default_factory=ReferenceNeeds)   # what it needs from that key's reference
     extra: dict = field(default_factory=dict)
     searched: dict = field(default_factory=dict)        # drawn values of searched training settings
     search_space: dict = field(default_factory=dict)    # the method's search spaces (see search_space())
-    reference_only: bool = False                        # an ERM run added only as a train-twice reference
+    reference_only: bool = False                        # an ERM run added only because a method needs it
+
+    @property
+    def needs_reference(self) -> bool:
+        """Whether the ERM trial of its key must be done before it runs."""
+        return self.needs.reference_trial and self.erm_id != self.trial_id
 
     def record(self) -> dict:
         return {"trial_id": self.trial_id, "labels": self.labels, "erm_trial_id": self.erm_id,
-                "needs_reference": self.needs_reference, "config": self.config.model_dump(mode="json"),
+                "needs_reference": self.needs_reference, "reference_needs": self.needs.to_dict(),
+                "config": self.config.model_dump(mode="json"),
                 "search_space": self.search_space, "reference_only": self.reference_only,
                 "method_card": catalog.METHODS.get(self.labels["method"]).card.to_dict()}   # the report reads it
 
@@ -375,7 +383,7 @@ def _planned(cfg: TrialConfig, searched: dict | None = None, space: dict | None 
     labels = {"dataset": cfg.dataset.name, "regime": regime_label(cfg.regime), "method": cfg.method.name,
               "seed": cfg.seed, "hparams_id": hparams_id(hp)}
     return PlannedTrial(trial_id(cfg), labels, cfg, trial_id(erm_reference_config(cfg)),
-                        needs_reference(cfg.method.name), searched=dict(searched or {}), search_space=space or {})
+                        reference_needs(cfg), searched=dict(searched or {}), search_space=space or {})
 
 
 def expand_trials(sweep: Sweep) -> list[PlannedTrial]:
@@ -397,7 +405,7 @@ def expand_trials(sweep: Sweep) -> list[PlannedTrial]:
 
 
 def with_references(trials: list[PlannedTrial]) -> list[PlannedTrial]:
-    """Add the ERM trial of every key that a train-twice method needs, when it is not there yet."""
+    """Add the ERM trial of every key whose reference trial a planned method needs, when it is not there yet."""
     ids = {t.trial_id for t in trials}
     out = list(trials)
     for t in trials:

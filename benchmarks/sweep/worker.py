@@ -159,6 +159,7 @@ def _run(spec: dict, run: RunDir, where: dict) -> dict:
 
     from benchmarks.trial.config import TrialConfig
     from benchmarks.trial.execute import run_trial
+    from benchmarks.trial.reference import FOLD_JOB, run_fold_spec
     from benchmarks.trial.wandb_log import TrialLogger
 
     torch.set_num_threads(max(1, int(spec["cpu"])))
@@ -168,10 +169,13 @@ def _run(spec: dict, run: RunDir, where: dict) -> dict:
     code = 1
     try:
         try:
-            result = run_trial(TrialConfig.model_validate(spec["config"]), run.path, callbacks=(logger,),
-                               store_root=spec["store_root"], checkpoint=spec["checkpoint"],
-                               checkpoint_steps=spec.get("checkpoint_steps"),
-                               checkpoint_minutes=spec.get("checkpoint_minutes"), cpus=spec["cpu"])
+            if spec.get("job") == FOLD_JOB:   # an out-of-fold reference model (benchmarks.trial.reference)
+                result = run_fold_spec(spec)
+            else:
+                result = run_trial(TrialConfig.model_validate(spec["config"]), run.path, callbacks=(logger,),
+                                   store_root=spec["store_root"], checkpoint=spec["checkpoint"],
+                                   checkpoint_steps=spec.get("checkpoint_steps"),
+                                   checkpoint_minutes=spec.get("checkpoint_minutes"), cpus=spec["cpu"])
         except Exception as exc:  # noqa: BLE001 - a failing trial is recorded, never propagated
             traceback.print_exc()
             if run.status != "failed":

@@ -6,23 +6,21 @@ import platform
 import random
 import sys
 import time
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from baselines.crossfit import crossfit_margins
-from baselines.train_twice import TrainTwiceOptions
 from molere.registry import METHODS
 from molere.reweighting import ReweightingTrainer
 from molere.trainer import Callback, RunContext, Trainer
 
 from benchmarks import catalog  # noqa: F401  (registers everything)
-from benchmarks.trial.config import TrialConfig, erm_reference_config, identity, resolve, trial_id
+from benchmarks.trial.config import TrialConfig, identity, resolve, trial_id
 from benchmarks.data.load import load_task
-from benchmarks.models import build_model, model_factory, pretrained_data_config
-from benchmarks.trial.store import RunDir, fingerprint
+from benchmarks.models import model_factory, pretrained_data_config
+from benchmarks.trial.reference import StoreReference
+from benchmarks.trial.store import RunDir
 
 
 def seed_everything(seed: int) -> None:
@@ -73,37 +71,8 @@ class Checkpointer(Callback):
         self.last = time.monotonic()
 
 
-class StoreReference:
-    """Finds the ERM run of the same key in a store directory (sibling trial directories)."""
-
-    def __init__(self, store_root: str | os.PathLike | None, cfg: TrialConfig):
-        self.root = None if store_root is None else Path(store_root)
-        self.erm_dir = None if self.root is None else RunDir(self.root / trial_id(erm_reference_config(cfg)))
-        self.used: dict | None = None   # which ERM margins were used (recorded in result.json)
-
-    def erm_pool_margins(self):
-        if self.erm_dir is None or self.erm_dir.status != "done":
-            return None
-        m = self.erm_dir.margins()
-        if "pool_ids" not in m:
-            return None
-        self.used = {"trial_id": self.erm_dir.path.name,
-                     "margins_sha256": fingerprint(self.erm_dir.file("margins.npz"))["sha256"]}
-        return m["pool_ids"], m["pool_margins"]
-
-    def erm_crossfit_margins(self, folds: int):
-        if self.erm_dir is None or self.erm_dir.status != "done":
-            return None
-        m = self.erm_dir.margins()
-        if "pool_oof_margins" not in m or int(m["pool_oof_folds"]) != folds:
-            return None
-        self.used = {"trial_id": self.erm_dir.path.name,
-                     "margins_sha256": fingerprint(self.erm_dir.file("margins.npz"))["sha256"]}
-        return m["pool_ids"], m["pool_oof_margins"]
-
-
 def pool_margins(trainer: Trainer, task, train_out, outs: dict) -> dict[str, np.ndarray]:
-    """ERM's margins (observed labels) on train + val, from the end-of-trial passes already made."""
+    """The reference's margins (observed labels) on train + val, from the end-of-trial passes already made."""
     parts = [train_out if trainer.train_set is task.train else trainer.outputs(task.train, true_labels=False)]
     if task.val is not None and len(task.val):
         parts.append(outs["val"] if "val" in outs else trainer.outputs(task.val, true_labels=False))
@@ -122,6 +91,16 @@ def versions() -> dict[str, str]:
     return out
 
 
+def prepare(cfg: TrialConfig):
+    """(task, device, model factory) of a resolved trial configuration, every global RNG seeded by its seed."""
+    seed_everything(cfg.seed)
+    task = load_task(cfg.dataset, cfg.regime, cfg.seed, pretrained_data_config(cfg.model.name, cfg.model.options))
+    device = resolve_device(cfg.train.device)
+    factory = model_factory(cfg.model.name, task.num_classes, task.input_shape, cfg.model.options)
+    seed_everything(cfg.seed)
+    return task, device, factory
+
+
 def run_trial(cfg: TrialConfig, out_dir: str | os.PathLike, *, callbacks: tuple = (), store_root=None,
               checkpoint: bool = False, checkpoint_steps: int | None = None, checkpoint_minutes: float | None = None,
               cpus: float | None = None) -> dict[str, Any]:
@@ -136,11 +115,7 @@ def run_trial(cfg: TrialConfig, out_dir: str | os.PathLike, *, callbacks: tuple 
                         "versions": versions()}, checkpoint=checkpoint)
     t0 = time.perf_counter()
     try:
-        seed_everything(cfg.seed)
-        task = load_task(cfg.dataset, cfg.regime, cfg.seed, pretrained_data_config(cfg.model.name, cfg.model.options))
-        device = resolve_device(cfg.train.device)
-        factory = model_factory(cfg.model.name, task.num_classes, task.input_shape, cfg.model.options)
-        seed_everything(cfg.seed)
+        task, device, factory = prepare(cfg)
         model = factory()
         method = METHODS.get(cfg.method.name)
         hp = method.Hparams.model_validate(cfg.method.hparams)
@@ -162,11 +137,8 @@ def run_trial(cfg: TrialConfig, out_dir: str | os.PathLike, *, callbacks: tuple 
         for name, o in outs.items():
             arrays.update({f"{name}_ids": o.ids, f"{name}_labels": o.labels, f"{name}_preds": o.preds,
                            f"{name}_margins": o.margins})
-        if trainer.saves_pool_margins:
+        if cfg.method.name == METHODS.reference():   # no extra pass: they rank the pool for others
             arrays.update(pool_margins(trainer, task, train_out, outs))
-            folds = TrainTwiceOptions().crossfit_folds   # the default ranking of the train-twice methods
-            arrays.update({"pool_oof_folds": np.array(folds), "pool_oof_margins": crossfit_margins(
-                task.pool(), task, trainer.cfg, trainer.context, folds, trainer.device)})
         run.save_margins(arrays)
         diagnostics = trainer.reweighting_diagnostics(train_out) if isinstance(trainer, ReweightingTrainer) else None
         result = {"trial_id": tid, "status": "done", "metrics": {**final, **metrics},

@@ -10,7 +10,7 @@
 
 A trial is done only when its outputs check out (`RunDir.problem()`): result.json parses, names the trial
 of config.json, and every file it lists (with size and sha256 recorded at completion) is unchanged; a
-train-twice trial's ERM reference still has the margins it used. Anything else is not trusted (rerun).
+trial's ERM reference (and its out-of-fold models) still has the margins it used. Anything else is not trusted (rerun).
 """
 from __future__ import annotations
 
@@ -89,6 +89,17 @@ def fingerprint(path: Path) -> dict:
     return {"size": Path(path).stat().st_size, "sha256": h.hexdigest()}
 
 
+def _reference_changed(erm_path: Path, ref: dict) -> str | None:
+    """Why the reference files a trial used (result.json's `reference`) differ now, if they do (a file
+    that is not there or not done any more is no reason: the trial's own outputs still hold)."""
+    files = ref.get("files") or {"margins.npz": ref["margins_sha256"]}
+    for rel, sha in files.items():
+        run = RunDir((erm_path / rel).parent)
+        if run.file("done").exists() and run.problem() is None and fingerprint(erm_path / rel)["sha256"] != sha:
+            return f"its ERM reference {ref['trial_id']} has other margins than the ones it used ({rel})"
+    return None
+
+
 class RunDir:
     """One trial's directory in the store."""
 
@@ -128,10 +139,9 @@ class RunDir:
                 return "result.json lists no outputs"
             ref = result.get("reference")
             if ref:
-                erm = RunDir(self.path.parent / ref["trial_id"])
-                if erm.file("done").exists() and erm.problem() is None and \
-                        fingerprint(erm.file("margins.npz"))["sha256"] != ref["margins_sha256"]:
-                    return f"its ERM reference {ref['trial_id']} has other margins than the ones it used"
+                why = _reference_changed(self.path.parent / ref["trial_id"], ref)
+                if why:
+                    return why
         except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
             return f"unreadable outputs ({type(exc).__name__}: {str(exc)[:80]})"
         return None

@@ -20,7 +20,7 @@ class ClassWeights(ReweightingTrainer):
     def setup(self):
         self.class_logits = torch.nn.Parameter(torch.zeros(self.data.num_classes, device=self.device))
 
-    def example_weights(self, batch, losses):
+    def example_weights(self, batch, out):
         return self.data.num_classes * torch.softmax(self.class_logits, 0)[batch.y]
 
     def meta_parameters(self):

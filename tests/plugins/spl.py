@@ -1,5 +1,4 @@
 """Self-paced learning (Kumar et al., NeurIPS 2010) as a plugin method: a plain `Trainer`."""
-import torch.nn.functional as F
 from pydantic import Field
 
 from molere.config import Strict
@@ -18,7 +17,7 @@ class SelfPaced(Trainer):
         step: float = Field(0.1, ge=0, description="share added after every epoch (up to 1)")
 
     def training_step(self, batch):
-        losses = F.cross_entropy(self.model(batch.x), batch.y, reduction="none")
+        losses = self.forward_outputs(batch).losses
         k = max(1, round(min(1.0, self.hp.start + self.hp.step * self.epoch) * len(losses)))
         self.log_step(selected=k / len(losses))
         return losses[losses.detach().topk(k, largest=False).indices].mean()
