@@ -62,9 +62,10 @@ def _closeness(a: dict, b: dict) -> tuple:
     return len(differences(a, b)), abs(np.log(max(a["seen"], 1) / max(b["seen"], 1)))
 
 
-def same_data_pairs(sel: pd.DataFrame, results: dict) -> pd.DataFrame:
+def same_data_pairs(sel: pd.DataFrame, results: dict, pooled: set[str] = frozenset()) -> pd.DataFrame:
     """Per selected trial: its same-data reference (method, trial) among the selected ERM and erm_train_val
-    trials of its seed (the one whose counts match best; the planned one without counts) and the differences."""
+    trials of its seed (the one whose counts match best; without counts, erm_train_val for the methods in
+    `pooled`, which the plan gave one) and the differences."""
     refs = {(r.key, r.method): r.trial_id for r in sel.itertuples()
             if MC.is_reference(r.method) or r.method == POOLED_REFERENCE}
     rows = []
@@ -75,7 +76,8 @@ def same_data_pairs(sel: pd.DataFrame, results: dict) -> pd.DataFrame:
         if scored:
             _, method, tid = min(scored)
         else:
-            method, tid = next(iter(cands), (None, None))
+            prefer = POOLED_REFERENCE if r.method in pooled else None
+            method, tid = min(cands, key=lambda c: c[0] != prefer, default=(None, None))
         ref, erm = counts_of(results.get(tid)), counts_of(results.get(r.erm_trial))
         rows.append({"trial_id": r.trial_id, "ref_method": method, "ref_trial": tid,
                      "ref_diff": differences(mine, ref) if mine and ref else None,
@@ -96,11 +98,11 @@ def _mean_count(tids, results, key: str) -> str:
     return num(float(np.mean(v)), 0) if v else "n/a"
 
 
-def same_data_table(sel: pd.DataFrame, results: dict) -> Table | None:
+def same_data_table(sel: pd.DataFrame, results: dict, pooled: set[str] = frozenset()) -> Table | None:
     """Per dataset x regime x method: gain against its same-data reference first, then over ERM, with marks."""
     if sel.empty:
         return None
-    pairs = same_data_pairs(sel, results).set_index("trial_id")
+    pairs = same_data_pairs(sel, results, pooled).set_index("trial_id")
     done = sel[sel["status"] == "done"].set_index("trial_id")["test/acc"]
     rows = []
     for (dataset, regime, variant), sub in sel.groupby(["dataset", "regime", "variant"], sort=False):
@@ -204,5 +206,6 @@ def tables(sel: pd.DataFrame, df: pd.DataFrame, sweep_dir) -> tuple[list[str], l
         plan = json.loads((Path(sweep_dir) / "plan.json").read_text())
     except (OSError, ValueError):
         plan = []
-    found = (same_data_table(sel, results), counts_table(sel, results), budget_table(df, plan))
+    pooled = {e["labels"]["method"] for e in plan if e.get("same_data_trial_id")}
+    found = (same_data_table(sel, results, pooled), counts_table(sel, results), budget_table(df, plan))
     return header(sel, results), [t for t in found if t is not None]
