@@ -170,7 +170,8 @@ def test_bad_train_spaces_stop_with_one_line_and_exit_2(override, expected, tmp_
 
 
 def test_method_spaces_are_in_the_plan_and_train_spaces_common(tmp_path):
-    d = with_(train={"epochs": 1, "lr": {"grid": [0.01, 0.2]}}, methods={"erm": {}, "mwn": {"meta_lr": {"grid": [0.001, 0.01]}}})
+    d = with_(train={"epochs": 1, "lr": {"grid": [0.01, 0.2]}},
+              methods={"erm": {}, "mwn": {"meta_lr": {"grid": [0.001, 0.01]}}})
     trials = expand_trials(load_sweep(write(tmp_path, d)))
     erm = [t for t in trials if t.labels["method"] == "erm"]
     assert sorted(t.config.train.lr for t in erm) == [0.01, 0.2]

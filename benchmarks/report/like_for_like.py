@@ -86,11 +86,17 @@ def same_data_pairs(sel: pd.DataFrame, results: dict, pooled: set[str] = frozens
 
 
 def _marked(s: dict, diffs) -> str:
-    text = stat(s)
-    found = sorted({d for ds in diffs if ds for d in ds})
+    """The paired gain, then what differs between the compared trials (each kind once, its range over seeds)."""
+    kinds: dict[str, list[str]] = {}
+    for d in (d for ds in diffs if ds for d in ds):
+        what, _, value = d.rpartition(" ")
+        kinds.setdefault(what, []).append(value)
+    number = lambda v: float(v.rstrip("%"))   # noqa: E731
+    found = [f"{k} {v[0] if len(set(v)) == 1 else min(v, key=number) + '…' + max(v, key=number)}"
+             for k, v in sorted(kinds.items())]
     if any(ds is None for ds in diffs):
         found.append("counts not recorded")
-    return text + (f"; ≠ {', '.join(found)}" if found else "")
+    return stat(s) + (f"; ≠ {', '.join(found)}" if found else "")
 
 
 def _mean_count(tids, results, key: str) -> str:
@@ -131,8 +137,8 @@ def same_data_table(sel: pd.DataFrame, results: dict, pooled: set[str] = frozens
                  "realised counts (distinct examples trained or meta-learned on, their class shares, classifier "
                  "steps) match the method's; the gain against it comes first, the gain over ERM second. Paired by "
                  f"seed, accuracy points, 95% CI, {TEST_NAME}. '≠ ...': the counts of that comparison differ by more "
-                 f"than {TOLERANCE:.0%} (examples seen, steps) or their class shares by a TV distance over {TV_TOLERANCE} — the "
-                 "gain "
+                 f"than {TOLERANCE:.0%} (examples seen, steps) or their class shares by a TV distance over "
+                 f"{TV_TOLERANCE} — the gain "
                  "then includes that difference. Counts: means over seeds (docs/model_selection.md).",
                  pd.DataFrame(rows))
 

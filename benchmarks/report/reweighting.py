@@ -69,7 +69,8 @@ def _ratio(diags: list[dict]) -> str:
     if len(v) < 2:
         return f"{num(v.mean())} ({num(100 * mass, 1)}% of mass; n=1)"
     half = stats.t.ppf(0.975, len(v) - 1) * v.std(ddof=1) / np.sqrt(len(v))
-    return f"{num(v.mean())} [{num(v.mean() - half)}, {num(v.mean() + half)}] ({num(100 * mass, 1)}% of mass; n={len(v)})"
+    ci = f"[{num(v.mean() - half)}, {num(v.mean() + half)}]"
+    return f"{num(v.mean())} {ci} ({num(100 * mass, 1)}% of mass; n={len(v)})"
 
 
 def reweighting_table(df: pd.DataFrame, results: dict) -> Table | None:
@@ -78,7 +79,8 @@ def reweighting_table(df: pd.DataFrame, results: dict) -> Table | None:
         m = lambda k: _mean(d.get(k) for d in diags)   # noqa: E731
         rows.append({"dataset": dataset, "regime": regime, "method": variant, "seeds": str(len(diags)),
                      "verdict": _verdicts(diags), "ρ(w₀, w_T)": num(m("spearman_init_final"), 3),
-                     "change d / scale r": f"{num(m('weight_change'), 3)} / {num(m('weight_scale_change'), 3, sign=True)}",
+                     "change d / scale r": f"{num(m('weight_change'), 3)} / "
+                                           f"{num(m('weight_scale_change'), 3, sign=True)}",
                      "rel. std initial → final": f"{num(m('initial_rel_std'), 3)} → {num(m('weight_rel_std'), 3)}",
                      "ESS": num(m("weight_ess"), 3),
                      "min / max (mean 1)": f"{num(m('weight_min'))} / {num(m('weight_max'))}",
@@ -92,7 +94,8 @@ def reweighting_table(df: pd.DataFrame, results: dict) -> Table | None:
                  "The training split weighted by the initial φ₀ and the final φ_T (final classifier): Spearman "
                  "ρ(w₀, w_T), the change d = RMS of the difference of the mean-1 weights and the change of scale "
                  f"r = mean(w_T)/mean(w₀) − 1. Verdict per seed: 'untrained' when d and |r| < {LEARNED_CHANGE} and "
-                 f"ρ ≥ {SAME_RANKING} (φ still computes its random initial function, whatever its spread); else 'moved but constant' when the final relative std is below "
+                 f"ρ ≥ {SAME_RANKING} (φ still computes its random initial function, whatever its spread); else "
+                 "'moved but constant' when the final relative std is below "
                  f"{CONSTANT_REL_STD} (uniform weights: ERM); else 'learned'. Both 0.05 bounds: below them the "
                  "weighted gradient differs by under 5% of one example's gradient, less than ERM's minibatch noise "
                  "(molere.diagnostics). ESS = (Σw)²/(nΣw²); Spearman ρ with the final loss and the ERM margin (n/a "
@@ -161,7 +164,8 @@ def molere_split_table(df: pd.DataFrame, results: dict) -> Table | None:
     return Table("molere_splits", "MOLERE's splits: hardness, balance, overlap",
                  "First post-warm-up split scored by the classifier that then trains on it (pool = a random split's "
                  "expectation) and, independently, by the ERM reference's out-of-fold margins (every pool example "
-                 "scored by an ERM that never trained on it; n/a without the stored ERM run); class TV distance to the pool's class shares of the materialised split and of one "
+                 "scored by an ERM that never trained on it; n/a without the stored ERM run); class TV distance to "
+                 "the pool's class shares of the materialised split and of one "
                  "ranking over the pool; overlap = |V_t ∩ V_t−1| / |V_t|. Means over seeds.", pd.DataFrame(rows))
 
 
