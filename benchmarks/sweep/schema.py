@@ -330,7 +330,8 @@ def with_references(trials: list[PlannedTrial]) -> list[PlannedTrial]:
         for wanted, make in ((t.needs_reference and t.erm_id, erm_reference_config),
                              (t.same_data_id, pooled_reference_config)):
             if wanted and wanted not in ids:
-                ref = _planned(make(t.config), t.searched)
+                ref = _planned(make(t.config), t.searched,   # the training settings it was drawn at
+                               {k: v for k, v in t.search_space.items() if k.startswith("train.")})
                 ref.reference_only = True    # not a draw of the search: never a selection candidate
                 ids.add(ref.trial_id)
                 out.append(ref)
