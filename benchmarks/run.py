@@ -69,14 +69,18 @@ def search_lines(trials) -> list[str]:
     return out
 
 
-def print_plan(trials, status: dict[str, str], out=None) -> None:
+def print_plan(trials, status: dict[str, str], out=None, sizes: bool = False) -> None:
     out = out or sys.stdout
+    if sizes:
+        from benchmarks.sweep.sizes import size_lines
+        for line in size_lines(trials):
+            print(line, file=out)
     for line in search_lines(trials):
         print(line, file=out)
     rows = [(t.trial_id, t.labels["dataset"], t.labels["regime"], t.labels["method"], str(t.labels["seed"]),
              _hp_text(t.labels["method"], {**t.config.method.hparams,
                                            **{f"train.{k}": v for k, v in t.searched.items()}}),
-             status[t.trial_id] + (" (ERM reference)" if t.reference_only else "")) for t in trials]
+             status[t.trial_id] + (" (reference)" if t.reference_only else "")) for t in trials]
     head = ("trial", "dataset", "regime", "method", "seed", "hparams (non-default, train.* drawn)", "status")
     widths = [max(len(r[i]) for r in rows + [head]) for i in range(len(head))]
     for r in [head] + rows:
@@ -236,7 +240,7 @@ def main(argv=None) -> int:
                 missing.append(str(exc))
     status = {t.trial_id: RunDir(sweep.directory / "trials" / t.trial_id).status for t in chosen}
     if a.dry_run:
-        print_plan(chosen, status)
+        print_plan(chosen, status, sizes=True)
         for m in missing:
             print(f"warning: {m}", file=sys.stderr)
         print(f"{sweep.name}: {counts(status)}; would run {sum(s != 'done' for s in status.values())}"

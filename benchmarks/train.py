@@ -1,4 +1,6 @@
-"""Train one trial: `python -m benchmarks.train --dataset digits --model mlp --method erm --seed 0 --out DIR`."""
+"""Train one trial: `python -m benchmarks.train --dataset digits --model mlp --method erm --seed 0 --out DIR`,
+or rerun a sweep's trial exactly: `python -m benchmarks.train --config results/SWEEP/trials/ID --out DIR`
+(its config, and its thread count unless --cpus says otherwise: `benchmarks.trial.execute.trial_threads`)."""
 from __future__ import annotations
 
 import argparse
@@ -47,6 +49,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--plugin", action="append", default=[], help="module registering extra methods")
     p.add_argument("--store", default=None, help="result store to look up reference (ERM) runs in")
     p.add_argument("--out", default=None, help="run directory (default: a new temporary one)")
+    p.add_argument("--config", default=None, metavar="TRIAL",
+                   help="a sweep trial's directory (or its config.json): rerun that trial (other flags ignored)")
+    p.add_argument("--cpus", type=float, default=None,
+                   help="CPUs of the trial = its torch threads (default: the trial's recorded count with --config, "
+                        "else 1, a sweep's default resources.cpu)")
     return p.parse_args(argv)
 
 
@@ -68,10 +75,32 @@ def config_from_args(a: argparse.Namespace) -> TrialConfig:
         "seed": a.seed, "plugins": a.plugin})
 
 
+def from_trial(path: str) -> tuple[TrialConfig, float | None]:
+    """The configuration of a sweep trial (its directory or config.json) and its recorded thread count."""
+    folder = path if os.path.isdir(path) else os.path.dirname(path)
+    file = os.path.join(path, "config.json") if os.path.isdir(path) else path
+    try:
+        with open(file) as f:
+            raw = json.load(f)
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"--config: cannot read {excerpt(file)} ({type(exc).__name__}); give a trial directory "
+                          "or its config.json") from None
+    threads = None
+    try:
+        with open(os.path.join(folder, "result.json")) as f:
+            threads = json.load(f).get("threads")
+    except (OSError, ValueError):
+        pass
+    return validate(TrialConfig, raw.get("config", raw), prefix="--config"), threads
+
+
 def main(argv=None) -> int:
     a = parse_args(argv)
     with bad_input_exits("benchmarks.train"):
-        cfg = config_from_args(a)
+        cfg, threads = from_trial(a.config) if a.config else (config_from_args(a), None)
+        cpus = a.cpus if a.cpus is not None else threads
+        store = a.store or (os.path.dirname(os.path.abspath(a.config.rstrip("/"))) if a.config and
+                            os.path.isdir(a.config) else None)   # a sweep trial reuses its store's ERM runs
         from benchmarks.trial.config import resolve
         from benchmarks.data.load import check_dataset
         cfg = resolve(cfg)
@@ -81,7 +110,7 @@ def main(argv=None) -> int:
     from benchmarks.trial.execute import run_trial
     out = a.out or tempfile.mkdtemp(prefix="run-")
     with bad_input_exits("benchmarks.train"):
-        result = run_trial(cfg, out, store_root=a.store)
+        result = run_trial(cfg, out, store_root=store, cpus=cpus)
     shown = {k: round(v, 4) if isinstance(v, float) else v for k, v in sorted(result["metrics"].items())
              if "/" in k and not k.startswith("train/epoch_time")}
     print(json.dumps(shown, indent=1))

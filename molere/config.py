@@ -114,6 +114,10 @@ class NoHparams(Strict):
 class TrainConfig(Strict):
     """Optimisation settings of the classifier, shared by every method (and by its ERM reference)."""
     epochs: int = Field(30, gt=0)
+    budget: Literal["steps", "epochs"] = Field(
+        "steps", description="steps: every method takes the reference's classifier steps (an epoch = one pass of "
+                             "ERM over the training split, whatever the method trains on); epochs: one pass over "
+                             "the method's own training set per epoch (docs/model_selection.md)")
     batch_size: int = Field(64, gt=0)
     optimizer: Literal["sgd", "adamw"] = "sgd"
     lr: float = Field(0.1, gt=0)

@@ -1,26 +1,29 @@
 """Does the reweighting do anything? End-of-training diagnostics of a learned weighting function.
 
-Computed once per trial on the training split (evaluation transforms, the final classifier and
-weight network; docs/results/ explains how to read them):
+Computed once per trial on the training split (evaluation transforms, the final classifier; docs/results/
+explains how to read them):
 
-- spread of the weights rescaled to mean 1 over the whole split: relative std (std / mean), effective
-  sample size fraction ESS = (Σw)² / (n Σw²) = 1 / (1 + rel_std²), min and max; `weight_raw_mean` is
-  the absolute scale before rescaling (with `normalize: false` it multiplies the step size);
-- Spearman rank correlation of the weights with the final per-example loss and with the ERM margin
-  (when an ERM reference of the same key is at hand);
-- under label noise, the mean weight of mislabelled over clean examples and their share of the mass;
-- how far the meta-network moved: ‖φ_T − φ_0‖ / ‖φ_0‖ over all its parameters.
+- spread of the final weights rescaled to mean 1 over the split: relative std s_T, effective sample size
+  fraction ESS = (Σw)² / (n Σw²) = 1 / (1 + s_T²), min and max; `weight_raw_mean` is the absolute scale;
+- what φ learned: the same examples weighted by the initial φ_0 and the final φ_T, Spearman ρ(w_0, w_T), the
+  change d = RMS(ŵ_T − ŵ_0) of the mean-1 weights (its units are s_T's) and the change of scale
+  r = mean(w_T) / mean(w_0) − 1 (a step-size change unless the weights are rescaled per batch);
+- Spearman ρ of the weights with the final per-example loss and with the ERM margin (when at hand);
+- only for weight functions that can depend on the label (`label_dependent`: MWN's φ(loss), not LRW's φ(x)):
+  the mean weight of mislabelled over clean examples and their share of the mass;
+- ‖φ_T − φ_0‖ / ‖φ_0‖ over φ's parameters.
 
-`CONSTANT_REL_STD` flags effectively constant weights. With mean-1 weights of relative std c, the
-weighted gradient differs from the uniform (ERM) one by ‖Σ (w_i − 1) g_i‖ / n ≤ c · RMS_i ‖g_i‖
-(Cauchy-Schwarz): at c < 0.05 by under 5% of one example's gradient, less than the sampling noise of
-ERM's own minibatch gradient (≈ RMS ‖g_i‖ / √B, 9% at B = 128). Such weights cannot do what
-reweighting is for. A weight network that ignores its input gives c = 0; the literal-Eq. 13 default
-measured c ≈ 0.03 (weights 0.50 ± 0.015 on digits).
-
-`UNTRAINED_DISPLACEMENT`: a meta-network whose parameters moved by less than 1e-3 of their norm still
-computes (to about that precision) the function it was initialised with: whatever spread its weights
-have is the random initialisation's, not learned (measured: 1e-5 to 1e-4 for φ on SGD lr 1e-3).
+One verdict per trial, from what φ learned, not from its spread (`verdict`):
+- "untrained": d < `LEARNED_CHANGE`, ρ(w_0, w_T) ≥ `SAME_RANKING` and |r| < `LEARNED_CHANGE`: φ still computes
+  its initial function, whatever spread that random function has;
+- "moved but constant": otherwise, when s_T < `CONSTANT_REL_STD`: φ changed, but its final weights are uniform;
+- "learned": otherwise.
+Both 0.05 thresholds come from one bound: mean-1 weights w and w' change the weighted gradient by
+‖Σ (w_i − w'_i) g_i‖ / n ≤ RMS(w − w') · RMS_i ‖g_i‖ (Cauchy-Schwarz). Against uniform weights (ERM) that is
+s_T; against the initial weights it is d. Below 0.05 the difference is under 5% of one example's gradient,
+less than the sampling noise of ERM's own minibatch gradient (≈ RMS ‖g_i‖ / √B, 9% at B = 128), so it cannot
+do what reweighting is for; a 5% change of scale is a 5% change of step size. ρ ≥ 0.9 says the initial
+function's order of the examples is kept.
 """
 from __future__ import annotations
 
@@ -30,7 +33,9 @@ import numpy as np
 from scipy import stats
 
 CONSTANT_REL_STD = 0.05
-UNTRAINED_DISPLACEMENT = 1e-3
+LEARNED_CHANGE = 0.05
+SAME_RANKING = 0.9
+VERDICTS = ("learned", "moved but constant", "untrained")
 
 
 def spearman(a: np.ndarray, b: np.ndarray) -> float:
@@ -41,11 +46,26 @@ def spearman(a: np.ndarray, b: np.ndarray) -> float:
     return float(stats.spearmanr(a, b).statistic)
 
 
-def weight_diagnostics(weights, losses, noisy=None, erm_margins=None) -> dict[str, float]:
-    """The spread / correlation / noise-mass numbers of the module docstring for one set of weights."""
+def _mean_one(w: np.ndarray) -> np.ndarray:
+    m = w.mean() if len(w) else 0.0
+    return w / m if m > 0 else np.zeros_like(w)
+
+
+def verdict(change: float, ranking: float, final_rel_std: float, scale_change: float = 0.0) -> str:
+    """"untrained" / "moved but constant" / "learned" (module docstring); a NaN ranking (a constant side) counts
+    as kept."""
+    if change < LEARNED_CHANGE and abs(scale_change) < LEARNED_CHANGE and (
+            math.isnan(ranking) or ranking >= SAME_RANKING):
+        return "untrained"
+    return "moved but constant" if final_rel_std < CONSTANT_REL_STD else "learned"
+
+
+def weight_diagnostics(weights, losses, noisy=None, erm_margins=None, initial=None,
+                       label_dependent: bool = True) -> dict:
+    """The numbers and the verdict of the module docstring for one set of final (and initial) weights."""
     w = np.asarray(weights, dtype=float)
     raw_mean = float(w.mean()) if len(w) else float("nan")
-    rel = w / raw_mean if raw_mean > 0 else np.zeros_like(w)
+    rel = _mean_one(w)
     rel_std = float(rel.std()) if len(w) else float("nan")
     out = {"weight_raw_mean": raw_mean, "weight_rel_std": rel_std,
            "weight_ess": float(1.0 / (1.0 + rel_std ** 2)) if raw_mean > 0 else 0.0,
@@ -53,8 +73,15 @@ def weight_diagnostics(weights, losses, noisy=None, erm_margins=None) -> dict[st
            "weight_max": float(rel.max()) if len(w) else float("nan"),
            "spearman_loss": spearman(w, losses),
            "spearman_erm_margin": spearman(w, erm_margins) if erm_margins is not None else float("nan"),
-           "constant": bool(rel_std < CONSTANT_REL_STD)}   # `untrained` is added with the displacement
-    if noisy is not None:
+           "label_dependent": bool(label_dependent)}
+    if initial is not None:
+        w0 = np.asarray(initial, dtype=float)
+        out.update(spearman_init_final=spearman(w0, w), initial_rel_std=float(_mean_one(w0).std()),
+                   weight_change=float(np.sqrt(np.mean((rel - _mean_one(w0)) ** 2))) if len(w) else float("nan"),
+                   weight_scale_change=float(w.mean() / w0.mean() - 1) if len(w) and w0.mean() > 0 else float("nan"))
+        out["verdict"] = verdict(out["weight_change"], out["spearman_init_final"], rel_std,
+                                 0.0 if np.isnan(out["weight_scale_change"]) else out["weight_scale_change"])
+    if noisy is not None and label_dependent:
         noisy = np.asarray(noisy, dtype=bool)
         if noisy.any() and (~noisy).any() and w.sum() > 0:
             out.update(noisy_fraction=float(noisy.mean()), noisy_weight_mass=float(w[noisy].sum() / w.sum()),

@@ -26,6 +26,7 @@ class LRWTrainer(ReweightingTrainer):
     """θ on the φ-weighted training loss, φ on the look-ahead's validation loss (split() gives both)."""
 
     Hparams = LRWHparams
+    weights_see_labels = False   # φ(x): the weight cannot depend on the (observed) label
 
     def setup(self) -> None:
         self.metanet = MetaNet(self.hp, self.model, self.data.input_shape)

@@ -18,8 +18,10 @@ from pydantic import Field
 
 from molere.config import ConfigError
 from molere.data import Batch, ExampleSet
+from molere.diagnostics import aligned
 from molere.lrw_trainer import LRWHparams, LRWTrainer
 from molere.margins import probabilistic_margin
+from molere.reference import ReferenceNeeds
 from molere.registry import LRW_PANEL, MethodCard, register_method
 from molere.splitter import TRAIN, VALIDATION, Splitter, SplitterOptions, choose_validation, label_balance_kl, membership_weighted_loss, split_size_kl
 
@@ -51,6 +53,22 @@ def class_tv(labels: torch.Tensor, val_mask: torch.Tensor, num_classes: int) -> 
     return 0.5 * (q_val - q_all).abs().sum().item()
 
 
+OOF_FOLDS = 2   # folds of the ERM trial's stored out-of-fold margins (molere.reference_runs, the train-twice default)
+
+
+def oof_stats(val_mask: torch.Tensor, oof: np.ndarray | None) -> dict[str, float]:
+    """The split scored independently of MOLERE's classifier: share misclassified and mean margin under the ERM
+    reference's out-of-fold margins (every pool example scored by an ERM that never trained on it)."""
+    if oof is None:
+        return {}
+    m = torch.as_tensor(oof, dtype=torch.float32)
+    out = {}
+    for name, mask in (("val", val_mask), ("pool", torch.ones_like(val_mask))):
+        out[f"split/{name}_erm_oof_misclassified"] = (m[mask] < 0).float().mean().item()
+        out[f"split/{name}_erm_oof_margin"] = m[mask].mean().item()
+    return out
+
+
 def split_stats(pool: ExampleSet, val_mask: torch.Tensor, p_val: torch.Tensor, preds: torch.Tensor,
                 margin: torch.Tensor, num_classes: int) -> dict[str, float]:
     """Size, class balance, misclassification, margin, label noise and P(val) of val vs train and pool
@@ -80,6 +98,11 @@ class MOLERE(LRWTrainer):
     Hparams = MOLEREHparams
     trains_on_val = True   # the pool S is train + official val
 
+    @classmethod
+    def reference_needs(cls, hp: MOLEREHparams) -> ReferenceNeeds:
+        """Its splits are also scored by the reference's out-of-fold margins (oof_stats): planned, only read."""
+        return ReferenceNeeds(oof_folds=(OOF_FOLDS,))
+
     # ---- split ---------------------------------------------------------------------------------
     def split(self):
         hp, d = self.hp, self.data
@@ -104,6 +127,14 @@ class MOLERE(LRWTrainer):
         self._train_pos = torch.nonzero(~self.val_mask).flatten()
         return (self.pool.subset(torch.nonzero(~self.val_mask).flatten()),
                 self.pool.subset(torch.nonzero(self.val_mask).flatten()))
+
+    def erm_oof_margins(self) -> np.ndarray | None:
+        """The ERM reference's out-of-fold margins of the pool (pool order) when the store has them: the one
+        place MOLERE reads the reference."""
+        if not hasattr(self, "_oof"):
+            got = self.reference.oof_margins(OOF_FOLDS, train=False)   # never trained for a diagnostic
+            self._oof = None if got is None else aligned(self.pool.ids.numpy(), got.ids, got.margins)
+        return self._oof
 
     @property
     def in_warmup(self) -> bool:
@@ -136,6 +167,7 @@ class MOLERE(LRWTrainer):
             p_val, preds, margins = self._cache[1:] if cached else self.pool_pass()
         if first:   # the random warm-up split, with the initial classifier
             self._split_stats = split_stats(self.pool, self.val_mask, p_val, preds, margins, self.data.num_classes)
+            self._split_stats.update(oof_stats(self.val_mask, self.erm_oof_margins()))
         if self.hp.resplit == "epoch":   # statistics of this epoch's training batches, by pool position
             n = len(self.pool)
             self._recorded = (torch.full((n,), float("nan")), torch.full((n,), -1), torch.full((n,), float("nan")))
@@ -153,6 +185,7 @@ class MOLERE(LRWTrainer):
         mask[unbalanced] = True
         stats["split/val_class_tv_one_ranking"] = class_tv(self.pool.labels, mask, self.data.num_classes)
         stats["split/overlap_prev"] = (before & self.val_mask).sum().item() / max(int(self.val_mask.sum()), 1)
+        stats.update(oof_stats(self.val_mask, self.erm_oof_margins()))
         self._split_stats = stats
 
     # ---- steps ---------------------------------------------------------------------------------

@@ -19,7 +19,7 @@ from pydantic import Field
 
 from .config import ConfigError, Strict
 from .data import Batch, ExampleSet, TaskData
-from .diagnostics import UNTRAINED_DISPLACEMENT, aligned, relative_displacement, weight_diagnostics
+from .diagnostics import aligned, relative_displacement, weight_diagnostics
 from .forward import BatchOutputs
 from .lookahead import DetachedWeightsError, Hypergradient, LookAhead
 from .trainer import Outputs, Trainer
@@ -206,9 +206,22 @@ class ReweightingTrainer(MetaTrainer):
         found = self.reference.pool_margins(train=False)
         return None if found is None else (found.ids, found.margins)
 
+    weights_see_labels: bool = True   # g_φ can depend on the observed label (MWN's φ(loss)); False: φ(x) (LRW)
+
     def pass_statistics(self, batch: Batch, out: BatchOutputs) -> dict[str, torch.Tensor]:
-        """Each example's loss (observed label) and raw weight g_φ, for `reweighting_diagnostics`."""
-        return {"loss": out.losses, "weight": self.raw_weights(batch, out)}
+        """Each example's loss (observed label) and raw weight under the final g_φ and the initial one, for
+        `reweighting_diagnostics`."""
+        final = self.raw_weights(batch, out)
+        params = self.meta_parameters()
+        saved = [p.data for p in params]
+        try:
+            for p, q in zip(params, self.meta_init):
+                p.data = q.to(device=p.device, dtype=p.dtype)
+            initial = self.raw_weights(batch, out)
+        finally:
+            for p, d in zip(params, saved):
+                p.data = d
+        return {"loss": out.losses, "weight": final, "weight_init": initial}
 
     @torch.no_grad()
     def reweighting_diagnostics(self, train_out: Outputs | None = None) -> dict[str, float]:
@@ -220,10 +233,9 @@ class ReweightingTrainer(MetaTrainer):
         ref = self.reference_margins()
         erm = aligned(ex.ids.numpy(), *ref) if ref is not None else None
         st = train_out.statistics
-        out = weight_diagnostics(st["weight"], st["loss"],
-                                 (ex.labels != ex.true_labels).numpy(), erm)
+        out = weight_diagnostics(st["weight"], st["loss"], (ex.labels != ex.true_labels).numpy(), erm,
+                                 initial=st.get("weight_init"), label_dependent=self.weights_see_labels)
         out["meta_displacement"] = relative_displacement(self.meta_parameters(), self.meta_init)
-        out["untrained"] = bool(out["meta_displacement"] < UNTRAINED_DISPLACEMENT)
         out["examples"] = len(ex)
         return out
 

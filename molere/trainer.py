@@ -33,6 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .budget import data_counts, steps_per_epoch
 from .config import ConfigError, NoHparams, Strict, TrainConfig
 from .data import Batch, ExampleSet, Loading, Stream, TaskData, name_key
 from .forward import BatchOutputs, head_inputs
@@ -121,7 +122,10 @@ class Trainer(abc.ABC):
         if self.uses_meta_set and (self.meta_set is None or len(self.meta_set) == 0):
             raise ConfigError(f"method {self.registered_name or type(self).__name__!r} uses a meta "
                               "set but its split() returned none; return (train, meta) or set uses_meta_set = False")
-        self.schedule = make_schedule(self.optimizer, train, -(-len(self.train_set) // train.batch_size))
+        self.steps_per_epoch = steps_per_epoch(data, self.train_set, train.batch_size, train.budget)
+        self.info["counts"] = {**data_counts(data, self.train_set, self.meta_set), "budget": train.budget,
+                               "steps_per_epoch": self.steps_per_epoch}
+        self.schedule = make_schedule(self.optimizer, train, self.steps_per_epoch)
         self.setup()
         self.finish_setup()
 
@@ -238,9 +242,9 @@ class Trainer(abc.ABC):
         return loss.item()
 
     def train_epoch(self) -> dict[str, float]:
-        """One pass over the training set (hooks included, no evaluation); returns the epoch's metrics.
-
-        A trainer restored mid-epoch continues the same pass (its epoch-start hook already ran)."""
+        """One epoch, `steps_per_epoch` steps from the persistent training stream (hooks included, no evaluation:
+        `molere.budget`); returns the epoch's metrics. A trainer restored mid-epoch continues the same epoch
+        (its epoch-start hook already ran)."""
         self._epoch_t0 = time.perf_counter()
         self.model.train()
         fresh = self._progress is None
@@ -251,7 +255,7 @@ class Trainer(abc.ABC):
         stream = self.stream("train", "train_set", self.cfg.batch_size, workers=self.loading.num_workers)
         losses = self._progress["losses"]
         step_cbs = [cb for cb in self.context.callbacks if hasattr(cb, "on_step_end")]
-        for _ in range(stream.batches_per_pass if fresh else stream.remaining()):
+        for _ in range(self.steps_per_epoch - len(losses)):   # the rest of this epoch (all of it when fresh)
             logged = {k: len(v) for k, v in self._step_logs.items()}
             batch = next(stream)
             losses.append(self.train_step(batch))
@@ -284,6 +288,7 @@ class Trainer(abc.ABC):
             self.last_metrics = metrics
             for cb in self.context.callbacks:
                 cb.on_epoch_end(self, self.epoch, metrics)
+        self.info["counts"]["steps"] = self.global_step
         return metrics
 
     # ---- evaluation --------------------------------------------------------------------------

@@ -55,7 +55,8 @@ def test_digits_scaling_and_stratified_fractions():
 def test_mnist1d_official_test_and_train_standardisation():
     task = load_task(DatasetConfig(name="mnist1d"), CLEAN, 0)
     assert len(task.test) == 1000 and n_train(task) + len(task.val) == 4000
-    x = torch.cat([task.train.x, task.selection.x])   # the dataset's training split, before the selection carve
+    from benchmarks.data.datasets.embedded import Mnist1D
+    x = Mnist1D(Mnist1D.Options()).load(None, 0).train.x   # the dataset's own training split (before pooling)
     assert torch.allclose(x.mean(0), torch.zeros(40), atol=1e-4)
     assert torch.allclose(x.std(0), torch.ones(40), atol=1e-3)
     assert set(task.test.ids.tolist()) == set(range(4000, 5000))
@@ -132,7 +133,8 @@ def test_bad_idx_file_is_reported(tmp_path):
 def test_fashion_mnist_debian_copy():
     task = load_task(DatasetConfig(name="fashion_mnist", options={"train_subset": 1000}), CLEAN, 0)
     assert n_train(task) + len(task.val) == 1000 and len(task.test) == 10000
-    assert (task.train.class_counts(10) + task.selection.class_counts(10)).tolist() == [90] * 10
+    assert (task.train.class_counts(10) + task.selection.class_counts(10) + task.val.class_counts(10)).tolist() \
+        == [100] * 10 and task.selection.class_counts(10).tolist() == [10] * 10
     assert task.test.class_counts(10).tolist() == [1000] * 10
     assert 0.2 < float(task.test.x.mean()) < 0.4
 

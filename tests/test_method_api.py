@@ -113,7 +113,8 @@ methods: {erm: {}, class_weights: {}, class_weights_control: {}}
 seeds: [0, 1, 2]
 plugins: [tests.plugins.class_weights]
 """
-ACC = {"erm": 0.80, "class_weights": 0.84, "class_weights_control": 0.79}
+ACC = {"erm": 0.80, "class_weights": 0.84, "class_weights_control": 0.79,
+       "erm_train_val": 0.81}   # planned as the same-data reference of class_weights (it learns from val)
 
 
 def planned_store(root):
@@ -159,8 +160,10 @@ def check_report(root, out, seen):
                                                                     "ERM, meta set withheld")
     assert row["method − control (pts)"].startswith("+6.00 [")
     gains = seen["gains.png"]["Other baselines and same-split ERM controls"]
-    assert gains == ["Class-W", "ERM, meta set withheld"]
-    assert seen["training_curves.png"]["figure"] == ["ERM", "Class-W", "ERM, meta set withheld"]
+    assert gains == ["ERM (train+val)", "Class-W", "ERM, meta set withheld"]
+    assert seen["training_curves.png"]["figure"] == ["ERM", "ERM (train+val)", "Class-W", "ERM, meta set withheld"]
+    same = pd.read_csv(out / "tables" / "same_data.csv").set_index("method")
+    assert same.loc["class_weights", "same-data reference"] == "ERM (train+val)"
     assert {"Class-W − ERM", "ERM, meta set withheld − ERM"} <= set(seen["margin_deltas_digits_clean.png"])
     assert F.color("class_weights") == F.color("class_weights_control") == "#7f7f7f"
 

@@ -292,13 +292,17 @@ def test_erm_train_val_trains_on_train_plus_the_imagenet_r_validation_half(image
     root, r = imagenet
     task = loader("imagenet", image_size=16, extra_tests={"imagenet_r": r}, val_source="imagenet_r").load(root, 0)
     cls = METHODS.get("erm_train_val")
-    tr = cls(build_model("mlp", 3, (3, 16, 16), {"hidden": [4]}), task, TrainConfig(epochs=1, batch_size=5))
+    tr = cls(build_model("mlp", 3, (3, 16, 16), {"hidden": [4]}), task, TrainConfig(epochs=1, batch_size=5,
+                                                                                   budget="epochs"))
     assert sorted(tr.train_set.ids.tolist()) == sorted(task.train.ids.tolist() + task.val.ids.tolist())
     steps = []
     step = tr.train_step
     tr.train_step = lambda b: (steps.append(len(b.y)), step(b))[1]
     metrics = tr.fit()
     assert sum(steps) == len(task.train) + len(task.val) and not any(k.startswith("val/") for k in metrics)
+    same_steps = cls(build_model("mlp", 3, (3, 16, 16), {"hidden": [4]}), task, TrainConfig(epochs=1, batch_size=5))
+    same_steps.fit()   # budget steps (default): ERM's steps, -(-|train| // 5), over the pooled data
+    assert same_steps.global_step == -(-len(task.train) // 5) < len(steps)
     assert "imagenet_r/acc" in metrics and tr.info["pooled_val_size"] == len(task.val)
     no_val = loader("imagenet", image_size=16, val_fraction=0).load(root, 0)
     with pytest.raises(ConfigError, match="erm_train_val.*no validation split"):

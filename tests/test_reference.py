@@ -65,7 +65,7 @@ def test_a_sweep_with_train_twice_methods_plans_exactly_k_per_key_and_fold_count
     keys = {t.erm_id for t in trials}
     assert len(keys) == 2 and len(jobs) == 2 * (2 + 3)                   # 2 seeds x (K=2 + K=3), shared by 3 methods
     assert {(j.folds, j.fold) for j in jobs if j.erm_id == min(keys)} == {(2, 0), (2, 1), (3, 0), (3, 1), (3, 2)}
-    assert sum(t.reference_only for t in trials) == 2                   # the ERM trial of each key, added to the plan
+    assert sum(t.reference_only and t.labels['method'] == 'erm' for t in trials) == 2   # the ERM trial of each key, added to the plan
     ordered, waits = references.order(trials, jobs)
     hard = next(t for t in trials if t.labels["method"] == "lrw_hard")
     assert sorted(waits[hard.trial_id]) == sorted([hard.erm_id, f"{hard.erm_id}-oof2-0", f"{hard.erm_id}-oof2-1"])

@@ -6,7 +6,9 @@ import pytest
 import torch
 from torch.utils.data import TensorDataset
 
-from benchmarks.data.regimes import RegimeConfig, apply_regime, longtail_counts
+from benchmarks.data.instance_noise import flip_distribution
+from benchmarks.data.regimes import RegimeConfig, longtail_counts
+from benchmarks.data.splits import apply_regime
 from molere.config import ConfigError, validate
 from molere.data import ExampleSet, TaskData
 
@@ -43,9 +45,11 @@ def test_noise_rate_true_labels_and_clean_test(kind):
     assert out.info["train_noise_rate"] == pytest.approx(realised)
     assert out.info["regime"]["kind"] == kind
     assert out.info["train_class_counts"] == torch.bincount(out.train.labels, minlength=C).tolist()
-    assert torch.equal(out.train.true_labels, task.train.labels)        # truth kept
-    assert torch.equal(out.train.ids, task.train.ids)
-    assert (out.val.labels != out.val.true_labels).float().mean() > 0.2  # val noisy too
+    truth = dict(zip(torch.cat([task.train.ids, task.val.ids]).tolist(),
+                     torch.cat([task.train.labels, task.val.labels]).tolist()))
+    assert [truth[i] for i in out.train.ids.tolist()] == out.train.true_labels.tolist()   # truth kept
+    assert set(out.train.ids.tolist()) | set(out.val.ids.tolist()) == set(truth)       # the same pool, re-split
+    assert (out.val.labels != out.val.true_labels).float().mean() > 0.2  # val noisy too (the same draw)
     assert torch.equal(out.test.labels, task.test.labels)                # test clean
     assert torch.equal(task.train.labels, task.train.true_labels)        # input task untouched
 
@@ -67,37 +71,60 @@ def test_pair_flips_only_to_next_class():
 
 def test_instance_noise_depends_on_inputs():
     task = synthetic_task()
+    kept = regime(kind="instance", rate=0.3, val="kept")
     # Two copies of the data whose inputs differ only in sign: the flip targets should change.
     neg = TaskData("neg", train=ExampleSet(task.train.labels, x=-task.train.x, ids=task.train.ids),
                    test=task.test, num_classes=C, input_shape=task.input_shape)
-    a = apply_regime(task, regime(kind="instance", rate=0.3), seed=0)
-    b = apply_regime(neg, regime(kind="instance", rate=0.3), seed=0)
-    assert torch.equal(flipped(a), flipped(b))     # same draws of who flips
-    m = flipped(a)
-    assert (a.train.labels[m] != a.train.true_labels[m]).all()
-    assert (a.train.labels[m] != b.train.labels[m]).float().mean() > 0.5
+    a, b = apply_regime(task, kept, seed=0), apply_regime(neg, kept, seed=0)
+    both = flipped(a) & flipped(b)
+    assert (a.train.labels[both] != a.train.true_labels[both]).all()
+    assert (a.train.labels[both] != b.train.labels[both]).float().mean() > 0.5
     # examples sharing one input per class share their flip target (a projection of x decides it)
     proto = torch.randn(C, task.train.x.shape[1], generator=torch.Generator().manual_seed(5)) * 3
     same = TaskData("same", train=ExampleSet(task.train.labels, x=proto[task.train.labels], ids=task.train.ids),
                     test=task.test, num_classes=C, input_shape=task.input_shape)
-    s = apply_regime(same, regime(kind="instance", rate=0.3), seed=0)
+    s = apply_regime(same, kept, seed=0)
     cls0 = s.train.labels[flipped(s) & (s.train.true_labels == 0)]
     assert torch.bincount(cls0, minlength=C).max() > 0.6 * len(cls0)
+    m = flipped(a)
     cls0 = a.train.labels[m & (a.train.true_labels == 0)]   # varied inputs: varied targets
     assert torch.bincount(cls0, minlength=C).max() < 0.3 * len(cls0)
 
 
-def test_instance_noise_on_dataset_backed_sets():
-    task = synthetic_task(in_memory=False)
-    out = apply_regime(task, regime(kind="instance", rate=0.25), seed=3)
-    assert abs(flipped(out).float().mean().item() - 0.25) <= 0.03
-    assert not out.train.in_memory
+def test_instance_noise_same_image_at_two_ids_same_flip_distribution():
+    """synthetic_task's val holds the first 1000 training inputs again, at other ids."""
+    task = synthetic_task(n=2000)
+    pool = task.pool()
+    q, p = flip_distribution(pool, 0.3, C, seed=4)
+    first, copies = np.arange(1000), 2000 + np.arange(1000)
+    assert np.array_equal(q[first], q[copies]) and np.array_equal(p[first], p[copies])
+    assert np.ptp(q) > 0.2 and (p[np.arange(len(p)), pool.labels.numpy()] == 0).all()   # per example; never y
+    assert not np.array_equal(flip_distribution(pool, 0.3, C, seed=5)[0], q)             # the trial seed draws
+
+
+def test_instance_noise_realised_rate_is_the_requested_one_within_sampling_error():
+    from scipy.stats import truncnorm
+    task = synthetic_task(n=20_000)
+    for rate in (0.2, 0.4):
+        out = apply_regime(task, regime(kind="instance", rate=rate, val="kept"), seed=2)
+        mean_q = truncnorm.mean(-rate / 0.1, (1 - rate) / 0.1, loc=rate, scale=0.1)
+        se = np.sqrt(rate * (1 - rate) / len(out.train))
+        assert abs(flipped(out).float().mean().item() - mean_q) < 4 * se
+
+
+def test_instance_noise_on_dataset_backed_sets_reads_the_inputs():
+    """A set read through a dataset gets the same flips as the same inputs held as a tensor (content, not ids)."""
+    mem, backed = synthetic_task(n=2000), synthetic_task(n=2000, in_memory=False)
+    kept = regime(kind="instance", rate=0.25, val="kept")
+    a, b = apply_regime(mem, kept, seed=3), apply_regime(backed, kept, seed=3)
+    assert not b.train.in_memory and torch.equal(a.train.labels, b.train.labels)
+    assert abs(flipped(b).float().mean().item() - 0.25) <= 0.04
 
 
 @pytest.mark.parametrize("imbalance", [1.0, 10.0, 100.0])
 def test_longtail_counts_follow_profile_exactly(imbalance):
     task = synthetic_task()                       # 1000 per class
-    out = apply_regime(task, regime(kind="longtail", imbalance=imbalance), seed=0)
+    out = apply_regime(task, regime(kind="longtail", imbalance=imbalance, val="kept"), seed=0)
     expected = [math.floor(1000 * imbalance ** (-c / (C - 1)) + 1e-9) for c in range(C)]
     assert out.train.class_counts(C).tolist() == expected == out.info["train_class_counts"]
     assert expected[0] == 1000 and expected[-1] == round(1000 / imbalance)
@@ -105,8 +132,20 @@ def test_longtail_counts_follow_profile_exactly(imbalance):
     assert out.info["train_noise_rate"] == 0
     assert torch.equal(out.train.labels, out.train.true_labels)
     assert torch.equal(out.val.labels, task.val.labels) and torch.equal(out.test.labels, task.test.labels)
+    assert "kept" in out.info["val_split"]
     kept = out.train.ids                          # kept examples keep their inputs and ids
     assert torch.equal(out.train.x, task.train.x[kept])
+
+
+def test_longtail_over_the_pool_draws_val_after_it():
+    """val: pool (default): the profile applies to train + val, then val is drawn per class with the dataset's share."""
+    task = synthetic_task()                       # pool: 1100 per class, val share 1000 / 11000
+    out = apply_regime(task, regime(kind="longtail", imbalance=100.0), seed=0)
+    pool = out.train.class_counts(C) + out.val.class_counts(C)
+    assert pool.tolist() == longtail_counts([1100] * C, 100.0)
+    assert out.val.class_counts(C).tolist() == [int(round(n / 11)) for n in pool.tolist()]
+    assert "follows the training distribution" in out.info["val_split"]
+    assert out.info["sizes"] == {"train": len(out.train), "val": len(out.val), "selection": 0, "test": len(task.test)}
 
 
 def test_longtail_profile_is_clipped_to_available_examples():
@@ -123,10 +162,11 @@ def test_seeded_and_deterministic(kw):
     assert not (torch.equal(a.train.labels, c.train.labels) and torch.equal(a.train.ids, c.train.ids))
 
 
-def test_clean_regime_changes_nothing_but_info():
+def test_clean_regime_changes_no_label():
     task = synthetic_task(n=1000)
     out = apply_regime(task, RegimeConfig(), 0)
-    assert torch.equal(out.train.labels, task.train.labels) and out.info["train_noise_rate"] == 0
+    assert torch.equal(out.train.labels, out.train.true_labels) and out.info["train_noise_rate"] == 0
+    assert len(out.train) == len(task.train) and len(out.val) == len(task.val)   # the same shares
     assert "imbalance_ratio" not in out.info
 
 

@@ -1,6 +1,7 @@
-"""The model-selection split: carved from the training split before any method sees the data, never trained
-on by any method (train-twice variants and MOLERE included), evaluated every evaluation epoch as
-selection/acc (observed labels) and selection/acc_true; and train.* search spaces."""
+"""The model-selection split: carved from the labelled pool after the regime (it follows the training
+distribution), before val is drawn, never trained on by any method (train-twice variants and MOLERE
+included), evaluated every evaluation epoch as selection/acc (observed labels) and selection/acc_true; and
+train.* search spaces (common to every method, draw 0 = the base configuration)."""
 from __future__ import annotations
 
 import math
@@ -24,31 +25,36 @@ from tests.test_contract import tiny_task
 from tests.test_sweep_schema import BASE, no_launch, with_, write  # noqa: F401  (fixture)
 
 
-def test_carved_from_training_once_per_split_seed_before_the_regime():
+def test_carved_from_the_labelled_pool_after_the_regime_once_per_split_seed():
     noisy = RegimeConfig(kind="symmetric", rate=0.4)
     ds = DatasetConfig(name="digits")
     a, b = load_task(ds, noisy, 0), load_task(ds, noisy, 0)
     full = load_task(DatasetConfig(name="digits", options={"selection_fraction": 0}), RegimeConfig(), 0)
     assert a.selection is not None and torch.equal(a.selection.ids, b.selection.ids)     # reproducible
-    sel, train = set(a.selection.ids.tolist()), set(a.train.ids.tolist())
-    assert not sel & train and not sel & set(a.val.ids.tolist()) and not sel & set(a.test.ids.tolist())
-    assert sel | train == set(full.train.ids.tolist()) and full.selection is None
-    assert abs(len(sel) - 0.1 * len(full.train)) <= 10                                 # the default 10 %
+    sel, train, val = set(a.selection.ids.tolist()), set(a.train.ids.tolist()), set(a.val.ids.tolist())
+    assert not sel & train and not sel & val and not sel & set(a.test.ids.tolist())
+    pool = set(full.train.ids.tolist()) | set(full.val.ids.tolist())
+    assert sel | train | val == pool and full.selection is None
+    assert abs(len(sel) - 0.1 * len(pool)) <= 10                                      # the default 10 %
     assert a.selection.class_counts(10).min() > 0                                      # stratified
-    # the regime treats it like val: observed labels noisy, truth kept
-    truth = dict(zip(full.train.ids.tolist(), full.train.labels.tolist()))
+    assert abs(len(val) - 0.1 * (len(pool) - len(sel))) <= 10   # then val: the dataset's share of the rest
+    # the regime's one draw over the pool: observed labels noisy, truth kept
+    truth = dict(zip(torch.cat([full.train.ids, full.val.ids]).tolist(),
+                     torch.cat([full.train.labels, full.val.labels]).tolist()))
     assert [truth[i] for i in a.selection.ids.tolist()] == a.selection.true_labels.tolist()
     assert 0.3 < a.info["selection_noise_rate"] < 0.5
-    assert a.info["selection_size"] == len(sel) and a.info["train_class_counts"] == \
-        torch.bincount(a.train.labels, minlength=10).tolist()
+    assert a.info["selection_size"] == len(sel) == a.info["sizes"]["selection"]
+    assert a.info["train_class_counts"] == torch.bincount(a.train.labels, minlength=10).tolist()
     # fixed by the split seed (every trial seed, method and draw sees the same examples), noise by the trial seed
     other = load_task(ds, noisy, 1)
     assert torch.equal(other.selection.ids, a.selection.ids)
     assert not torch.equal(other.selection.labels, a.selection.labels)
     assert not torch.equal(load_task(DatasetConfig(name="digits", options={"split_seed": 1}), noisy, 0).selection.ids,
                            a.selection.ids)
-    lt = load_task(ds, RegimeConfig(kind="longtail", imbalance=10), 0)                  # long tail: train only
-    assert torch.equal(lt.selection.ids, a.selection.ids) and not set(lt.train.ids.tolist()) & sel
+    lt = load_task(ds, RegimeConfig(kind="longtail", imbalance=10), 0)   # long tail: it follows the tail too
+    assert set(lt.selection.ids.tolist()) <= pool and not set(lt.train.ids.tolist()) & set(lt.selection.ids.tolist())
+    shares = lambda e: e.class_counts(10).float() / len(e)   # noqa: E731
+    assert (shares(lt.selection) - shares(lt.train)).abs().sum() / 2 < 0.05
     with pytest.raises(ConfigError, match="selection_fraction: Input should be less than or equal to 0.5"):
         load_task(DatasetConfig(name="digits", options={"selection_fraction": 0.9}), noisy, 0)
 
@@ -125,19 +131,22 @@ def test_train_space_from_the_command_line_validates_and_draws_reproducibly(tmp_
     space = "train.lr={loguniform: [0.01, 0.1]}"
     trials = expand_trials(load_sweep(path, [space]))
     lrs = {m: sorted({t.config.train.lr for t in trials if t.labels["method"] == m}) for m in ("erm", "mwn")}
-    assert len(lrs["erm"]) == 3 and all(0.01 <= v < 0.1 for v in lrs["erm"])
+    assert len(lrs["erm"]) == 3 and BASE_LR in lrs["erm"]                           # draw 0: the base lr
+    assert all(0.01 <= v < 0.1 for v in lrs["erm"] if v != BASE_LR)
     assert lrs["erm"] == lrs["mwn"]                      # one train stream: draw k is the same for every method
     assert [t.config.train.lr for t in expand_trials(load_sweep(path, [space]))] == [t.config.train.lr for t in trials]
     again = expand_trials(load_sweep(path, [space, "search.hparam_seed=5"]))
     assert sorted({t.config.train.lr for t in again if t.labels["method"] == "erm"}) != lrs["erm"]
     erm = [t for t in trials if t.labels["method"] == "erm"]
     assert len({t.labels["hparams_id"] for t in erm}) == 3           # the train draw is part of the draw's id
-    assert not any(t.reference_only for t in trials)                 # lrw_easy reuses ERM's draw k as reference
+    refs = [t for t in trials if t.reference_only]                   # lrw_easy reuses ERM's draw k as reference;
+    assert refs and {t.labels["method"] for t in refs} == {"erm_train_val"}   # the same-data reference is added
     assert {t.erm_id for t in trials if t.labels["method"] == "lrw_easy"} <= {t.trial_id for t in erm}
     assert run.main([str(path), "--dry-run", "--set", space]) == 0
     out = capsys.readouterr().out
     assert 'search space (digits, erm): train.lr ~ {"loguniform":[0.01,0.1]} (3 draws)' in out
-    assert f'"train.lr":{lrs["erm"][0]}'[:20] in out
+    drawn = next(v for v in lrs["erm"] if v != BASE_LR)
+    assert f'"train.lr":{drawn}'[:20] in out
 
 
 @pytest.mark.parametrize("override,expected", [
@@ -145,7 +154,8 @@ def test_train_space_from_the_command_line_validates_and_draws_reproducibly(tmp_
     ("train.lr={loguniformm: [0.01, 0.1]}", "train.lr: unknown search space 'loguniformm' (did you mean"),
     ("train.lr={choice: [0.1, -1]}", "train.lr: Input should be greater than 0 (got -1)"),
     ("train.epochs={uniform: [1, 3]}", "train.epochs: Input should be a valid integer"),
-    ("methods.erm.train.weight_decay={grid: []}", "methods.erm.train.weight_decay: {grid: [...]} needs a non-empty"),
+    ("methods.erm.train.weight_decay={grid: [0.1]}", "methods.erm.train.weight_decay: a training setting is searched "
+                                                     "for every method alike"),
     ("methods.erm.train=3", "methods.erm.train: a mapping of training settings"),
     ("train.device={choice: [cpu, cuda]}", "train.device: Input should be a valid string"),
 ])
@@ -159,16 +169,17 @@ def test_bad_train_spaces_stop_with_one_line_and_exit_2(override, expected, tmp_
     assert not (tmp_path / "r").exists()
 
 
-def test_per_method_train_space_is_in_the_plan(tmp_path):
-    d = with_(methods={"erm": {"train": {"lr": {"grid": [0.01, 0.2]}}}, "mwn": {"meta_lr": {"grid": [0.001, 0.01]}}})
+def test_method_spaces_are_in_the_plan_and_train_spaces_common(tmp_path):
+    d = with_(train={"epochs": 1, "lr": {"grid": [0.01, 0.2]}},
+              methods={"erm": {}, "mwn": {"meta_lr": {"grid": [0.001, 0.01]}}})
     trials = expand_trials(load_sweep(write(tmp_path, d)))
     erm = [t for t in trials if t.labels["method"] == "erm"]
     assert sorted(t.config.train.lr for t in erm) == [0.01, 0.2]
-    assert {t.config.train.lr for t in trials if t.labels["method"] == "mwn"} == {BASE_LR}
+    assert sorted({t.config.train.lr for t in trials if t.labels["method"] == "mwn"}) == [0.01, 0.2]
     rec = erm[0].record()
     assert rec["search_space"] == {"train.lr": {"grid": [0.01, 0.2]}} and rec["reference_only"] is False
     assert [t for t in trials if t.labels["method"] == "mwn"][0].record()["search_space"] == \
-        {"meta_lr": {"grid": [0.001, 0.01]}}
+        {"meta_lr": {"grid": [0.001, 0.01]}, "train.lr": {"grid": [0.01, 0.2]}}
 
 
 BASE_LR = TrainConfig().lr

@@ -148,17 +148,22 @@ def test_expansion_counts_grid_and_draws_independent_of_seeds(tmp_path):
     spaces = {"meta_lr": {"loguniform": [1e-4, 1e-2]}, "hidden": {"grid": [10, 20, 30]}}
     d = with_(methods={"mwn": spaces}, seeds=[0, 1], search={"num_samples": 2, "hparam_seed": 7},
               regimes=[{"kind": "clean"}, {"kind": "symmetric", "rate": 0.4}])
-    trials = expand_trials(load_sweep(write(tmp_path, d)))
+    plan = expand_trials(load_sweep(write(tmp_path, d)))
+    trials = [t for t in plan if t.labels["method"] == "mwn"]
     assert len(trials) == 2 * 3 * 2 * 2            # regimes x grid x draws x seeds
+    refs = [t for t in plan if t.labels["method"] != "mwn"]   # its same-data reference, once per regime x seed
+    assert len(refs) == 2 * 2 and all(t.reference_only and t.labels["method"] == "erm_train_val" for t in refs)
     by_seed = {s: sorted((t.config.method.hparams["meta_lr"], t.config.method.hparams["hidden"])
                          for t in trials if t.labels["seed"] == s) for s in (0, 1)}
     assert by_seed[0] == by_seed[1]                 # every configuration on every seed
     lrs = {t.config.method.hparams["meta_lr"] for t in trials}
-    assert len(lrs) == 2 and all(1e-4 <= v < 1e-2 for v in lrs)
+    assert len(lrs) == 2 and all(1e-4 <= v < 1e-2 for v in lrs) and 1e-3 in lrs   # draw 0: MWN's default
+    meta_lrs = lambda d: {t.config.method.hparams.get("meta_lr") for t in expand_trials(load_sweep(write(tmp_path, d)))
+                          if t.labels["method"] == "mwn"}   # noqa: E731
     d["seeds"] = [5]
-    assert {t.config.method.hparams["meta_lr"] for t in expand_trials(load_sweep(write(tmp_path, d)))} == lrs
+    assert meta_lrs(d) == lrs
     d["search"]["hparam_seed"] = 8
-    assert {t.config.method.hparams["meta_lr"] for t in expand_trials(load_sweep(write(tmp_path, d)))} != lrs
+    assert meta_lrs(d) != lrs
 
 
 def test_search_spaces_draw_within_bounds_and_types():
@@ -176,10 +181,12 @@ def test_train_twice_methods_get_their_erm_trial_once(tmp_path):
     d = with_(methods={"lrw_easy": {}, "lrw_hard": {}, "lrw_random": {}}, seeds=[0, 1])
     trials = expand_trials(load_sweep(write(tmp_path, d)))
     erm = [t for t in trials if t.labels["method"] == "erm"]
-    assert len(trials) == 8 and len(erm) == 2
+    pooled = [t for t in trials if t.labels["method"] == "erm_train_val"]   # their same-data reference
+    assert len(trials) == 10 and len(erm) == 2 and len(pooled) == 2
     assert {t.erm_id for t in trials} == {t.trial_id for t in erm}
+    assert {t.same_data_id for t in trials if t.labels["method"].startswith("lrw")} == {t.trial_id for t in pooled}
     kept = select(trials, parse_only(["method=lrw_easy", "seed=1"]))
-    assert sorted(t.labels["method"] for t in kept) == ["erm", "lrw_easy"]
+    assert sorted(t.labels["method"] for t in kept) == ["erm", "erm_train_val", "lrw_easy"]
     assert all(t.labels["seed"] == 1 for t in kept)
     with pytest.raises(ConfigError, match="--only method: mwn not in this sweep"):
         select(trials, parse_only(["method=mwn"]))
@@ -191,7 +198,9 @@ def test_dry_run_prints_plan_and_store_status(tmp_path, capsys, no_launch):
     path = write(tmp_path, with_(results_dir=str(tmp_path / "res"), seeds=[0, 1]))
     assert run.main([str(path), "--dry-run", "--only", "method=mwn"]) == 0
     out = capsys.readouterr().out
-    assert out.count(" mwn ") == 2 and " erm " not in out and "2 trials: 0 done" in out
+    assert out.count(" mwn ") == 2 and " erm " not in out and "4 trials: 0 done" in out
+    assert out.count(" erm_train_val ") == 2 and out.count("(reference)") == 2   # mwn's same-data reference
+    assert "sizes (digits, clean, seed 0): train " in out
     assert not (tmp_path / "res").exists()
 
 
@@ -200,8 +209,10 @@ def test_dry_run_of_every_shipped_sweep(path, capsys, no_launch, tmp_path):
     assert run.main([str(path), "--dry-run", "--results", str(tmp_path)]) == 0
     out = capsys.readouterr().out
     n = int(out.strip().splitlines()[-1].split(": ")[1].split()[0])
-    lines = [line for line in out.strip().splitlines() if not line.startswith("search space (")]
+    lines = [line for line in out.strip().splitlines() if not line.startswith(("search space (", "sizes ("))]
     assert n >= 12 and len(lines) == n + 2
+    sweep = load_sweep(path)
+    assert out.count("sizes (") == len(sweep.datasets) * len(sweep.regimes)   # realised sizes, or why unknown
 
 
 def test_shipped_quickstart_covers_every_registered_method():

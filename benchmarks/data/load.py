@@ -1,13 +1,12 @@
 """The one entry point that builds a task: dataset by name, validated options, then the label regime."""
 from __future__ import annotations
 
-import dataclasses
-
 from pydantic import Field
 
 import benchmarks.data.datasets  # noqa: F401  (registers the built-in datasets)
-from benchmarks.data.datasets.common import SELECTION_FRACTION, require_path, stratified_split
-from benchmarks.data.regimes import RegimeConfig, apply_regime
+from benchmarks.data.datasets.common import SELECTION_FRACTION, require_path
+from benchmarks.data.regimes import RegimeConfig
+from benchmarks.data.splits import carve_selection, label_task  # noqa: F401  (carve_selection: re-exported)
 from benchmarks.registry import DATASETS
 from molere.config import Strict, validate
 from molere.data import TaskData
@@ -39,33 +38,32 @@ def check_dataset(dataset: DatasetConfig) -> None:
                      getattr(ds, "how_to_get", "set dataset.root to the folder holding the data"))
 
 
-SELECTION_STREAM = 11   # RNG stream of the selection split (independent of the datasets' own splits)
+def val_shift(dataset: DatasetConfig) -> str | None:
+    """Why the dataset's validation split is not a random part of its labelled pool (None when it is): the
+    dataset object's `val_shift()` (WILDS OOD val, Clothing-1M's clean val, an ImageNet extra set)."""
+    return _shift(_dataset(dataset))
 
 
-def carve_selection(task: TaskData, fraction: float, split_seed: int = 0) -> TaskData:
-    """Hold `fraction` of every class of `task.train` out as `task.selection` (never trained on by any method).
+def has_val(dataset: DatasetConfig) -> bool:
+    """Whether the dataset gives a validation split (known before loading: its options or `has_val()`)."""
+    ds = _dataset(dataset)
+    if hasattr(ds, "has_val"):
+        return bool(ds.has_val())
+    return _shift(ds) is not None or getattr(getattr(ds, "options", None), "val_fraction", 0) > 0
 
-    Seeded by the dataset's split seed only, like its val split: the same examples for every trial seed,
-    method and draw. Carved before the label regime, which then treats it like val (noise: observed labels
-    corrupted, truth kept; long tail: train only)."""
-    if fraction <= 0 or len(task.train) == 0:
-        return task
-    rest, held = stratified_split(task.train.labels.numpy(), fraction, [split_seed, SELECTION_STREAM])
-    if len(held) == 0:
-        return task
-    selection = task.train.subset(held)
-    return dataclasses.replace(task, train=task.train.subset(rest), selection=selection,
-                               info=dict(task.info, selection_size=len(selection)))
+
+def _shift(ds) -> str | None:
+    return ds.val_shift() if hasattr(ds, "val_shift") else None
 
 
 def load_task(dataset: DatasetConfig, regime: RegimeConfig, seed: int, data_config: dict | None = None) -> TaskData:
-    """Load `dataset` for trial `seed`, carve the model-selection split (`selection_fraction`) out of its
-    training split, then apply the label regime (seeded by the same trial seed); `data_config` (a pretrained
-    model's timm data config) sets the image transforms of image datasets."""
+    """Load `dataset` for trial `seed` and label it (`benchmarks.data.splits.label_task`: the regime, seeded by the
+    trial seed, over the labelled pool or the training split, then the selection and val splits); `data_config`
+    (a pretrained model's timm data config) sets the image transforms of image datasets."""
     ds = _dataset(dataset)
     if data_config is not None and hasattr(ds, "transforms"):
         ds.data_config = data_config
     opts = getattr(ds, "options", None)
-    task = carve_selection(ds.load(dataset.root, seed), getattr(opts, "selection_fraction", SELECTION_FRACTION),
-                           getattr(opts, "split_seed", 0))
-    return apply_regime(task, regime, seed)
+    return label_task(ds.load(dataset.root, seed), regime, seed,
+                      selection_fraction=getattr(opts, "selection_fraction", SELECTION_FRACTION),
+                      split_seed=getattr(opts, "split_seed", 0), val_shift=_shift(ds))

@@ -1,11 +1,12 @@
-"""Training-label regimes: clean labels, synthetic label noise (symmetric, pair, instance) or a long tail.
+"""Label regimes: clean labels, synthetic label noise (symmetric, pair, instance) or a long tail.
 
-A regime changes only the observed labels (noise) or the training examples kept (long tail); true
-labels and the test sets are never touched. Everything is drawn from the trial seed.
+A regime changes only the observed labels (noise) or the examples kept (long tail) of the labelled set it
+is given; true labels and the test sets are never touched. Everything is drawn from the trial seed.
+Which labelled set that is (the whole labelled pool before the validation split is drawn, or the
+training split only): `benchmarks.data.splits`.
 """
 from __future__ import annotations
 
-import dataclasses
 import math
 from typing import Literal
 
@@ -15,12 +16,11 @@ from pydantic import Field, ValidationInfo, field_validator
 from pydantic_core import PydanticCustomError
 
 from molere.config import Strict
-from molere.data import ExampleSet, TaskData
+from molere.data import ExampleSet
 
 NOISE_KINDS = ("symmetric", "pair", "instance")
 _STREAM = {"symmetric": 1, "pair": 2, "instance": 3, "longtail": 4}   # independent RNG streams per kind
-INSTANCE_STD = 0.1       # std of the per-example flip rate around `rate` (Xia et al. 2020)
-ID_FEATURES = 32         # size of the per-example random feature used for dataset-backed sets
+_PART = {"train": 0, "val": 1, "selection": 2, "pool": 3}               # which labelled set a draw is for
 
 
 def _bad(message: str):
@@ -28,11 +28,17 @@ def _bad(message: str):
 
 
 class RegimeConfig(Strict):
-    """Which labels the training split shows: `clean`, a noise kind with `rate`, or `longtail` with `imbalance`."""
+    """Which labels the training data shows: `clean`, a noise kind with `rate`, or `longtail` with `imbalance`;
+    `val` says whether the validation split is drawn after the regime (default) or kept as the dataset gives it."""
     kind: Literal["clean", "symmetric", "pair", "instance", "longtail"] = "clean"
     rate: float = Field(0.0, validate_default=True, description="label-noise rate in [0, 1) (noise kinds)")
     imbalance: float = Field(1.0, validate_default=True,
                              description="largest / smallest class size >= 1 (longtail)")
+    val: Literal["pool", "kept"] = Field(
+        "pool", description="pool: the regime applies to the whole labelled pool before the validation split is "
+                            "drawn, so val follows the training distribution (the paper's δ-split of S); kept: the "
+                            "dataset's val split stays as the dataset gives it (e.g. clean and class-balanced): a "
+                            "different distribution, so the planner adds erm_train_val (docs/model_selection.md)")
 
     @field_validator("rate")
     @classmethod
@@ -57,8 +63,8 @@ class RegimeConfig(Strict):
         return imbalance
 
 
-def _rng(seed: int, kind: str, split: str) -> np.random.Generator:
-    return np.random.default_rng([seed, _STREAM[kind], {"train": 0, "val": 1, "selection": 2}[split]])
+def regime_rng(seed: int, kind: str, part: str) -> np.random.Generator:
+    return np.random.default_rng([seed, _STREAM[kind], _PART[part]])
 
 
 def _flip_symmetric(y: np.ndarray, rate: float, C: int, rng: np.random.Generator) -> np.ndarray:
@@ -70,50 +76,16 @@ def _flip_pair(y: np.ndarray, rate: float, C: int, rng: np.random.Generator) -> 
     return np.where(rng.random(len(y)) < rate, (y + 1) % C, y)
 
 
-def _features(examples: ExampleSet, seed: int) -> np.ndarray:
-    """Flattened inputs, or for dataset-backed sets a seeded random Fourier feature of each global id."""
-    if examples.in_memory:
-        return examples.x.reshape(len(examples), -1).float().numpy()
-    rng = np.random.default_rng([seed, _STREAM["instance"], 99])
-    freq, phase = rng.normal(size=ID_FEATURES), rng.uniform(0, 2 * np.pi, size=ID_FEATURES)
-    return np.cos(examples.ids.double().numpy()[:, None] * freq + phase).astype(np.float32)
-
-
-def _flip_instance(examples: ExampleSet, y: np.ndarray, rate: float, C: int, rng: np.random.Generator,
-                   seed: int) -> np.ndarray:
-    """Instance-dependent noise after Xia et al. (NeurIPS 2020, "Part-dependent label noise").
-
-    Example i flips with probability q_i ~ N(rate, 0.1^2) truncated to [0, 1]; a flipped label goes
-    to class k != y_i with probability softmax_k(x_i . W[y_i]), where W[c] (D x C) is a seeded
-    standard-normal projection of the flattened input (true class excluded). Sets without
-    in-memory inputs use the per-example random feature of `_features` instead of x.
-    """
-    from scipy.stats import truncnorm
-
-    feats = _features(examples, seed)
-    a, b = (0 - rate) / INSTANCE_STD, (1 - rate) / INSTANCE_STD
-    q = truncnorm.rvs(a, b, loc=rate, scale=INSTANCE_STD, size=len(y), random_state=rng)
-    proj = rng.standard_normal((C, feats.shape[1], C)).astype(feats.dtype)
-    logits = np.empty((len(y), C))
-    for c in range(C):
-        logits[y == c] = feats[y == c] @ proj[c]
-    logits[np.arange(len(y)), y] = -np.inf
-    p = np.exp(logits - logits.max(1, keepdims=True))
-    p /= p.sum(1, keepdims=True)
-    target = (p.cumsum(1) < rng.random((len(y), 1))).sum(1).clip(max=C - 1)
-    target = np.where(target == y, (y + 1) % C, target)   # only reachable through rounding at the edge
-    return np.where(rng.random(len(y)) < q, target, y)
-
-
-def _noisy(examples: ExampleSet, regime: RegimeConfig, C: int, seed: int, split: str) -> ExampleSet:
-    rng = _rng(seed, regime.kind, split)
+def _noisy(examples: ExampleSet, regime: RegimeConfig, C: int, seed: int, part: str) -> ExampleSet:
+    rng = regime_rng(seed, regime.kind, part)
     y = examples.labels.numpy().copy()
     if regime.kind == "symmetric":
         noisy = _flip_symmetric(y, regime.rate, C, rng)
     elif regime.kind == "pair":
         noisy = _flip_pair(y, regime.rate, C, rng)
     else:
-        noisy = _flip_instance(examples, y, regime.rate, C, rng, seed)
+        from benchmarks.data.instance_noise import flip_instance
+        noisy = flip_instance(examples, regime.rate, C, seed, rng)
     return examples.with_labels(torch.as_tensor(noisy))
 
 
@@ -126,38 +98,19 @@ def longtail_counts(counts, imbalance: float) -> list[int]:
             for c, n in enumerate(counts)]
 
 
-def _longtail(examples: ExampleSet, imbalance: float, C: int, seed: int) -> ExampleSet:
-    rng = _rng(seed, "longtail", "train")
+def _longtail(examples: ExampleSet, imbalance: float, C: int, seed: int, part: str) -> ExampleSet:
+    rng = regime_rng(seed, "longtail", part)
     y = examples.labels.numpy()
     keep_n = longtail_counts(np.bincount(y, minlength=C), imbalance)
     keep = [rng.choice(np.flatnonzero(y == c), size=k, replace=False) for c, k in enumerate(keep_n) if k > 0]
     return examples.subset(np.sort(np.concatenate(keep)))
 
 
-def apply_regime(task: TaskData, regime: RegimeConfig, seed: int) -> TaskData:
-    """The task with its regime applied (a new TaskData; `task` itself is not modified).
-
-    Noise kinds corrupt the observed labels of train, val and the selection split (test stays clean);
-    `longtail` subsamples the training split only. `task.info` gains the regime, the realised train noise rate, the
-    per-class train counts and, for `longtail`, the realised imbalance ratio.
-    """
-    C = task.num_classes
-    train, val, selection = task.train, task.val, task.selection
+def regime_on(examples: ExampleSet, regime: RegimeConfig, C: int, seed: int, part: str = "train") -> ExampleSet:
+    """`examples` under the regime: noisy observed labels (truth kept) or the long-tailed subset; `part`
+    names the labelled set (its own RNG stream)."""
     if regime.kind in NOISE_KINDS:
-        train = _noisy(train, regime, C, seed, "train")
-        val = None if val is None else _noisy(val, regime, C, seed, "val")
-        selection = None if selection is None else _noisy(selection, regime, C, seed, "selection")
-    elif regime.kind == "longtail":
-        train = _longtail(train, regime.imbalance, C, seed)
-    counts = train.class_counts(C)
-    info = dict(task.info, regime=regime.model_dump(),
-                train_noise_rate=float((train.labels != train.true_labels).float().mean()) if len(train) else 0.0,
-                train_class_counts=counts.tolist())
-    if val is not None and len(val):
-        info["val_noise_rate"] = float((val.labels != val.true_labels).float().mean())
-    if selection is not None and len(selection):
-        info["selection_noise_rate"] = float((selection.labels != selection.true_labels).float().mean())
+        return _noisy(examples, regime, C, seed, part)
     if regime.kind == "longtail":
-        present = counts[counts > 0]
-        info["imbalance_ratio"] = float(present.max() / present.min())
-    return dataclasses.replace(task, train=train, val=val, selection=selection, info=info)
+        return _longtail(examples, regime.imbalance, C, seed, part)
+    return examples

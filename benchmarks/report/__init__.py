@@ -13,6 +13,7 @@ from pathlib import Path
 import pandas as pd
 
 from . import figures as F
+from . import like_for_like as L
 from . import selection as S
 from .collect import acc_columns, collect, ood_datasets, trials_csv
 from .html import sweep_text, versions_of, write_index
@@ -87,6 +88,9 @@ def build_report(sweep_dir, out_dir=None, wandb_settings: dict | None = None, se
     order = ordering(sel) if len(sel) else pd.DataFrame()
     meta = meta_effect(sel) if len(sel) else pd.DataFrame()
     tables = build_tables(cell_frame, order, meta, selection_note=rule) + diagnostic_tables(sel, sweep_dir)
+    sizes, like = L.tables(sel, df, sweep_dir) if len(df) else ([], [])
+    notes[:0] = sizes
+    tables[1:1] = like
     if len(df):
         tables.append(S.selection_table(df, selection_epoch))
     written = {t.name: t.write(tab_dir) for t in tables}

@@ -1,8 +1,7 @@
 """Report tables on what the reweighting and the split selection actually did (from each trial's result):
 
-- `reweighting`: "does the reweighting do anything?" — weight spread, rank correlations, weight mass on
-  mislabelled examples and the meta-network's displacement (`molere.diagnostics`), with a flag for
-  effectively constant weights;
+- `reweighting`: "does the reweighting do anything?" — one verdict per method from what φ learned (learned /
+  moved but constant / untrained), with the numbers behind it (`molere.diagnostics`);
 - `validation_sets`: the train-twice validation sets' share of official-val, ERM-misclassified and
   mislabelled examples against the pool's base rates, under each ranking at hand;
 - `molere_splits`: MOLERE's splits — hardness under the classifier that trains on them, class balance
@@ -16,7 +15,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from molere.diagnostics import CONSTANT_REL_STD, UNTRAINED_DISPLACEMENT
+from scipy import stats
+
+from molere.diagnostics import CONSTANT_REL_STD, LEARNED_CHANGE, SAME_RANKING, VERDICTS
 
 from benchmarks.trial.store import RunDir
 from .tables import Table, num
@@ -46,34 +47,61 @@ def _cells(df: pd.DataFrame, results: dict, pick):
             yield dataset, regime, variant, got
 
 
+def _verdicts(diags: list[dict]) -> str:
+    """'learned (3/3 seeds)' or 'untrained 2/3, learned 1/3' (older trials without one: n/a)."""
+    got = [d["verdict"] for d in diags if d.get("verdict")]
+    if not got:
+        return "n/a (no initial weights recorded)"
+    counts = {v: got.count(v) for v in VERDICTS if got.count(v)}
+    if len(counts) == 1:
+        return f"{got[0]} ({len(got)}/{len(diags)} seeds)"
+    return ", ".join(f"{v} {n}/{len(diags)}" for v, n in counts.items())
+
+
+def _ratio(diags: list[dict]) -> str:
+    """Mislabelled / clean mean weight with a 95% t-interval over seeds, only for label-dependent weights."""
+    if not any(d.get("label_dependent", True) for d in diags):
+        return "n/a (φ cannot see the label)"
+    v = np.array([d["noisy_over_clean_weight"] for d in diags if d.get("noisy_over_clean_weight") is not None])
+    if not len(v):
+        return "n/a (no label noise)"
+    mass = _mean(d.get("noisy_weight_mass") for d in diags)
+    if len(v) < 2:
+        return f"{num(v.mean())} ({num(100 * mass, 1)}% of mass; n=1)"
+    half = stats.t.ppf(0.975, len(v) - 1) * v.std(ddof=1) / np.sqrt(len(v))
+    ci = f"[{num(v.mean() - half)}, {num(v.mean() + half)}]"
+    return f"{num(v.mean())} {ci} ({num(100 * mass, 1)}% of mass; n={len(v)})"
+
+
 def reweighting_table(df: pd.DataFrame, results: dict) -> Table | None:
     rows = []
     for dataset, regime, variant, diags in _cells(df, results, lambda r: r.get("reweighting")):
         m = lambda k: _mean(d.get(k) for d in diags)   # noqa: E731
-        const = sum(bool(d.get("constant")) for d in diags)
-        still = sum(d.get("meta_displacement", np.inf) < UNTRAINED_DISPLACEMENT for d in diags)
-        noisy = "n/a (no label noise)" if np.isnan(m("noisy_fraction")) else \
-            f"{num(m('noisy_over_clean_weight'))} ({num(100 * m('noisy_weight_mass'), 1)}% of mass, " \
-            f"{num(100 * m('noisy_fraction'), 1)}% of examples)"
         rows.append({"dataset": dataset, "regime": regime, "method": variant, "seeds": str(len(diags)),
-                     "weight rel. std": num(m("weight_rel_std"), 3), "ESS": num(m("weight_ess"), 3),
+                     "verdict": _verdicts(diags), "ρ(w₀, w_T)": num(m("spearman_init_final"), 3),
+                     "change d / scale r": f"{num(m('weight_change'), 3)} / "
+                                           f"{num(m('weight_scale_change'), 3, sign=True)}",
+                     "rel. std initial → final": f"{num(m('initial_rel_std'), 3)} → {num(m('weight_rel_std'), 3)}",
+                     "ESS": num(m("weight_ess"), 3),
                      "min / max (mean 1)": f"{num(m('weight_min'))} / {num(m('weight_max'))}",
                      "raw mean": num(m("weight_raw_mean"), 3),
                      "ρ(w, loss)": num(m("spearman_loss")), "ρ(w, ERM margin)": num(m("spearman_erm_margin")),
-                     "noisy / clean weight": noisy, "φ displacement": f"{m('meta_displacement'):.2e}",
-                     "effectively constant": f"{'yes' if const else 'no'} ({const}/{len(diags)} seeds)",
-                     "φ untrained": f"{'yes' if still else 'no'} ({still}/{len(diags)} seeds)"})
+                     "mislabelled / clean weight [95% CI]": _ratio(diags),
+                     "φ displacement": f"{m('meta_displacement'):.2e}"})
     if not rows:
         return None
-    return Table("reweighting", "Does the reweighting do anything?",
-                 "Weights of the final weight network on the training split, rescaled to mean 1 over it: relative "
-                 "std, effective sample size fraction (Σw)²/(nΣw²), min/max; raw mean = their scale before "
-                 "rescaling; Spearman ρ with the final loss and with the ERM margin (n/a without an ERM reference); "
-                 "mean weight of mislabelled over clean examples; φ displacement = ‖φ_T − φ_0‖/‖φ_0‖. Means over "
-                 f"seeds. 'Effectively constant': relative std < {CONSTANT_REL_STD} — the weighted gradient then "
-                 "differs from ERM's by under 5% of one example's gradient, below ERM's own minibatch noise "
-                 f"(molere.diagnostics). 'φ untrained': displacement < {UNTRAINED_DISPLACEMENT:g} — φ still computes its "
-                 "initial function, so any spread is the random initialisation's, not learned.", pd.DataFrame(rows))
+    return Table("reweighting", "Does the reweighting do anything? One verdict per method, from what φ learned",
+                 "The training split weighted by the initial φ₀ and the final φ_T (final classifier): Spearman "
+                 "ρ(w₀, w_T), the change d = RMS of the difference of the mean-1 weights and the change of scale "
+                 f"r = mean(w_T)/mean(w₀) − 1. Verdict per seed: 'untrained' when d and |r| < {LEARNED_CHANGE} and "
+                 f"ρ ≥ {SAME_RANKING} (φ still computes its random initial function, whatever its spread); else "
+                 "'moved but constant' when the final relative std is below "
+                 f"{CONSTANT_REL_STD} (uniform weights: ERM); else 'learned'. Both 0.05 bounds: below them the "
+                 "weighted gradient differs by under 5% of one example's gradient, less than ERM's minibatch noise "
+                 "(molere.diagnostics). ESS = (Σw)²/(nΣw²); Spearman ρ with the final loss and the ERM margin (n/a "
+                 "without an ERM reference); mislabelled / clean mean weight only where the weight can depend on "
+                 "the label (e.g. MWN's φ(loss), not LRW's φ(x)), with a 95% t-interval over seeds; φ displacement "
+                 "= ‖φ_T − φ_0‖/‖φ_0‖. Means over seeds.", pd.DataFrame(rows))
 
 
 def validation_set_table(df: pd.DataFrame, results: dict) -> Table | None:
@@ -122,6 +150,8 @@ def molere_split_table(df: pd.DataFrame, results: dict) -> Table | None:
         rows.append({"dataset": dataset, "regime": regime, "method": variant, "seeds": str(len(sums)),
                      "first split misclassified (%)": f"{num(100 * m('split/val_misclassified'), 1)} "
                                                       f"(pool {num(100 * m('split/pool_misclassified'), 1)})",
+                     "… by ERM out-of-fold (%)": f"{num(100 * m('split/val_erm_oof_misclassified'), 1)} "
+                                                 f"(pool {num(100 * m('split/pool_erm_oof_misclassified'), 1)})",
                      "first split margin": f"{num(m('split/val_margin'), 3)} (pool {num(m('split/pool_margin'), 3)})",
                      "first split mislabelled (%)": f"{num(100 * m('split/val_noisy'), 1)} "
                                                     f"(pool {num(100 * m('split/pool_noisy'), 1)})",
@@ -133,7 +163,9 @@ def molere_split_table(df: pd.DataFrame, results: dict) -> Table | None:
         return None
     return Table("molere_splits", "MOLERE's splits: hardness, balance, overlap",
                  "First post-warm-up split scored by the classifier that then trains on it (pool = a random split's "
-                 "expectation); class TV distance to the pool's class shares of the materialised split and of one "
+                 "expectation) and, independently, by the ERM reference's out-of-fold margins (every pool example "
+                 "scored by an ERM that never trained on it; n/a without the stored ERM run); class TV distance to "
+                 "the pool's class shares of the materialised split and of one "
                  "ranking over the pool; overlap = |V_t ∩ V_t−1| / |V_t|. Means over seeds.", pd.DataFrame(rows))
 
 

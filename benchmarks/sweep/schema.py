@@ -13,21 +13,23 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, field_validator
 
-from molere.config import ConfigError, Strict, TrainConfig, one_line, validate
+from molere.config import ConfigError, Strict, TrainConfig, validate
 from molere.reference import ReferenceNeeds
 from molere.registry import UnknownNameError
 
 from benchmarks import catalog
 from benchmarks.sweep import safe_yaml
 from benchmarks.trial.config import MethodConfig, ModelConfig, TrialConfig, erm_reference_config, resolve, trial_id
-from benchmarks.data.load import DatasetConfig, check_dataset
+from benchmarks.data.load import DatasetConfig, check_dataset, has_val
 from benchmarks.data.datasets.common import DataMissingError
 from benchmarks.data.regimes import RegimeConfig
 from benchmarks.sweep.per_dataset import model_entry, model_of, models_of
 from benchmarks.sweep.safe_yaml import excerpt
-from benchmarks.sweep.search_space import TRAIN_PREFIX, expand, searchable, spaces_of
+from benchmarks.sweep.draws import Draw, method_draws, search_space  # noqa: F401  (Draw: re-exported)
+from benchmarks.sweep.same_data import learns_from_val, pooled_reference_config
+from benchmarks.sweep.search_space import searchable
 
 
 # ---- schema -------------------------------------------------------------------------------------
@@ -49,8 +51,9 @@ class SweepDataset(Strict):
 
 
 class SearchConfig(Strict):
-    hparam_seed: int = Field(0, ge=0, description="seed of the random hyperparameter draws (not a trial seed)")
-    num_samples: int = Field(1, gt=0, description="random draws per method (grids are crossed with them)")
+    hparam_seed: int = Field(0, ge=0, description="seed of the quasi-random hyperparameter draws (not a trial seed)")
+    num_samples: int = Field(1, gt=0, description="draws per method, draw 0 = the base configuration (grids are "
+                                                  "crossed with them; docs/model_selection.md)")
 
 
 class Resources(Strict):
@@ -205,72 +208,6 @@ def reference_needs(cfg: TrialConfig) -> ReferenceNeeds:
     return cls.reference_needs(cls.Hparams.model_validate(cfg.method.hparams))
 
 
-@dataclass
-class Draw:
-    """One concrete configuration of a method: its hyperparameters and training settings."""
-    hparams: dict
-    train: TrainConfig
-    searched: dict      # the drawn values of the searched training settings (field -> value)
-
-
-def _method_entry(sweep: Sweep, name: str, ds: SweepDataset | None = None) -> tuple[dict, dict]:
-    """(hyperparameters, own training settings) of `methods.<name>` (with dataset `ds`'s own hyperparameters)."""
-    raw = {**(sweep.methods[name] or {}), **((ds.hparams.get(name) or {}) if ds is not None else {})}
-    own = raw.pop("train", None) or {}
-    if not isinstance(own, dict):
-        raise ConfigError(f"methods.{name}.train: a mapping of training settings or search spaces (got {own!r})")
-    return raw, own
-
-
-def _train_values(sweep: Sweep, ds: SweepDataset, name: str) -> tuple[dict, dict]:
-    """Training settings of (dataset, method) merged sweep < dataset < method, and where each came from."""
-    values, source = {}, {}
-    for label, block in (("train", sweep.train.model_dump(mode="json")), (f"datasets.{ds.name}.train", ds.train),
-                         (f"methods.{name}.train", _method_entry(sweep, name)[1])):
-        values.update(block)
-        source.update(dict.fromkeys(block, label))
-    return values, source
-
-
-def search_space(sweep: Sweep, name: str, ds: SweepDataset) -> dict:
-    """The search spaces of one method on one dataset: hyperparameters by name, training settings as train.<field>."""
-    values, _ = _train_values(sweep, ds, name)
-    return {**spaces_of(_method_entry(sweep, name, ds)[0]),
-            **{TRAIN_PREFIX + k: v for k, v in spaces_of(values).items()}}
-
-
-def _check_train(values: dict, source: dict) -> TrainConfig:
-    try:
-        return TrainConfig.model_validate(values)
-    except ValidationError as exc:
-        loc = exc.errors()[0]["loc"]
-        raise ConfigError(one_line(exc, TrainConfig, source.get(str(loc[0]) if loc else "", "train"))) from None
-
-
-def method_draws(sweep: Sweep, name: str, ds: SweepDataset) -> list[Draw]:
-    """Every draw of method `name` on dataset `ds`: its hyperparameter and training-setting spaces expanded."""
-    try:
-        cls = catalog.METHODS.get(name)
-    except UnknownNameError as exc:
-        raise ConfigError(f"methods.{name}: {exc}") from None
-    hp, _ = _method_entry(sweep, name, ds)
-    values, source = _train_values(sweep, ds, name)
-    flat = {**hp, **{TRAIN_PREFIX + k: v for k, v in values.items()}}
-    searched = [k for k, v in values.items() if isinstance(v, dict)]
-
-    def where(key: str) -> str:
-        field_ = key[len(TRAIN_PREFIX):]
-        return f"{source[field_]}.{field_}" if key.startswith(TRAIN_PREFIX) else f"methods.{name}.{key}"
-
-    out = []
-    for d in expand(flat, method=name, hparam_seed=sweep.search.hparam_seed, num_samples=sweep.search.num_samples,
-                    where=where):
-        train = _check_train({k[len(TRAIN_PREFIX):]: v for k, v in d.items() if k.startswith(TRAIN_PREFIX)}, source)
-        hparams = validate(cls.Hparams, {k: v for k, v in d.items() if not k.startswith(TRAIN_PREFIX)}, f"methods.{name}")
-        out.append(Draw(hparams.model_dump(mode="json"), train, {k: getattr(train, k) for k in searched}))
-    return out
-
-
 def _check_names(sweep: Sweep) -> None:
     for ds in sweep.datasets:
         try:
@@ -358,6 +295,7 @@ class PlannedTrial:
     searched: dict = field(default_factory=dict)        # drawn values of searched training settings
     search_space: dict = field(default_factory=dict)    # the method's search spaces (see search_space())
     reference_only: bool = False                        # an ERM run added only because a method needs it
+    same_data_id: str | None = None     # erm_train_val of the same key, when the method learns from val
 
     @property
     def needs_reference(self) -> bool:
@@ -369,6 +307,7 @@ class PlannedTrial:
                 "needs_reference": self.needs_reference, "reference_needs": self.needs.to_dict(),
                 "config": self.config.model_dump(mode="json"),
                 "search_space": self.search_space, "reference_only": self.reference_only,
+                "same_data_trial_id": self.same_data_id,
                 "method_card": catalog.METHODS.get(self.labels["method"]).card.to_dict()}   # the report reads it
 
 
@@ -382,8 +321,10 @@ def _planned(cfg: TrialConfig, searched: dict | None = None, space: dict | None 
     hp = {**cfg.method.hparams, "train": searched} if searched else cfg.method.hparams
     labels = {"dataset": cfg.dataset.name, "regime": regime_label(cfg.regime), "method": cfg.method.name,
               "seed": cfg.seed, "hparams_id": hparams_id(hp)}
+    pooled = learns_from_val(cfg.method.name, cfg.method.hparams) and has_val(cfg.dataset)
     return PlannedTrial(trial_id(cfg), labels, cfg, trial_id(erm_reference_config(cfg)),
-                        reference_needs(cfg), searched=dict(searched or {}), search_space=space or {})
+                        reference_needs(cfg), searched=dict(searched or {}), search_space=space or {},
+                        same_data_id=trial_id(resolve(pooled_reference_config(cfg))) if pooled else None)
 
 
 def expand_trials(sweep: Sweep) -> list[PlannedTrial]:
@@ -405,15 +346,19 @@ def expand_trials(sweep: Sweep) -> list[PlannedTrial]:
 
 
 def with_references(trials: list[PlannedTrial]) -> list[PlannedTrial]:
-    """Add the ERM trial of every key whose reference trial a planned method needs, when it is not there yet."""
+    """Add the ERM trial of every key whose reference trial a planned method needs, and the same-data
+    reference (erm_train_val, benchmarks.sweep.same_data) of every method that learns from val, when absent."""
     ids = {t.trial_id for t in trials}
     out = list(trials)
     for t in trials:
-        if t.needs_reference and t.erm_id not in ids:
-            erm = _planned(erm_reference_config(t.config), t.searched)
-            erm.reference_only = True    # not an ERM draw of the search: never a selection candidate
-            ids.add(erm.trial_id)
-            out.append(erm)
+        for wanted, make in ((t.needs_reference and t.erm_id, erm_reference_config),
+                             (t.same_data_id, pooled_reference_config)):
+            if wanted and wanted not in ids:
+                ref = _planned(make(t.config), t.searched,   # the training settings it was drawn at
+                               {k: v for k, v in t.search_space.items() if k.startswith("train.")})
+                ref.reference_only = True    # not a draw of the search: never a selection candidate
+                ids.add(ref.trial_id)
+                out.append(ref)
     return out
 
 
@@ -431,7 +376,7 @@ def parse_only(items: list[str]) -> dict[str, set[str]]:
 
 
 def select(trials: list[PlannedTrial], only: dict[str, set[str]]) -> list[PlannedTrial]:
-    """The trials matching every `--only` filter, plus the ERM trials they need."""
+    """The trials matching every `--only` filter, plus the ERM and same-data reference trials they need."""
     for key, values in only.items():
         known = {str(t.labels[key]) for t in trials}
         unknown = sorted(values - known)
@@ -441,7 +386,8 @@ def select(trials: list[PlannedTrial], only: dict[str, set[str]]) -> list[Planne
     by_id = {t.trial_id: t for t in trials}
     ids = {t.trial_id for t in keep}
     for t in list(keep):
-        if t.needs_reference and t.erm_id not in ids and t.erm_id in by_id:
-            keep.append(by_id[t.erm_id])
-            ids.add(t.erm_id)
+        for wanted in (t.erm_id if t.needs_reference else None, t.same_data_id):
+            if wanted and wanted not in ids and wanted in by_id:
+                keep.append(by_id[wanted])
+                ids.add(wanted)
     return keep

@@ -1,28 +1,34 @@
-"""Hyperparameter search spaces in plain YAML, mapped to Ray Tune's domains and drawn by us.
+"""Hyperparameter search spaces in plain YAML, drawn quasi-randomly (scipy.stats.qmc) by us.
 
 A hyperparameter value that is a one-key mapping with one of these keys is a search space:
 
   {grid: [a, b, ...]}        every listed value (a cartesian product with the other grid keys)
-  {choice: [a, b, ...]}      one of the values, drawn uniformly
+  {choice: [a, b, ...]}      one of the values
   {uniform: [lo, hi]}        a float in [lo, hi)
   {loguniform: [lo, hi]}     a float in [lo, hi) with a uniform logarithm (0 < lo < hi)
   {randint: [lo, hi]}        an integer in [lo, hi) - the upper bound is excluded, as in Ray Tune
 
-Random draws come from the sweep's `search.hparam_seed` (and the method name), never from the trial
-seed, so every drawn configuration is evaluated on every seed. Spaces of training settings (keys
-`train.<field>`) draw from one stream of their own, shared by all methods: with the same space, draw k
-of every method gets the same training settings (so train-twice methods reuse ERM's draw k).
+`num_samples` draws per method (crossed with the grid): draw 0 is the base configuration (the method's
+default hyperparameters and the training settings the sweep would use without the spaces), draws 1.. are
+the points of a scrambled Halton sequence over the unit cube of the random spaces, mapped to each space.
+The sequence is seeded by the sweep's name, `search.hparam_seed`, the stream and the spaces themselves,
+never by a trial seed: every draw runs on every seed, and unrelated spaces never draw the same quantiles.
+Training settings (`train.<field>`) are one stream shared by every method (common draws: draw k of every
+method has the same training settings, so train-twice methods reuse ERM's draw k); a method's own
+hyperparameters are a stream of that method, searched within the same number of draws.
 """
 from __future__ import annotations
 
 import difflib
 import hashlib
 import itertools
+import json
 import math
 from typing import Annotated, Any, Callable
 
 import numpy as np
 from pydantic import BaseModel, WrapSerializer, WrapValidator, create_model
+from scipy.stats import qmc
 
 from molere.config import ConfigError
 
@@ -58,31 +64,39 @@ def check_space(space: dict, where: str) -> None:
         raise ConfigError(f"{where}: {{randint: [lo, hi]}} needs integers (got {arg!r})")
 
 
-def tune_domain(kind: str, arg):
-    """Ray Tune's search-space object for one of our YAML search spaces (its samplers, seeded by us)."""
-    from ray import tune   # the search-space API only, not the executor (benchmarks.sweep.scheduler)
-    if kind == "grid":
-        return tune.grid_search(list(arg))
+def from_unit(kind: str, arg, u: float):
+    """The value of search space {kind: arg} at quantile u in [0, 1)."""
     if kind == "choice":
-        return tune.choice(list(arg))
-    return {"uniform": tune.uniform, "loguniform": tune.loguniform, "randint": tune.randint}[kind](*arg)
+        return arg[min(int(u * len(arg)), len(arg) - 1)]
+    lo, hi = arg
+    if kind == "uniform":
+        return float(lo + u * (hi - lo))
+    if kind == "loguniform":
+        return float(math.exp(math.log(lo) + u * (math.log(hi) - math.log(lo))))
+    return int(min(lo + math.floor(u * (hi - lo)), hi - 1))   # randint
 
 
-def _rng(hparam_seed: int, method: str) -> np.random.RandomState:
-    digest = hashlib.sha256(f"{hparam_seed}:{method}".encode()).digest()
-    return np.random.RandomState(int.from_bytes(digest[:4], "little"))
+def stream_seed(sweep: str, hparam_seed: int, stream: str, spaces: dict) -> int:
+    """The seed of one quasi-random stream: the sweep, its hparam_seed, the stream's name and its spaces."""
+    blob = json.dumps([sweep, hparam_seed, stream, spaces], sort_keys=True, default=str)
+    return int.from_bytes(hashlib.sha256(blob.encode()).digest()[:8], "little")
 
 
-def _plain(value):
-    return value.item() if isinstance(value, np.generic) else value
+def quasi_random(spaces: dict, n: int, seed: int) -> list[dict]:
+    """`n` points of a scrambled Halton sequence over `spaces` (sorted keys = dimensions), mapped to values."""
+    if not spaces or n <= 0:
+        return [{} for _ in range(max(n, 0))]
+    keys = sorted(spaces)
+    units = qmc.Halton(d=len(keys), scramble=True, seed=np.random.default_rng(seed)).random(n)
+    return [{k: from_unit(*next(iter(spaces[k].items())), float(u)) for k, u in zip(keys, row)} for row in units]
 
 
 def expand(hparams: dict, *, method: str, hparam_seed: int, num_samples: int,
-           where: Callable[[str], str] | None = None) -> list[dict]:
-    """Every concrete hyperparameter dict of one method: grid product x `num_samples` random draws.
+           where: Callable[[str], str] | None = None, base: dict | None = None, sweep: str = "") -> list[dict]:
+    """Every concrete hyperparameter dict of one method: grid product x `num_samples` draws (module docstring).
 
-    Without random spaces the grid is expanded once (`num_samples` would only repeat it). `where(key)`
-    names a key in error messages (default `methods.<method>.<key>`)."""
+    `base` gives draw 0's value of every random key (None: every draw is quasi-random). Without random
+    spaces the grid is expanded once. `where(key)` names a key in error messages (default `methods.<method>.<key>`)."""
     where = where or (lambda key: f"methods.{method}.{key}")
     for key, value in hparams.items():
         if is_space(value):
@@ -94,19 +108,16 @@ def expand(hparams: dict, *, method: str, hparam_seed: int, num_samples: int,
                 raise ConfigError(f"{where(key)}: unknown search space {next(iter(value))!r} "
                                   f"({hint}one of {', '.join(KINDS)})")
     grid_keys = [k for k, v in hparams.items() if is_space(v) and "grid" in v]
-    rand_keys = sorted(k for k, v in hparams.items() if is_space(v) and next(iter(v)) in RANDOM)
+    rand = {k: v for k, v in hparams.items() if is_space(v) and next(iter(v)) in RANDOM}
     grid = list(itertools.product(*(hparams[k]["grid"] for k in grid_keys)))
-    rngs = {method: _rng(hparam_seed, method), TRAIN_STREAM: _rng(hparam_seed, TRAIN_STREAM)}
-    out = []
-    for _ in range(num_samples if rand_keys else 1):
-        draws = {}
-        for k in sorted(rand_keys, key=lambda k: k.startswith(TRAIN_PREFIX)):   # method keys first, sorted
-            (kind, arg), = hparams[k].items()
-            rng = rngs[TRAIN_STREAM if k.startswith(TRAIN_PREFIX) else method]
-            draws[k] = _plain(tune_domain(kind, arg).sample(random_state=rng))
-        for point in grid:
-            out.append({**hparams, **dict(zip(grid_keys, point)), **draws})
-    return out
+    n = num_samples if rand else 1
+    streams = [{k: v for k, v in rand.items() if k.startswith(TRAIN_PREFIX) == is_train}
+               for is_train in (True, False)]
+    start = 1 if base is not None and rand else 0
+    points = [quasi_random(sp, n - start, stream_seed(sweep, hparam_seed, TRAIN_STREAM if i == 0 else method, sp))
+              for i, sp in enumerate(streams)]
+    draws = ([{k: base[k] for k in rand}] if start else []) + [{**t, **m} for t, m in zip(*points)]
+    return [{**hparams, **dict(zip(grid_keys, point)), **d} for d in draws for point in grid]
 
 
 def _space_or_value(value, handler):

@@ -1,4 +1,5 @@
-"""One sweep trial inside a worker: thread count, W&B run, its log file and fault capture (no Ray imports here).
+"""One sweep trial inside a worker: W&B run, its log file and fault capture (no Ray imports here; threads:
+`benchmarks.trial.execute.trial_threads`).
 
 `run_one(spec)` never raises for a failing trial: the failure is written to the trial's directory
 (failed.json with reason and traceback) and returned, so one bad trial never stops the sweep. The trial
@@ -155,14 +156,11 @@ def run_logged(spec: dict, placement: dict | None = None) -> dict:
 
 
 def _run(spec: dict, run: RunDir, where: dict) -> dict:
-    import torch
-
     from benchmarks.trial.config import TrialConfig
     from benchmarks.trial.execute import run_trial
     from benchmarks.trial.reference import FOLD_JOB, run_fold_spec
     from benchmarks.trial.wandb_log import TrialLogger
 
-    torch.set_num_threads(max(1, int(spec["cpu"])))
     write_json(run.file("placement.json"), where)
     logger = TrialLogger(spec.get("wandb"), trial_id=spec["trial_id"], sweep=spec["sweep"],
                          labels=spec["labels"], config=spec["config"])

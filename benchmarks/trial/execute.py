@@ -29,6 +29,13 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def trial_threads(cpus: float | None) -> int:
+    """The one thread policy of every entry point (sweep worker, `benchmarks.train`, tests): a trial's torch
+    intra-op threads = its CPUs (`resources.cpu`, `--cpus`), 1 when not given (a sweep's default), so a trial
+    rerun alone computes what it computed in the sweep, bit for bit."""
+    return max(1, int(cpus)) if cpus else 1
+
+
 def resolve_device(device: str) -> str:
     """`auto` -> cuda when a GPU is visible, else cpu; the choice is logged (one line on stderr)."""
     if device != "auto":
@@ -107,9 +114,19 @@ def run_trial(cfg: TrialConfig, out_dir: str | os.PathLike, *, callbacks: tuple 
     """Train and evaluate one configuration; writes the run directory and returns the result dict.
 
     With `checkpoint`, the trainer's state is saved at every epoch end and every `checkpoint_steps`
-    steps / `checkpoint_minutes` minutes, and a rerun resumes from it (mid-epoch, bit for bit on CPU)."""
-    cfg = resolve(cfg)
-    run = RunDir(out_dir)
+    steps / `checkpoint_minutes` minutes, and a rerun resumes from it (mid-epoch, bit for bit on CPU). Runs with
+    `trial_threads(cpus)` torch threads (the caller's count is restored after)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(trial_threads(cpus))
+    try:
+        return _run_trial(resolve(cfg), RunDir(out_dir), callbacks, store_root, checkpoint, checkpoint_steps,
+                          checkpoint_minutes, cpus)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _run_trial(cfg: TrialConfig, run: RunDir, callbacks: tuple, store_root, checkpoint: bool,
+               checkpoint_steps: int | None, checkpoint_minutes: float | None, cpus: float | None) -> dict[str, Any]:
     tid = trial_id(cfg)
     resume = run.start({"trial_id": tid, "config": cfg.model_dump(mode="json"), "identity": identity(cfg),
                         "versions": versions()}, checkpoint=checkpoint)
@@ -143,7 +160,7 @@ def run_trial(cfg: TrialConfig, out_dir: str | os.PathLike, *, callbacks: tuple 
         diagnostics = trainer.reweighting_diagnostics(train_out) if isinstance(trainer, ReweightingTrainer) else None
         result = {"trial_id": tid, "status": "done", "metrics": {**final, **metrics},
                   "info": task.info, "method_info": trainer.info,
-                  "reweighting": diagnostics,
+                  "reweighting": diagnostics, "threads": torch.get_num_threads(),
                   "wall_time_s": time.perf_counter() - t0}
         if reference.used:
             result["reference"] = reference.used

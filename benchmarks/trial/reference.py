@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from molere.reference import ReferenceMargins, ReferencePredictions
 from molere.reference_runs import fold_margins, fold_trainer
@@ -79,7 +80,19 @@ def run_fold(cfg: TrialConfig, folds: int, fold: int, out_dir: str | os.PathLike
              checkpoint_steps: int | None = None, checkpoint_minutes: float | None = None,
              cpus: float | None = None) -> dict:
     """Train out-of-fold model `fold` of `folds` of the reference of `cfg`'s key into `out_dir` (resumed from
-    its checkpoint with `checkpoint`); its margins.npz holds the held-out fold's ids and margins."""
+    its checkpoint with `checkpoint`); its margins.npz holds the held-out fold's ids and margins. Runs with
+    `trial_threads(cpus)` torch threads, like every trial (the caller's count is restored after)."""
+    from benchmarks.trial.execute import trial_threads
+    threads = torch.get_num_threads()
+    torch.set_num_threads(trial_threads(cpus))
+    try:
+        return _run_fold(cfg, folds, fold, out_dir, checkpoint, checkpoint_steps, checkpoint_minutes, cpus)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _run_fold(cfg: TrialConfig, folds: int, fold: int, out_dir, checkpoint: bool, checkpoint_steps: int | None,
+              checkpoint_minutes: float | None, cpus: float | None) -> dict:
     from benchmarks.trial.execute import Checkpointer, StoreLog, prepare, versions
     cfg = resolve(erm_reference_config(cfg))
     ref_id = trial_id(cfg)

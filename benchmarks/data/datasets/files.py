@@ -152,6 +152,11 @@ class ImageNet(RootDataset):
                 raise ValueError(f"extra_tests names must not be {sorted(reserved)}")
             return self
 
+    def val_shift(self) -> str | None:
+        """An extra set as val (ImageNet-R / -A) is another distribution than train (None: val is from train)."""
+        o = self.options
+        return None if o.val_source is None else f"half of the extra test set {o.val_source!r} (another distribution)"
+
     def _fail(self, path: str, expected: str, root) -> None:
         raise DataMissingError(f"dataset {self.registered_name!r}: {path}: expected {expected}; "
                                f"{self.how.replace('ROOT', str(root))}")
@@ -268,6 +273,9 @@ class Clothing1M(RootDataset):
         augment: bool = True
         train_subset: int | None = Field(None, gt=0, description="use a fixed random subset of this size")
         split_seed: int = 0
+
+    def val_shift(self) -> str:
+        return "Clothing-1M's clean-labelled val split (another distribution than the noisy train)"
 
     def annotations(self, root: str) -> str:
         """The folder holding the five list files: ROOT/annotations/ or ROOT (DataMissingError naming the gap)."""

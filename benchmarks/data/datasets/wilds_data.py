@@ -67,6 +67,10 @@ class _Wilds(RootDataset):
         augment: bool = True
         val_split: str = Field("val", description="official split used as validation (val = OOD, id_val)")
 
+    def val_shift(self) -> str:
+        kind = "in-distribution" if self.options.val_split.startswith("id_") else "out-of-distribution"
+        return f"the official WILDS {self.options.val_split!r} split ({kind}, fixed by the dataset)"
+
     def _how(self, root) -> str:
         return (f"download with `python -c \"import wilds; wilds.get_dataset('{self.wilds_name}', "
                 f"root_dir='{root}', download=True)\"` on a machine with network")
