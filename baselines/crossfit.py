@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from molere.data import ExampleSet, TaskData
+from molere.evaluation import final_eval_only
 from molere.registry import METHODS
 from molere.trainer import RunContext
 
@@ -49,9 +50,9 @@ def crossfit_margins(pool: ExampleSet, data: TaskData, cfg, context: RunContext,
                         input_shape=data.input_shape)
         with torch.random.fork_rng(devices=devices):
             torch.manual_seed(context.seed * 1000 + k)
-            erm = METHODS.get(METHODS.reference())(context.model_factory(), task, cfg, None,
+            erm = METHODS.get(METHODS.reference())(context.model_factory(), task, final_eval_only(cfg), None,
                                      RunContext(seed=context.seed * 1000 + k, device=context.device,
-                                                model_factory=context.model_factory))
+                                                model_factory=context.model_factory, cpus=context.cpus))
             erm.fit()   # its final evaluation of `heldout` (the task's test split) is the one pass over it
             margins[held] = erm.last_evaluation[2]["test"].observed_margins
     return margins

@@ -17,6 +17,7 @@ from pydantic import Field
 
 from molere.config import ConfigError, Strict
 from molere.data import ExampleSet
+from molere.evaluation import final_eval_only
 from molere.lrw_trainer import LRWHparams, LRWTrainer
 from molere.registry import LRW_PANEL, MethodCard, register_method
 from molere.trainer import RunContext, Trainer
@@ -93,9 +94,9 @@ class TrainTwiceSplit:
         devices = [self.device.index or 0] if self.device.type == "cuda" else []
         with torch.random.fork_rng(devices=devices):
             torch.manual_seed(ctx.seed)
-            erm = self.reference_method(ctx.model_factory(), self.data, self.cfg, None,
+            erm = self.reference_method(ctx.model_factory(), self.data, final_eval_only(self.cfg), None,
                                      RunContext(seed=ctx.seed, device=ctx.device, model_factory=ctx.model_factory,
-                                                run_config=ctx.run_config))
+                                                run_config=ctx.run_config, cpus=ctx.cpus))
             erm.fit()
             return erm.outputs(pool, true_labels=False).margins
 
