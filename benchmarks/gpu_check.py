@@ -147,9 +147,10 @@ def main(argv=None) -> int:
     out = os.path.abspath(a.out)
     os.makedirs(out, exist_ok=True)
     perf, trial, (classes, train_n, val_n, size) = commands(a, out)
-    steps = [run_step("perf", perf, os.path.join(out, "perf.log"), PERF_TIMEOUT_S)]
+    slack = 3 if a.tiny else 1   # the CPU twin runs on shared, slower CPUs; the 8 minutes are the GPU's
+    steps = [run_step("perf", perf, os.path.join(out, "perf.log"), slack * PERF_TIMEOUT_S)]
     make_image_folder(os.path.join(out, "fake_imagenet"), classes, train_n, val_n, size)
-    steps.append(run_step("molere trial", trial, os.path.join(out, "trial.log"), TRIAL_TIMEOUT_S))
+    steps.append(run_step("molere trial", trial, os.path.join(out, "trial.log"), slack * TRIAL_TIMEOUT_S))
     print(summary(steps, out, time.monotonic() - t0), flush=True)
     return 0 if all(s["ok"] for s in steps) else 1
 

@@ -79,7 +79,7 @@ def test_perf_rows_follow_the_look_ahead_and_fall_back_honestly():
     defaults = lambda m: catalog.METHODS.get(m).Hparams().model_dump()   # noqa: E731
     pick = lambda m, **hp: cost.method_ratio(rates, "vit_base_patch16_224", m, {**defaults(m), **hp}, "bf16",  # noqa: E731
                                              defaults(m))
-    assert pick("lrw_easy", lookahead_scope="head") == (1.1, "vit_b16: lrw, head-only [bf16]")
+    assert pick("lrw_easy", lookahead_scope="head") == (1.1, "vit_b16/lrw, head-only [bf16]")
     assert pick("lrw_easy")[0] == 1.7 and pick("lrw")[0] == 1.6
     assert pick("fsr")[0] == 2.0                                        # head-only by default: its own row
     assert pick("l2rw", lookahead_scope="head")[0] == 1.3               # no row of its own: the nearest

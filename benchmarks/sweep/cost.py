@@ -26,8 +26,10 @@ DOCS = Path(__file__).resolve().parents[2] / "docs"
 REFERENCE_GPU = "H100 (reference figures, not measured)"
 REFERENCE_IMG_S = {"vit": 391 * 4.5, "resnet": 826 * 4.5}
 PERF_POOL = 1.2 / 1.08   # perf's MOLERE rows hold one pool pass (1.2 n) per epoch of its 1.08 n images
-GPU_FIXED_S, CPU_FIXED_S = 120.0, 4.0   # one trial's start-up: model, weights, data index, workers / process
-CPU_SWEEP_S = 15.0       # a CPU sweep's own start (Ray, the plan) and its report
+# one trial's fixed cost beyond its data's load time: GPU: model, weights, data index, workers; CPU: its
+# process, W&B run and logging (measured on the shared 2-core machine: docs/perf.md#cost-estimate)
+GPU_FIXED_S, CPU_FIXED_S = 120.0, 30.0
+CPU_SWEEP_S = 100.0      # a CPU sweep's own start (Ray), report and dashboard (measured there too)
 SETTING_OF = {"vit": ("vit_b16", "vit_tiny"), "resnet": ("resnet50", "resnet18"),
               "cnn": ("cnn-digits", "cnn-fashion"), "mlp": ("mlp-digits", "mlp-fashion")}
 
@@ -106,7 +108,7 @@ def method_ratio(rates: Rates, arch: str, method: str, hp: dict, precision: str,
         for prec in (precision, "bf16", "fp32", None):
             for n in names:
                 if (s, n, prec) in rates.ratios:
-                    return rates.ratios[(s, n, prec)], f"{s}: {n}" + (f" [{prec}]" if prec else "")
+                    return rates.ratios[(s, n, prec)], f"{s}/{n}" + (f" [{prec}]" if prec else "")
     return 1.0, "no perf row: ERM's cost"
 
 
@@ -252,7 +254,7 @@ def estimate(trials, sweep, status: dict[str, str], perf: str | None = None,
                 f"{'s' * (cpu > 1)} each ({split}); about {(CPU_SWEEP_S + total / at_once) / 60:.1f} min of wall "
                 f"clock, {at_once} at once")
         forward = "ERM's training and forward speed: timed here on random data of each model's input"
-    rows = sorted({f"{t.labels['method']} -> {costs[t.trial_id].row}" for t in trials if t.trial_id in costs})
+    rows = sorted({f"{t.labels['method']}: {costs[t.trial_id].row}" for t in trials if t.trial_id in costs})
     lines = [head, "assumptions:", *rates.notes, forward,
              f"dataset sizes: {SOURCE}",
              f"start-up per trial: {GPU_FIXED_S:.0f} s" if gpu else
