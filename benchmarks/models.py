@@ -248,8 +248,9 @@ def timm_model(num_classes: int, input_shape: tuple, opts: "timm_model.Options")
     img_size: Any = opts.img_size
     if img_size is None and cfg is not None and cfg.fixed_input_size and tuple(cfg.input_size[1:]) != (h, w):
         img_size = (h, w)  # fixed-size models (ViT, Swin, ...) are built for the task's input size
-    if opts.weights is not None:   # a local file instead of the hub (timm adapts the classifier to num_classes)
-        kwargs["pretrained_cfg_overlay"] = {"file": opts.weights}
+    if opts.weights is not None:   # a local file instead of the hub (timm adapts the classifier to num_classes);
+        # a state dict, never the original .npz a custom_load entry (the in21k ViTs) names
+        kwargs["pretrained_cfg_overlay"] = {"file": opts.weights, "custom_load": False}
     create = lambda **extra: timm.create_model(  # noqa: E731
         arch, pretrained=opts.pretrained, num_classes=num_classes, in_chans=c, **kwargs, **extra)
     try:

@@ -12,9 +12,10 @@ are timed past their warm-ups (splitter active, probe set filled) and every trai
 
 Image settings (`resnet50`, `vit_b16`, ...; `--device cuda`, synthetic ImageNet-size data kept on the
 device): every method at its defaults (plus head-only and finite_diff rows), fp32 and bf16 trainers
-built side by side and timed interleaved by whole epochs of five batches (one meta step of LRW/MOLERE's
-Q = 5; MOLERE's pool pass and FSR's refill included): training images/s, the epoch's peak memory above
-what the trainer held before it (CUDA), and both as ratios to ERM of the same precision.
+timed by whole epochs of five batches (one meta step of LRW/MOLERE's Q = 5; MOLERE's pool pass and FSR's
+refill included): training images/s, the epoch's peak memory above what the trainer held before it (CUDA),
+and both as ratios to ERM of the same precision. On CPU all trainers are built side by side and timed
+interleaved; on CUDA one is resident at a time (built, timed, freed: `--resident`).
 """
 from __future__ import annotations
 
@@ -64,7 +65,7 @@ EPOCH_ROWS = [("lrw head-only", "lrw", {"lookahead_scope": "head"}),
 IMAGE_MODELS = {"resnet50": "timm/resnet50", "vit_b16": "timm/vit_base_patch16_224",
                 "resnet18": "timm/resnet18", "vit_tiny": "timm/vit_tiny_patch16_224"}
 HEAD = {"lookahead_scope": "head"}
-IMAGE_EXTRA_ROWS = [("lrw, head-only", "lrw", HEAD), ("mwn, head-only", "mwn", HEAD),
+IMAGE_EXTRA_ROWS = [("lrw, head-only", "lrw", HEAD), ("mwn, head-only", "mwn", HEAD), ("l2rw, head-only", "l2rw", HEAD),
                     ("molere, head-only", "molere", HEAD), ("molere, finite_diff", "molere", FD)]
 
 
@@ -186,15 +187,41 @@ def peak_memory_mb(method: str, hparams: dict, setting: str, batch_size: int, de
     return float(out.stdout.strip().splitlines()[-1])
 
 
-def image_trainers(name: str, a: argparse.Namespace, device: str) -> dict[tuple[str, str], object]:
-    """(precision, row) -> trainer: every method of the image setting `name`, one task and initial weights."""
+def image_builders(name: str, a: argparse.Namespace, device: str) -> dict[tuple[str, str], object]:
+    """(precision, row) -> a function building its trainer: every method of the image setting `name`, one task
+    and initial weights; ERM first, each row's precisions next to each other."""
     shape = (3, a.image_size, a.image_size)
     task = synthetic_task(shape, 5 * a.batch_size, a.classes, device=device)
     factory = model_factory(IMAGE_MODELS[name], a.classes, shape, {})
-    rows = [(m, m, {}) for m in METHODS.names()] + IMAGE_EXTRA_ROWS
+    rows = [(m, m, {}) for m in ["erm"] + [m for m in METHODS.names() if m != "erm"]] + IMAGE_EXTRA_ROWS
     rows = [r for r in rows if a.methods is None or r[1] in a.methods or r[1] == "erm"]
-    return {(prec, lbl): build(m, hp, name, a.batch_size, device=device, precision=prec, task=task, factory=factory)
-            for prec in a.precisions for lbl, m, hp in rows}
+    return {(prec, lbl): (lambda m=m, hp=hp, prec=prec: build(m, hp, name, a.batch_size, device=device, precision=prec,
+                                                           task=task, factory=factory))
+            for lbl, m, hp in rows for prec in a.precisions}
+
+
+def image_trainers(name: str, a: argparse.Namespace, device: str) -> dict[tuple[str, str], object]:
+    """(precision, row) -> trainer, all built (for timing them interleaved)."""
+    return {k: make() for k, make in image_builders(name, a, device).items()}
+
+
+def time_one_at_a_time(builders: dict, repeats: int, warmup: int, time_limit: float | None) -> dict:
+    """`time_image_epochs` row by row: each trainer is built, timed and freed (GPU memory emptied) before the
+    next, so one is resident at a time. After `time_limit` seconds no new row starts (reported skipped)."""
+    deadline = None if time_limit is None else time.monotonic() + time_limit
+    out = {}
+    for k, make in builders.items():
+        if deadline is not None and time.monotonic() > deadline:
+            out[k] = {"error": "skipped (time limit)"}
+            continue
+        try:
+            out[k] = time_image_epochs({k: make()}, repeats, warmup, None)[k]
+        except torch.cuda.OutOfMemoryError:   # while building it
+            out[k] = {"error": "out of memory"}
+        gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+    return out
 
 
 def time_image_epochs(trainers: dict, repeats: int, warmup: int, time_limit: float | None) -> dict:
@@ -267,7 +294,8 @@ def print_image_table(name: str, results: dict, precisions: list[str]) -> None:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="benchmarks.perf", description=__doc__.splitlines()[0])
-    p.add_argument("--settings", nargs="+", default=None, choices=sorted(SETTINGS) + sorted(IMAGE_MODELS),
+    p.add_argument("--settings", nargs="+", default=None,
+                   choices=sorted(SETTINGS) + sorted(IMAGE_MODELS) + ["meta-stream"],
                    help="default: cnn-digits mlp-digits cnn-fashion on CPU, resnet50 vit_b16 on CUDA")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     p.add_argument("--batch-size", type=int, default=128)
@@ -283,7 +311,11 @@ def main(argv=None) -> int:
     g.add_argument("--methods", nargs="+", default=None, help="only these methods' rows (and ERM's)")
     g.add_argument("--warmup-epochs", type=int, default=1, help="untimed epochs per trainer first")
     g.add_argument("--time-limit", type=float, default=None, help="seconds per image setting: no new timed "
-                                                                 "round starts after it (one always runs)")
+                                                                 "round (row, with --resident one) starts after it")
+    p.add_argument("--workers", type=int, default=2, help="meta-stream: the trial's loader workers")
+    g.add_argument("--resident", choices=["all", "one"], default=None,
+                   help="all trainers built and timed interleaved, or one at a time (built, timed, freed); "
+                        "default: one on CUDA (a setting's 34 ViT-B trainers do not fit one GPU), all on CPU")
     a = p.parse_args(argv)
     if a.device == "cuda" and not torch.cuda.is_available():
         print("benchmarks.perf: --device cuda: no CUDA device is visible", file=sys.stderr)
@@ -300,11 +332,16 @@ def main(argv=None) -> int:
               "gpu": torch.cuda.get_device_name() if device == "cuda" else None, "settings": {}}
     for setting in settings:
         if setting in IMAGE_MODELS:
-            results = time_image_epochs(image_trainers(setting, a, device), a.epoch_repeats, a.warmup_epochs,
-                                        a.time_limit)
+            if (a.resident or ("one" if device == "cuda" else "all")) == "one":
+                results = time_one_at_a_time(image_builders(setting, a, device), a.epoch_repeats, a.warmup_epochs,
+                                             a.time_limit)
+            else:
+                results = time_image_epochs(image_trainers(setting, a, device), a.epoch_repeats, a.warmup_epochs,
+                                            a.time_limit)
             report["settings"][setting] = {
                 "model": IMAGE_MODELS[setting], "image_size": a.image_size, "classes": a.classes,
                 "train_images": 5 * a.batch_size,
+                "resident": a.resident or ("one" if device == "cuda" else "all"),
                 "rows": {f"{lbl} [{prec}]": r for (prec, lbl), r in results.items()}}
             print(f"\n## {setting} ({IMAGE_MODELS[setting]}, {a.image_size}px, {a.classes} classes, batch "
                   f"{a.batch_size}, {device}{', ' + report['gpu'] if report['gpu'] else ''})")
@@ -312,6 +349,9 @@ def main(argv=None) -> int:
             gc.collect()
             if device == "cuda":
                 torch.cuda.empty_cache()   # the next setting starts from an empty device
+        elif setting == "meta-stream":   # benchmarks/perf_stream.py: does a meta stream keep up?
+            from .perf_stream import meta_stream_setting
+            report["settings"][setting] = meta_stream_setting(a, device)
         else:
             report["settings"][setting] = small_setting(setting, a, device)
         if a.json:   # after every setting: a timed-out run keeps what it measured

@@ -23,6 +23,7 @@ from .cli import bad_input_exits
 from benchmarks.data.datasets.common import DataMissingError
 from benchmarks.trial.store import RunDir, _atomic_write, write_json
 from benchmarks.sweep.per_dataset import models_of
+from benchmarks.sweep.host import check_host
 from benchmarks.sweep.schema import Sweep, expand_trials, load_sweep, missing_data, parse_only, select
 from benchmarks.sweep import references
 from benchmarks.sweep.worker import LOG_FILE
@@ -41,7 +42,11 @@ def parse_args(argv=None) -> argparse.Namespace:
                         "datasets.fashion_mnist.options.train_subset=null; repeatable")
     p.add_argument("--only", nargs="+", default=[], metavar="KEY=V1,V2",
                    help="run a subset: method=..., dataset=..., regime=..., seed=... (ERM partners are kept)")
-    p.add_argument("--dry-run", action="store_true", help="print the plan and exit (starts nothing)")
+    p.add_argument("--dry-run", action="store_true", help="print the plan and its cost estimate, and exit "
+                                                          "(starts nothing)")
+    p.add_argument("--cost-perf", default=None, metavar="PERF_JSON",
+                   help="--dry-run: take ERM throughput and method costs from this benchmarks.perf JSON of the GPU "
+                        "the sweep will use (e.g. gpu_check/perf.json) instead of the reference figures")
     p.add_argument("--address", default=None, help="Ray cluster address (default: RAY_ADDRESS, else local Ray)")
     p.add_argument("--results", default=None, help="results directory (overrides results_dir)")
     return p.parse_args(argv)
@@ -69,10 +74,12 @@ def search_lines(trials) -> list[str]:
     return out
 
 
-def print_plan(trials, status: dict[str, str], out=None, sizes: bool = False) -> None:
+def print_plan(trials, status: dict[str, str], out=None, sizes: bool = False,
+               estimates: dict[str, str] | None = None) -> None:
     out = out or sys.stdout
+    estimates = estimates or {}
     if sizes:
-        from benchmarks.sweep.sizes import size_lines
+        from benchmarks.sweep.realised_sizes import size_lines
         for line in size_lines(trials):
             print(line, file=out)
     for line in search_lines(trials):
@@ -80,8 +87,9 @@ def print_plan(trials, status: dict[str, str], out=None, sizes: bool = False) ->
     rows = [(t.trial_id, t.labels["dataset"], t.labels["regime"], t.labels["method"], str(t.labels["seed"]),
              _hp_text(t.labels["method"], {**t.config.method.hparams,
                                            **{f"train.{k}": v for k, v in t.searched.items()}}),
-             status[t.trial_id] + (" (reference)" if t.reference_only else "")) for t in trials]
-    head = ("trial", "dataset", "regime", "method", "seed", "hparams (non-default, train.* drawn)", "status")
+             status[t.trial_id] + (" (reference)" if t.reference_only else ""), estimates.get(t.trial_id, ""))
+            for t in trials]
+    head = ("trial", "dataset", "regime", "method", "seed", "hparams (non-default, train.* drawn)", "status", "est.")
     widths = [max(len(r[i]) for r in rows + [head]) for i in range(len(head))]
     for r in [head] + rows:
         print("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip(), file=out)
@@ -240,7 +248,13 @@ def main(argv=None) -> int:
                 missing.append(str(exc))
     status = {t.trial_id: RunDir(sweep.directory / "trials" / t.trial_id).status for t in chosen}
     if a.dry_run:
-        print_plan(chosen, status, sizes=True)
+        with bad_input_exits(PROG):
+            if a.cost_perf and not os.path.isfile(a.cost_perf):
+                raise ConfigError(f"--cost-perf: {a.cost_perf} not found; give a benchmarks.perf --json file")
+            from benchmarks.sweep.cost import estimate
+            estimates, lines = estimate(chosen, sweep, status, a.cost_perf)
+        print_plan(chosen, status, sizes=True, estimates=estimates)
+        print("\n".join(lines))
         for m in missing:
             print(f"warning: {m}", file=sys.stderr)
         print(f"{sweep.name}: {counts(status)}; would run {sum(s != 'done' for s in status.values())}"
@@ -248,7 +262,9 @@ def main(argv=None) -> int:
         return 0
     with bad_input_exits(PROG):
         if not (a.address or os.environ.get("RAY_ADDRESS")):
-            check_resources(sweep, local_resources(), "this machine")
+            have = local_resources()
+            check_resources(sweep, have, "this machine")
+            check_host(chosen, sweep.resources.cpu, sweep.resources.gpu, have)   # /dev/shm, loader memory
         writable_results(sweep)
         lock = lock_results(sweep)              # noqa: F841 - held until the process ends
     shutil.rmtree(sweep.directory / ".ray", ignore_errors=True)   # a killed run's Ray state is not the record

@@ -6,7 +6,7 @@ import json
 import typing
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 
 class ConfigError(ValueError):
@@ -134,7 +134,12 @@ class TrainConfig(Strict):
     step_every: int = Field(30, gt=0, description="epochs between decays (step schedule)")
     step_gamma: float = Field(0.1, gt=0, le=1)
     grad_clip: float | None = Field(None, gt=0)
-    eval_every: int = Field(1, gt=0, description="evaluate every N epochs (and always at the end)")
+    eval_every: int | Literal["auto"] = Field(
+        1, description="evaluate every N epochs (and always at the end); auto: as often as keeps the evaluation "
+                       "passes within 5% of the training compute (molere.evaluation)")
+    eval_selection: Literal["every", "last"] = Field(
+        "every", description="evaluate the selection split at every evaluation (what report --select-epoch best "
+                             "reads) or at the last epoch only (what the default model selection reads)")
     num_workers: int | None = Field(None, ge=0, description="DataLoader workers of file-backed sets; None = the "
                                     "trial's CPUs - 1 (molere.data.Loading)")
     device: str = "cpu"
@@ -153,6 +158,13 @@ class TrainConfig(Strict):
         if self.warmup_epochs >= self.epochs:
             raise ValueError(f"warmup_epochs must be below epochs ({self.epochs})")
         return self
+
+    @field_validator("eval_every", mode="before")
+    @classmethod
+    def _eval_every(cls, v):
+        if v == "auto" or isinstance(v, dict) or (isinstance(v, int) and not isinstance(v, bool) and v > 0):
+            return v   # (a dict: a search space of a sweep's train block, checked per draw)
+        raise ValueError("a number of epochs > 0 or 'auto'")
 
     @model_validator(mode="after")
     def _device_known(self):

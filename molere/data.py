@@ -15,28 +15,42 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from .config import ConfigError
 
 
+def normalized(x: torch.Tensor, mean, std) -> torch.Tensor:
+    """uint8 images (N, C, H, W) -> float32 `(x / 255 - mean) / std`: torchvision's ToTensor + Normalize, op for op
+    (the same float32 values), run wherever `x` is (on the GPU after a uint8 copy)."""
+    shape = (1, -1, 1, 1)
+    m = torch.as_tensor(mean, dtype=torch.float32, device=x.device).view(shape)
+    s = torch.as_tensor(std, dtype=torch.float32, device=x.device).view(shape)
+    return x.float().div_(255).sub_(m).div_(s)
+
+
 @dataclass
 class Batch:
     x: torch.Tensor
     y: torch.Tensor        # observed (possibly noisy) labels
     idx: torch.Tensor      # positions in the ExampleSet the batch came from
     y_true: torch.Tensor   # clean labels (equal to y without label noise)
+    normalize: tuple | None = None   # (mean, std) when x is uint8 images normalised on arrival (`to`)
 
     def to(self, device) -> "Batch":
-        return Batch(self.x.to(device, non_blocking=True), self.y.to(device), self.idx.to(device),
-                     self.y_true.to(device))
+        """The batch on `device`; uint8 images are copied as uint8 and normalised there."""
+        x = self.x.to(device, non_blocking=True)
+        if self.normalize is not None:
+            x = normalized(x, *self.normalize)
+        return Batch(x, self.y.to(device), self.idx.to(device), self.y_true.to(device))
 
 
 @dataclass(frozen=True)
 class Loading:
     """DataLoader settings of every file-backed pass, chosen here only (in-memory sets never use them).
 
-    Training passes and eval passes use `num_workers` workers; every persistent stream (meta,
-    validation, splitter and probe batches) keeps its own `stream_workers` workers alive between
-    passes (`persistent_workers`). Batches are pinned for an asynchronous copy when training on CUDA."""
+    `num_workers` is the trial's budget of loader processes. The streams that run side by side during
+    training (the epoch's batches, meta / validation / splitter / probe batches; `persistent_workers`) share
+    it in proportion to the images each decodes per training step (`share`); an evaluation pass, which runs
+    while they wait, gets all of it. Batches are pinned for an asynchronous copy when training on CUDA."""
     num_workers: int = 0
     pin_memory: bool = False
-    prefetch_factor: int = 4
+    prefetch_factor: int = 2
 
     @classmethod
     def for_run(cls, num_workers: int | None, device: str = "cpu", cpus: float | None = None) -> "Loading":
@@ -47,9 +61,26 @@ class Loading:
             num_workers = max(0, int(cpus) - 1)
         return cls(num_workers=num_workers, pin_memory=torch.device(device).type == "cuda")
 
-    @property
-    def stream_workers(self) -> int:
-        return 0 if self.num_workers == 0 else max(1, self.num_workers // 4)
+    def share(self, demand: dict[str, float]) -> dict[str, int]:
+        """Workers per concurrent stream from `demand` (images it decodes per training step: batch size /
+        steps between draws): `num_workers` split in proportion, at least one each while there are enough
+        (largest remainders; the busiest streams first when there are fewer workers than streams)."""
+        n, keys = self.num_workers, [k for k, d in demand.items() if d > 0]
+        out = {k: 0 for k in demand}
+        if n == 0 or not keys:
+            return out
+        if n < len(keys):
+            out.update({k: 1 for k in sorted(keys, key=lambda k: -demand[k])[:n]})
+            return out
+        total = sum(demand[k] for k in keys)
+        quota = {k: n * demand[k] / total for k in keys}
+        out.update({k: max(1, int(quota[k])) for k in keys})
+        while sum(out.values()) > n:   # the minimum of one pushed it over: take from the best served
+            k = max((k for k in keys if out[k] > 1), key=lambda k: out[k] - quota[k])
+            out[k] -= 1
+        for k in sorted(keys, key=lambda k: out[k] - quota[k])[:n - sum(out.values())]:
+            out[k] += 1
+        return out
 
     def kwargs(self, workers: int, persistent: bool = False) -> dict:
         kw: dict[str, Any] = {"num_workers": workers, "pin_memory": self.pin_memory}
@@ -132,9 +163,9 @@ class _Feed:
     def run(self, order: torch.Tensor, first_seed: int | None) -> Iterator["Batch"]:
         pos = order.tolist()
         self.sampler.keys = pos if first_seed is None else [(p, first_seed + j) for j, p in enumerate(pos)]
-        ex = self.examples
+        ex, norm = self.examples, getattr(self.loader.dataset.source, "normalize", None)
         for x, i in self.loader:
-            yield Batch(x, ex.labels[i], i, ex.true_labels[i])
+            yield Batch(x, ex.labels[i], i, ex.true_labels[i], norm if x.dtype == torch.uint8 else None)
 
 
 class ExampleSet:
@@ -233,9 +264,9 @@ class Stream:
 
     Every pass draws a permutation from `generator` when its first batch is asked for. The position
     (this pass's order, its number and the batches drawn from it) is `state_dict()`, so a resumed
-    stream continues with the same batches. A file-backed set is read by `loading.stream_workers`
-    persistent workers (`persistent=False`: `loading.num_workers` workers, restarted every pass),
-    with augmentations seeded per (pass, position)."""
+    stream continues with the same batches. A file-backed set is read by `workers` persistent workers
+    (default: all of `loading.num_workers`; a trainer gives each stream its `Loading.share`), with
+    augmentations seeded per (pass, position)."""
 
     def __init__(self, examples: ExampleSet, batch_size: int, generator: torch.Generator, *, seed: int = 0,
                  loading: Loading | None = None, train: bool = True, workers: int | None = None):
@@ -244,7 +275,7 @@ class Stream:
         self.examples, self.batch_size = examples, min(batch_size, len(examples))
         self.generator, self.seed, self.train = generator, seed, train
         self.loading = loading or Loading()
-        self.workers = self.loading.stream_workers if workers is None else workers
+        self.workers = self.loading.num_workers if workers is None else workers
         self.order: torch.Tensor | None = None
         self.passes, self.drawn = 0, 0
         self._it: Iterator[Batch] | None = None

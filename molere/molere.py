@@ -156,9 +156,16 @@ class MOLERE(LRWTrainer):
 
     def pool_pass(self, examples: ExampleSet | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """P(val), predictions and margins (eval mode) of every example of `examples` (the pool), in order."""
-        parts = [self.scores(b.x.to(self.device, non_blocking=True), b.y.to(self.device))
-                 for b in (examples or self.pool).batches(256, train=False, loading=self.loading)]
-        return tuple(torch.cat(c) for c in zip(*parts))
+        batches = (b.to(self.device) for b in (examples or self.pool).batches(256, train=False, loading=self.loading))
+        return tuple(torch.cat(c) for c in zip(*(self.scores(b.x, b.y) for b in batches)))
+
+    def stream_demand(self) -> dict[str, float]:
+        per_step = self.hp.meta_batch_size / self.hp.meta_every   # Θ's pool and validation batches
+        return {**super().stream_demand(), "splitter_pool": per_step, "splitter_val": per_step}
+
+    def resplits_after(self, epoch: int) -> bool:
+        """Whether a re-split follows epoch `epoch` (0-based): only then is its end-of-epoch pool pass needed."""
+        return self.warmup_epochs <= epoch + 1 < self.cfg.epochs
 
     def on_epoch_start(self, epoch: int) -> None:
         first, resplit = epoch == 0 and not hasattr(self, "_split_stats"), epoch >= self.warmup_epochs
@@ -268,9 +275,9 @@ class MOLERE(LRWTrainer):
                 store[val_pos] = value.to(store.dtype)
             if torch.isnan(p_val).any():
                 raise RuntimeError(f"resplit=epoch: {int(torch.isnan(p_val).sum())} pool examples were not seen")
-        else:
-            p_val, preds, margins = self.pool_pass()
-        self._cache = (self.global_step, p_val, preds, margins)   # the next epoch's split uses this same state
+            self._cache = (self.global_step, p_val, preds, margins)   # the next epoch's split uses this same state
+        elif self.resplits_after(epoch):   # no pass after a warm-up epoch no split follows, nor after the last
+            self._cache = (self.global_step, *self.pool_pass())
         stats = {**self._split_stats, "split/warmup": float(epoch < self.warmup_epochs)}
         self.info["split_history"].append({"epoch": epoch + 1, **stats})
         return stats

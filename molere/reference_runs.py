@@ -74,7 +74,8 @@ def crossfit_margins(pool: ExampleSet, data: TaskData, cfg, context: "RunContext
     from .trainer import RunContext
     margins = np.empty(len(pool), dtype=np.float32)
     position = {int(i): p for p, i in enumerate(pool.ids.tolist())}
-    plain = RunContext(seed=context.seed, device=context.device, model_factory=context.model_factory)
+    plain = RunContext(seed=context.seed, device=context.device, model_factory=context.model_factory,
+                       cpus=context.cpus)
     for k in range(folds):
         with torch.random.fork_rng(devices=_devices(device)):
             ids, m = fold_margins(fold_trainer(data, cfg, plain, folds, k))
@@ -101,7 +102,7 @@ class InProcessReference:
                 ref = METHODS.get(METHODS.reference())(
                     ctx.model_factory(), self.data, self.cfg, None,
                     RunContext(seed=ctx.seed, device=ctx.device, model_factory=ctx.model_factory,
-                               run_config=ctx.run_config))
+                               run_config=ctx.run_config, cpus=ctx.cpus))
                 ref.fit(evaluate=False)
             self._trained = ref
         return self._trained

@@ -130,6 +130,9 @@ class MetaTrainer(Trainer):
         self.log_step(meta_val_loss=hg.val_loss.item())
         return hg
 
+    def stream_demand(self) -> dict[str, float]:
+        return {**super().stream_demand(), "meta": self.hp.meta_batch_size / self.hp.meta_every}
+
     def next_meta_batch(self) -> tuple[torch.Tensor, torch.Tensor]:
         b = next(self.stream("meta", "meta_set", self.hp.meta_batch_size)).to(self.device)
         return b.x, (b.y_true if self.hp.meta_labels == "true" else b.y)

@@ -5,6 +5,7 @@ Hooks a method may override (all optional):
   setup()                       build extra networks / optimisers (after split(); sets exist)
   finish_setup()                a base class's own setup after setup() (ReweightingTrainer: φ's optimiser)
   on_epoch_start(epoch)         e.g. re-split (MOLERE) or refresh a probe set (FSR)
+  stream_demand() -> dict       images per training step each persistent stream decodes (sizes its workers)
   training_step(batch) -> loss  the loss whose gradient the real classifier step follows
                                 (`forward_outputs(batch)`: logits, per-example losses, features in one forward)
   on_epoch_end(epoch) -> dict   extra per-epoch metrics
@@ -36,6 +37,7 @@ from torch import nn
 from .budget import data_counts, steps_per_epoch
 from .config import ConfigError, NoHparams, Strict, TrainConfig
 from .data import Batch, ExampleSet, Loading, Stream, TaskData, name_key
+from .evaluation import due_splits, eval_interval, mask_to
 from .forward import BatchOutputs, head_inputs
 from .margins import probabilistic_margin
 from .optim import make_optimizer, make_schedule, per_step  # noqa: F401  (make_optimizer: re-exported)
@@ -84,13 +86,6 @@ class Outputs:
     statistics: dict[str, np.ndarray] = field(default_factory=dict)   # the method's `pass_statistics`, if asked
 
 
-def mask_to(logits: torch.Tensor, classes) -> torch.Tensor:
-    """`logits` with every class outside `classes` set to -inf (argmax and softmax over the subset)."""
-    keep = torch.zeros(logits.shape[-1], dtype=torch.bool, device=logits.device)
-    keep[torch.as_tensor(list(classes), dtype=torch.long, device=logits.device)] = True
-    return logits.masked_fill(~keep, float("-inf"))
-
-
 class Trainer(abc.ABC):
     """Trains a classifier with plain cross-entropy; subclasses change what differs."""
 
@@ -111,6 +106,7 @@ class Trainer(abc.ABC):
         self.loading = Loading.for_run(train.num_workers, self.context.device, self.context.cpus)
         self._streams: dict[str, tuple[str, Stream]] = {}
         self._pending_streams: dict[str, tuple[ExampleSet, dict]] = {}
+        self._workers: dict[str, int] | None = None   # loader workers per stream key (`stream_demand`)
         self._progress: dict | None = None   # losses of the unfinished epoch (None between epochs)
         self.last_metrics: dict[str, float] = {}
         self.optimizer = make_optimizer(self.model, train)
@@ -170,6 +166,11 @@ class Trainer(abc.ABC):
     def on_epoch_end(self, epoch: int) -> dict[str, float]:
         return {}
 
+    def stream_demand(self) -> dict[str, float]:
+        """Images per training step each persistent stream (by key) decodes; they share the loader workers
+        in proportion (`Loading.share`). An undeclared stream gets one worker."""
+        return {"train": float(self.cfg.batch_size)}
+
     def pass_statistics(self, batch: Batch, out: BatchOutputs) -> dict[str, torch.Tensor]:
         """Per-example statistics of `batch` (on the device) a method records during an evaluation pass
         (`outputs(..., statistics=True)`; `out`: its eval logits, losses, features), so that no second pass
@@ -208,6 +209,9 @@ class Trainer(abc.ABC):
         examples = getattr(self, attr)
         entry = self._streams.get(key)
         if entry is None or entry[1].examples is not examples:
+            if workers is None:
+                self._workers = self._workers or self.loading.share(self.stream_demand())
+                workers = self._workers.get(key, min(1, self.loading.num_workers))
             s = Stream(examples, batch_size, self.generator, seed=self.context.seed * 2**32 + name_key(key),
                        loading=self.loading, workers=workers)
             pending = self._pending_streams.pop(key, None)
@@ -252,7 +256,7 @@ class Trainer(abc.ABC):
             with self.autocast():
                 self.on_epoch_start(self.epoch)
             self._progress = {"losses": [], "elapsed": 0.0}
-        stream = self.stream("train", "train_set", self.cfg.batch_size, workers=self.loading.num_workers)
+        stream = self.stream("train", "train_set", self.cfg.batch_size)
         losses = self._progress["losses"]
         step_cbs = [cb for cb in self.context.callbacks if hasattr(cb, "on_step_end")]
         for _ in range(self.steps_per_epoch - len(losses)):   # the rest of this epoch (all of it when fresh)
@@ -280,10 +284,13 @@ class Trainer(abc.ABC):
         """Train for the configured epochs, evaluating as configured (`evaluate=False`: never); returns the
         final metrics (history via callbacks)."""
         metrics: dict[str, float] = dict(self.last_metrics)
-        while self.epoch < self.cfg.epochs:
+        splits, cfg = self.eval_splits(), self.cfg
+        every = eval_interval(cfg.eval_every, len(self.train_set), sum(map(len, splits.values())), cfg.epochs)
+        while self.epoch < cfg.epochs:
             metrics = self.train_epoch()
-            if evaluate and (self.epoch % self.cfg.eval_every == 0 or self.epoch == self.cfg.epochs):
-                self.last_evaluation = (self.epoch, *self.evaluate())
+            if evaluate and (self.epoch % every == 0 or self.epoch == cfg.epochs):
+                due = due_splits(splits, cfg.eval_selection, final=self.epoch == cfg.epochs)
+                self.last_evaluation = (self.epoch, *self.evaluate(due))
                 metrics.update(self.last_evaluation[1])
             self.last_metrics = metrics
             for cb in self.context.callbacks:
@@ -296,7 +303,7 @@ class Trainer(abc.ABC):
     def eval_logits(self, batch: Batch) -> torch.Tensor:
         """The classifier's float32 logits of one batch, on the device (called with the model in eval mode)."""
         with self.autocast():
-            return self.model(batch.x.to(self.device, non_blocking=True)).float()
+            return self.model(batch.to(self.device).x).float()
 
     @torch.no_grad()
     def logits(self, examples: ExampleSet, batch_size: int = 512) -> torch.Tensor:
@@ -317,10 +324,10 @@ class Trainer(abc.ABC):
         self.model.eval()
         preds, margins, observed, stats = [], [], [], defaultdict(list)
         for b in examples.batches(batch_size, train=False, loading=self.loading):
+            b = b.to(self.device)
             with head_inputs(self.model) if statistics else nullcontext([]) as feats:
                 z = self.eval_logits(b)
             if statistics:
-                b = b.to(self.device)
                 out = BatchOutputs(z, F.cross_entropy(z, b.y, reduction="none"), feats[0] if feats else None)
                 for k, v in self.pass_statistics(b, out).items():
                     stats[k].append(v.float().cpu())
@@ -339,14 +346,14 @@ class Trainer(abc.ABC):
                        statistics={k: torch.cat(v).numpy() for k, v in stats.items()},
                        groups=None if examples.groups is None else examples.groups.numpy())
 
+    def eval_splits(self) -> dict[str, ExampleSet]:
+        """The task's evaluation splits, without val where it is training data (no held-out val/* then)."""
+        return {k: v for k, v in self.data.eval_splits().items() if not (self.trains_on_val and k == "val")}
+
     def evaluate(self, splits: dict[str, ExampleSet] | None = None) -> tuple[dict[str, float], dict[str, Outputs]]:
         """Accuracy (and worst-group accuracy, official metrics) on every evaluation split."""
         metrics, outs = {}, {}
-        if splits is None:
-            splits = self.data.eval_splits()
-            if self.trains_on_val:   # its val/* would not be held-out numbers
-                splits.pop("val", None)
-        for name, ex in splits.items():
+        for name, ex in (self.eval_splits() if splits is None else splits).items():
             if len(ex) == 0:
                 continue
             observed = name == "selection"   # model selection sees the labels a user has (maybe noisy)

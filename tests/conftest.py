@@ -1,4 +1,5 @@
 import os
+import tempfile
 
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("WANDB_SILENT", "true")
@@ -6,6 +7,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 os.environ.setdefault("OMP_NUM_THREADS", "2")
+os.environ.setdefault("MOLERE_CACHE", tempfile.mkdtemp(prefix="molere-cache-"))   # never the user's cache
 
 import torch  # noqa: E402
 

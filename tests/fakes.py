@@ -76,12 +76,40 @@ def make_fake_imagenet(root, train_per_class=10, val_per_class=2, size=16) -> st
     return str(root)
 
 
+def _md5(path) -> str:
+    import hashlib
+    with open(path, "rb") as f:
+        return hashlib.md5(f.read()).hexdigest()
+
+
+def archive_ilsvrc(root) -> dict:
+    """Turn a fake raw layout into the archives only: ROOT/ILSVRC2012_img_train.tar (one <wnid>.tar per class,
+    as distributed) and ROOT/ILSVRC2012_img_val.tar (the flat val images); the folders are removed. Returns
+    the archives' md5s."""
+    import shutil
+    import tarfile
+    train, val = os.path.join(root, "train"), os.path.join(root, "val")
+    with tarfile.open(os.path.join(root, "ILSVRC2012_img_train.tar"), "w") as outer:
+        for wnid in sorted(os.listdir(train)):
+            inner = os.path.join(root, f"{wnid}.tar")
+            with tarfile.open(inner, "w") as t:
+                for f in sorted(os.listdir(os.path.join(train, wnid))):
+                    t.add(os.path.join(train, wnid, f), arcname=f)
+            outer.add(inner, arcname=f"{wnid}.tar")
+            os.remove(inner)
+    with tarfile.open(os.path.join(root, "ILSVRC2012_img_val.tar"), "w") as t:
+        for f in sorted(os.listdir(val)):
+            t.add(os.path.join(val, f), arcname=f)
+    shutil.rmtree(train), shutil.rmtree(val)
+    return {"train": _md5(os.path.join(root, "ILSVRC2012_img_train.tar")),
+            "val": _md5(os.path.join(root, "ILSVRC2012_img_val.tar"))}
+
+
 def make_fake_ilsvrc(root, train_per_class=4, val_per_class=2, size=16, wnids=WNIDS) -> dict:
     """The raw ILSVRC2012 layout: ROOT/ILSVRC2012_devkit_t12.tar.gz (data/meta.mat with the synsets and
     data/ILSVRC2012_validation_ground_truth.txt, as in the official devkit), ROOT/train/<wnid>/*.JPEG and a
     flat ROOT/val/ILSVRC2012_val_<8 digits>.JPEG. Returns the devkit's md5 and the val labels (class indices
     into sorted `wnids`)."""
-    import hashlib
     import tarfile
     import tempfile
 
@@ -106,9 +134,7 @@ def make_fake_ilsvrc(root, train_per_class=4, val_per_class=2, size=16, wnids=WN
             tar.add(os.path.join(tmp, "ILSVRC2012_devkit_t12"), arcname="ILSVRC2012_devkit_t12")
     for i, c in enumerate(val_classes):
         _save(_image(rng, size, int(c)), os.path.join(root, "val", f"ILSVRC2012_val_{i + 1:08d}.JPEG"))
-    with open(os.path.join(root, "ILSVRC2012_devkit_t12.tar.gz"), "rb") as f:
-        md5 = hashlib.md5(f.read()).hexdigest()
-    return {"md5": md5, "val_classes": [int(c) for c in val_classes]}
+    return {"md5": _md5(os.path.join(root, "ILSVRC2012_devkit_t12.tar.gz")), "val_classes": [int(c) for c in val_classes]}
 
 
 def make_fake_clothing1m(root, train_per_class=2, eval_per_class=1, size=16, seed=0, mislabel_known=0,

@@ -12,6 +12,7 @@ from benchmarks.data.datasets.common import DataMissingError
 from benchmarks.data.datasets.images import CIFAR_MEAN, CIFAR_STD
 from benchmarks.registry import DATASETS
 from molere.config import ConfigError, validate
+from molere.data import normalized
 from tests import fakes
 
 
@@ -28,7 +29,7 @@ def check_task(task, sizes: dict, batch=4):
     ids = torch.cat([s.ids for s in splits.values()])
     assert len(torch.unique(ids)) == len(ids)
     gen = torch.Generator().manual_seed(0)
-    b = next(task.train.batches(batch, shuffle=True, generator=gen))
+    b = next(task.train.batches(batch, shuffle=True, generator=gen)).to("cpu")   # image files: uint8 until here
     assert b.x.shape == (batch, *task.input_shape) and b.x.dtype == torch.float32
     assert b.y.shape == (batch,) and int(b.y.max()) < task.num_classes
     e = next(task.test.batches(batch, train=False))
@@ -59,8 +60,9 @@ def test_cifar10_splits_labels_and_pixels(tmp_path):
     # pixel layout: eval item of the first test image equals its normalised raw row
     raw = torch.as_tensor(x[200].reshape(3, 32, 32), dtype=torch.float32) / 255
     expect = (raw - torch.tensor(CIFAR_MEAN)[:, None, None]) / torch.tensor(CIFAR_STD)[:, None, None]
-    got = task.test.eval_source[200][0]
-    assert torch.allclose(got, expect, atol=1e-5)
+    src = task.test.eval_source                          # uint8 item, normalised on arrival (molere.data)
+    got = normalized(src[200][0][None], *src.normalize)[0]
+    assert src[200][0].dtype == torch.uint8 and torch.allclose(got, expect, atol=1e-5)
 
 
 def test_cifar_val_split_is_fixed_and_augment_changes_train_view(tmp_path):

@@ -50,7 +50,7 @@ def test_worker_backed_stream_yields_the_main_process_batches(images):
         s = Stream(images, 8, torch.Generator().manual_seed(5), seed=11, loading=Loading(num_workers=workers))
         seq[workers] = draw(s, n)
         assert (s._feed.loader.num_workers, s._feed.loader.persistent_workers) == (
-            (0, False) if workers == 0 else (1, True))
+            (0, False) if workers == 0 else (2, True))
     assert same(seq[0], seq[2])
     # augmentations are random (not a constant transform): two passes over the same items differ
     other = draw(Stream(images, 8, torch.Generator().manual_seed(5), seed=12, loading=Loading()), n)
@@ -76,7 +76,8 @@ def test_loading_defaults_from_the_trials_cpus():
     assert Loading.for_run(None, "cpu", cpus=8) == Loading(num_workers=7, pin_memory=False)
     assert Loading.for_run(None, "cuda", cpus=1).num_workers == 0 and Loading.for_run(None, "cuda", 4).pin_memory
     assert Loading.for_run(3, "cpu", cpus=8).num_workers == 3
-    assert Loading(num_workers=8).stream_workers == 2 and Loading(num_workers=0).stream_workers == 0
+    assert Loading(num_workers=8).share({"train": 128, "meta": 128}) == {"train": 4, "meta": 4}
+    assert Loading(num_workers=0).share({"train": 128}) == {"train": 0}
 
 
 # ---- pool passes ------------------------------------------------------------------------------------

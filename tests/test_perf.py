@@ -1,5 +1,7 @@
-"""The perf benchmark times what it claims: every meta method's rows really run their meta update."""
+"""The perf benchmark times what it claims: every meta method's rows really run their meta update; the GPU
+check fits its budget, keeps every step's output and always ends with its summary."""
 import json
+import sys
 
 import pytest
 import torch
@@ -87,12 +89,88 @@ def test_cuda_without_a_gpu_stops_with_a_clear_error(capsys):
 
 
 @pytest.mark.slow
-def test_gpu_check_runs_its_two_steps_at_toy_sizes_on_cpu(tmp_path):
+def test_gpu_check_runs_its_two_steps_at_toy_sizes_on_cpu(tmp_path, capsys):
     """The prepared GPU script's CPU twin: the perf table and a two-epoch molere trial on a fake ImageFolder."""
     from benchmarks import gpu_check
     assert gpu_check.main(["--device", "cpu", "--tiny", "--out", str(tmp_path)]) == 0
     report = json.loads((tmp_path / "perf.json").read_text())
     assert {"erm [bf16]", "molere [bf16]"} <= set(report["settings"]["vit_tiny"]["rows"])
+    assert report["settings"]["vit_tiny"]["resident"] == "one"
     result = json.loads((tmp_path / "trial" / "result.json").read_text())
     assert result["status"] == "done" and result["metrics"]["epoch"] == 2
     assert result["metrics"]["split/warmup"] == 0.0          # the second epoch ran MOLERE's splitter
+    table = (tmp_path / "summary.md").read_text()
+    assert "| perf | exit 0 |" in table and "| molere trial | exit 0 |" in table and "ERM fp32" in table
+    assert table in capsys.readouterr().out
+
+
+def test_gpu_check_timeouts_fit_its_budget():
+    from benchmarks import gpu_check
+    assert gpu_check.PERF_TIMEOUT_S + gpu_check.TRIAL_TIMEOUT_S + 30 <= gpu_check.BUDGET_S == 8 * 60
+    assert 2 * gpu_check.PERF_SETTING_LIMIT_S + 40 <= gpu_check.PERF_TIMEOUT_S   # two settings, the last rows
+
+
+def test_a_step_that_times_out_keeps_its_stdout_and_stderr(tmp_path):
+    from benchmarks import gpu_check
+    code = ("import sys, time; print('to stdout', flush=True); print('to stderr', file=sys.stderr, flush=True); "
+            "time.sleep(60)")
+    step = gpu_check.run_step("slow", [sys.executable, "-c", code], str(tmp_path / "slow.log"), timeout=3)
+    log = (tmp_path / "slow.log").read_text()
+    assert not step["ok"] and step["status"] == "timed out after 3 s" and step["seconds"] < 30
+    assert "to stdout" in log and "to stderr" in log and "timed out" in log
+
+
+def test_the_summary_is_printed_when_a_step_fails(tmp_path, monkeypatch, capsys):
+    from benchmarks import gpu_check
+    calls = []
+
+    def fake_step(name, cmd, log, timeout):
+        calls.append(name)
+        return {"step": name, "status": "exit 1" if name == "perf" else "exit 0", "ok": name != "perf",
+                "seconds": 1.0, "log": log}
+    monkeypatch.setattr(gpu_check, "run_step", fake_step)
+    assert gpu_check.main(["--device", "cpu", "--tiny", "--out", str(tmp_path)]) == 1
+    out = capsys.readouterr().out
+    assert calls == ["perf", "molere trial"]                 # a failed step does not stop the next
+    assert "| perf | exit 1 |" in out and "perf: no results written" in out and "total" in out
+
+
+def test_one_trainer_is_resident_at_a_time_and_rows_past_the_limit_are_skipped():
+    import time
+    import weakref
+    alive, most = [], []
+
+    class Fake:
+        device = torch.device("cpu")
+        train_set = range(10)
+
+        def train_epoch(self):
+            most.append(sum(r() is not None for r in alive))
+            time.sleep(0.01)
+
+    def make(fail=False):
+        if fail:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory")
+        t = Fake()
+        alive.append(weakref.ref(t))
+        return t
+    builders = {"a": make, "b": lambda: make(fail=True), "c": make}
+    out = perf.time_one_at_a_time(builders, repeats=2, warmup=1, time_limit=None)
+    assert out["a"]["epochs"] == 2 and out["b"] == {"error": "out of memory"} and out["c"]["epochs"] == 2
+    assert max(most) == 1                                     # never two trainers alive
+    out = perf.time_one_at_a_time({"a": make, "b": make}, repeats=1, warmup=0, time_limit=0.0)
+    assert out["a"] == {"error": "skipped (time limit)"} and out["b"] == out["a"]
+
+
+def test_meta_stream_row_measures_supply_against_the_step_rate(tmp_path, capsys):
+    out, threads = tmp_path / "perf.json", torch.get_num_threads()
+    try:
+        assert perf.main(["--device", "cpu", "--settings", "meta-stream", "--batch-size", "8", "--rounds", "2",
+                          "--workers", "2", "--threads", "1", "--json", str(out)]) == 0
+    finally:
+        torch.set_num_threads(threads)
+    r = json.loads(out.read_text())["settings"]["meta-stream"]
+    assert r["workers"] == {"train": 1, "meta": 1}                 # the trial's 2 workers, shared by demand
+    assert r["compute_steps_per_s"] > 0 and r["meta_supply_batches_per_s"] > 0 and r["step_s"] > 0
+    assert r["meta_wait_s"] >= 0 and r["train_wait_s"] >= 0
+    assert "the step rate" in capsys.readouterr().out

@@ -15,6 +15,14 @@ class DataMissingError(FileNotFoundError):
     """A dataset root or file is missing; the message names the path and how to obtain the data."""
 
 
+def cache_dir(*parts: str) -> str:
+    """A folder for derived metadata outside the dataset roots (which may be read-only mounts):
+    $MOLERE_CACHE, else $XDG_CACHE_HOME/molere-bench (~/.cache/molere-bench)."""
+    base = os.environ.get("MOLERE_CACHE") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "molere-bench")
+    return os.path.join(base, *parts)
+
+
 def require_path(path: str | os.PathLike | None, dataset: str, how: str) -> str:
     """Return `path` if it exists, else raise DataMissingError naming it and how to get the data."""
     if path is None or not os.path.exists(path):

@@ -8,7 +8,8 @@ import numpy as np
 from pydantic import Field, model_validator
 from torchvision.datasets.folder import IMG_EXTENSIONS, make_dataset
 
-from benchmarks.data.datasets.common import DataMissingError, DatasetOptions, require_path, stratified_split
+from benchmarks.data.datasets.common import (DataMissingError, DatasetOptions, cache_dir, require_path,
+                                             stratified_split)
 from benchmarks.data.datasets.images import CIFAR_MEAN, CIFAR_STD, ArrayImages, ImageFiles, RootDataset, make_sets
 from benchmarks.registry import register_dataset
 from molere.config import ConfigError
@@ -95,6 +96,38 @@ class Cifar100(_Cifar):
 DEVKIT, TRAIN_TAR, VAL_TAR = "ILSVRC2012_devkit_t12.tar.gz", "ILSVRC2012_img_train.tar", "ILSVRC2012_img_val.tar"
 
 
+PREPARE = "python -m benchmarks.data.prepare imagenet {root}"
+
+
+def imagenet_meta(root: str) -> tuple[dict, list]:
+    """(wnid -> class names, the 50,000 val wnids) of the devkit, the same as torchvision's ROOT/meta.bin.
+
+    Read from ROOT/meta.bin when torchvision wrote one, else from a cache outside ROOT (`cache_dir`), made by
+    torchvision's `parse_devkit_archive` (md5-checked) in a scratch folder and moved there atomically: ROOT is
+    never written (a read-only mount works) and concurrent trials never see a partial file."""
+    import hashlib
+    import shutil
+    import tempfile
+
+    from torchvision.datasets.imagenet import META_FILE, load_meta_file, parse_devkit_archive
+    if os.path.isfile(os.path.join(root, META_FILE)):
+        return load_meta_file(root)
+    devkit = os.path.realpath(os.path.join(root, DEVKIT))
+    st = os.stat(devkit)
+    key = hashlib.sha256(f"{devkit}:{st.st_size}:{st.st_mtime_ns}".encode()).hexdigest()[:16]
+    folder = cache_dir("imagenet-meta", key)
+    if not os.path.isfile(os.path.join(folder, META_FILE)):
+        os.makedirs(folder, exist_ok=True)
+        scratch = tempfile.mkdtemp(dir=folder)
+        try:
+            os.symlink(devkit, os.path.join(scratch, DEVKIT))
+            parse_devkit_archive(scratch)
+            os.replace(os.path.join(scratch, META_FILE), os.path.join(folder, META_FILE))
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
+    return load_meta_file(folder)
+
+
 def _folder_kind(folder: str) -> str:
     """'classes' when `folder` has sub-folders, 'flat' when it holds image files directly, else 'empty'."""
     flat = False
@@ -128,8 +161,8 @@ class ImageNet(RootDataset):
     optional wnid-subset extra test sets (ImageNet-R / -A, scored on their classes)."""
     how = ("download ILSVRC2012 from https://image-net.org and arrange it as ROOT/train/<wnid>/*.JPEG and "
            "ROOT/val/<wnid>/*.JPEG, "
-           f"or keep the raw layout: ROOT/{DEVKIT} with ROOT/train/<wnid>/ (or ROOT/{TRAIN_TAR}) and a flat "
-           f"ROOT/val/*.JPEG (or ROOT/{VAL_TAR})")
+           f"or keep the raw layout: ROOT/{DEVKIT} with ROOT/train/<wnid>/ and a flat ROOT/val/*.JPEG (the "
+           f"archives {TRAIN_TAR} / {VAL_TAR} extracted once with `{PREPARE.format(root='ROOT')}`)")
 
     class Options(DatasetOptions):
         image_size: int = Field(224, gt=0)
@@ -174,14 +207,17 @@ class ImageNet(RootDataset):
                 if kind == "flat" and (split == "train" or not devkit):
                     self._fail(folder, f"class folders <wnid>/ (it holds images directly; the raw flat val/ needs "
                                f"{os.path.join(root, DEVKIT)} to label them)", root)
-            elif not (devkit and os.path.exists(os.path.join(root, tar))):
-                self._fail(folder, f"an ImageFolder tree{f' (or {tar} with {DEVKIT})' if devkit else ''}", root)
-        if devkit and not os.path.exists(os.path.join(root, "meta.bin")):
-            from torchvision.datasets.imagenet import parse_devkit_archive
-            try:   # once, in the driver: torchvision verifies the devkit and writes ROOT/meta.bin
-                parse_devkit_archive(root)
+            elif os.path.exists(os.path.join(root, tar)):   # trials never extract: 8 of them would race
+                raise DataMissingError(f"dataset 'imagenet': {folder} not found, only the archive "
+                                       f"{os.path.join(root, tar)}; extract it once, before the sweep: "
+                                       f"{PREPARE.format(root=root)}")
+            else:
+                self._fail(folder, "an ImageFolder tree", root)
+        if devkit:
+            try:   # once, in the driver: torchvision verifies the devkit; the parsed metadata is cached
+                imagenet_meta(root)
             except (RuntimeError, OSError, KeyError, ValueError) as exc:
-                self._fail(os.path.join(root, DEVKIT), f"the official devkit, readable, in a writable folder "
+                self._fail(os.path.join(root, DEVKIT), f"the official devkit, readable "
                            f"({type(exc).__name__}: {str(exc).splitlines()[0]})", root)
         for name, path in self.options.extra_tests.items():
             require_path(path, "imagenet", f"extra_tests.{name} must be an ImageFolder root with wnid folders")
@@ -189,26 +225,18 @@ class ImageNet(RootDataset):
     def _items(self, root: str) -> tuple[list[str], dict[str, list[tuple[str, int]]]]:
         """wnids and the (path, class) items of train and official val, from either layout."""
         train_dir, val_dir = os.path.join(root, "train"), os.path.join(root, "val")
-        if not os.path.exists(os.path.join(root, DEVKIT)):
-            wnids = sorted(e.name for e in os.scandir(train_dir) if e.is_dir())
-            class_to_idx = {w: i for i, w in enumerate(wnids)}
-            return wnids, {"train": _scan(train_dir, class_to_idx, "imagenet"),
-                           "test": _scan(val_dir, class_to_idx, "imagenet")}
-        from torchvision.datasets import ImageNet as TvImageNet
-        from torchvision.datasets.imagenet import load_meta_file
-        train = TvImageNet(root, split="train")   # parses the devkit (ROOT/meta.bin), extracts a train tarball
-        wnids, class_to_idx = list(train.wnids), dict(train.wnid_to_idx)
-        if os.path.isdir(val_dir) and _folder_kind(val_dir) == "flat":   # raw val: sorted files <-> devkit labels
-            files = sorted(f for f in os.listdir(val_dir) if f.lower().endswith(IMG_EXTENSIONS))
-            val_wnids = load_meta_file(root)[1]
-            if len(files) != len(val_wnids):
-                raise DataMissingError(f"dataset 'imagenet': {val_dir}: expected the {len(val_wnids)} validation "
-                                       f"images the devkit labels, found {len(files)}")
-            test = [(os.path.join(val_dir, f), class_to_idx[w]) for f, w in zip(files, val_wnids)]
-        else:
-            val = TvImageNet(root, split="val")   # val/<wnid>/ folders, or extracts and sorts the val tarball
-            test = [(p, class_to_idx[val.wnids[c]]) for p, c in val.samples]
-        return wnids, {"train": list(train.samples), "test": test}
+        wnids = sorted(e.name for e in os.scandir(train_dir) if e.is_dir())   # torchvision's ImageNet order
+        class_to_idx = {w: i for i, w in enumerate(wnids)}
+        train = _scan(train_dir, class_to_idx, "imagenet")
+        if _folder_kind(val_dir) != "flat":
+            return wnids, {"train": train, "test": _scan(val_dir, class_to_idx, "imagenet")}
+        files = sorted(f for f in os.listdir(val_dir) if f.lower().endswith(IMG_EXTENSIONS))
+        val_wnids = imagenet_meta(root)[1]   # raw val: sorted files <-> the devkit's labels
+        if len(files) != len(val_wnids):
+            raise DataMissingError(f"dataset 'imagenet': {val_dir}: expected the {len(val_wnids)} validation "
+                                   f"images the devkit labels, found {len(files)}")
+        return wnids, {"train": train, "test": [(os.path.join(val_dir, f), class_to_idx[w])
+                                                for f, w in zip(files, val_wnids)]}
 
     def load(self, root: str | None, seed: int) -> TaskData:
         o = self.options
@@ -290,12 +318,32 @@ class Clothing1M(RootDataset):
                                + self.how.replace("ROOT", root))
 
     def check(self, root: str | None) -> None:
+        """The list files, every image they list (one directory listing per image folder) and a readable
+        sample of them (decoded); DataMissingError naming the first gap."""
         require_path(root, "clothing1m", self.how.replace("ROOT", str(root)))
-        self.annotations(root)
+        ann = self.annotations(root)
+        keys = sorted({k for f in self.files[2:] for k in _read_keys(os.path.join(ann, f))})
+        found = set()
+        for folder in {os.path.dirname(k) for k in keys}:
+            if os.path.isdir(os.path.join(root, folder)):
+                found.update(os.path.join(folder, name) for name in os.listdir(os.path.join(root, folder)))
+        missing = [k for k in keys if k not in found]
+        if missing:
+            raise DataMissingError(f"dataset 'clothing1m': {len(missing)} of the {len(keys)} listed images are not "
+                                   f"under {root} (first: {os.path.join(root, missing[0])}); extract the image "
+                                   f"archives there; " + self.how.replace("ROOT", root))
+        from PIL import Image
+        for k in keys[:: max(1, len(keys) // 16)]:
+            try:
+                with Image.open(os.path.join(root, k)) as img:
+                    img.verify()
+            except Exception as exc:  # noqa: BLE001 - any unreadable image is one line
+                raise DataMissingError(f"dataset 'clothing1m': {os.path.join(root, k)} is not a readable image "
+                                       f"({type(exc).__name__}); re-extract the image archives") from None
 
     def load(self, root: str | None, seed: int) -> TaskData:
         o = self.options
-        self.check(root)
+        require_path(root, "clothing1m", self.how.replace("ROOT", str(root)))   # the driver ran `check`
         ann = self.annotations(root)
         noisy, clean = (_read_kv(os.path.join(ann, f)) for f in self.files[:2])
         keys = {s: _read_keys(os.path.join(ann, f)) for s, f in zip(("train", "val", "test"), self.files[2:])}

@@ -12,7 +12,7 @@ import torch
 from pydantic import Field
 
 from benchmarks.data.datasets.common import DatasetOptions, require_path
-from benchmarks.data.datasets.images import RootDataset
+from benchmarks.data.datasets.images import RootDataset, uint8_tail
 from benchmarks.registry import register_dataset
 from molere.config import ConfigError
 from molere.data import ExampleSet, TaskData
@@ -94,7 +94,9 @@ class _Wilds(RootDataset):
         from wilds.datasets.wilds_dataset import WILDSSubset
         # one source over the whole dataset (a subset of everything), so positions are wilds' global indices
         everything = np.arange(len(ds))
-        sources = WILDSSubset(ds, everything, train_tf), WILDSSubset(ds, everything, eval_tf)
+        sources = tuple(WILDSSubset(ds, everything, uint8_tail(tf)[0]) for tf in (train_tf, eval_tf))
+        for src, tf in zip(sources, (train_tf, eval_tf)):
+            src.normalize = uint8_tail(tf)[1]   # uint8 items, normalised on the device (molere.data.Batch)
         groups = ds._eval_grouper.metadata_to_group(ds.metadata_array)
         y = torch.as_tensor(ds.y_array, dtype=torch.long)
 
