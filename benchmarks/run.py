@@ -24,7 +24,7 @@ from benchmarks.data.datasets.common import DataMissingError
 from benchmarks.trial.store import RunDir, _atomic_write, write_json
 from benchmarks.sweep.schema import Sweep, expand_trials, load_sweep, missing_data, parse_only, select
 from benchmarks.sweep.worker import LOG_FILE, trial_spec
-from benchmarks.trial.wandb_log import check_wandb, resolve_mode
+from benchmarks.trial.wandb_log import check_wandb, git_commit, resolve_mode
 from .weights import check_pretrained
 
 PROG = "benchmarks.run"
@@ -92,7 +92,7 @@ def wandb_settings(sweep: Sweep) -> dict:
     return {"project": w.project, "entity": w.entity, "mode": resolve_mode(w.mode),
             "dir": str(sweep.directory.resolve() if w.dir is None else w.dir),
             "log_every_steps": w.log_every_steps, "stats_interval_s": w.stats_interval_s,
-            "flush_interval_s": w.flush_interval_s}
+            "flush_interval_s": w.flush_interval_s, "git": git_commit()}
 
 
 def write_plan(sweep: Sweep, trials) -> None:

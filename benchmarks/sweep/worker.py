@@ -21,6 +21,10 @@ from pathlib import Path
 from benchmarks.trial.store import RunDir, write_json
 
 LOG_FILE = "trial.log"      # every attempt's stdout/stderr, appended
+# Imported once by the worker's fork server, so no trial process pays for them: the trial code, the W&B
+# modules `wandb.init` imports on first use, and the data loaders' packages (benchmarks.perf, setting "trial").
+TRIAL_IMPORTS = ["benchmarks.trial.execute", "benchmarks.trial.wandb_log", "benchmarks.report.wandb_reader", "wandb",
+                 "wandb.sdk.launch.inputs.internal", "sklearn.datasets", "mnist1d.data"]
 
 
 def trial_spec(planned, sweep, wandb_settings: dict | None) -> dict:
@@ -107,7 +111,8 @@ def run_one(spec: dict, placement: dict | None = None, secrets: dict | None = No
     run.path.mkdir(parents=True, exist_ok=True)
     limit = float(spec.get("time_limit_s") or 24 * 3600)
     ctx = multiprocessing.get_context("forkserver")
-    ctx.set_forkserver_preload(["benchmarks.trial.execute", "benchmarks.trial.wandb_log"])
+    # in a Ray worker each child would otherwise import ray again (the worker's main module imports it)
+    ctx.set_forkserver_preload(TRIAL_IMPORTS + ["ray"] * ("ray" in sys.modules))
     oom_before = _oom_kills()
     proc = ctx.Process(target=_child, args=(spec, placement, dict(secrets or {})), daemon=False)
     run.file("failed.json").unlink(missing_ok=True)   # a failure left by an earlier run is not this one's
