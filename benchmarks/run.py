@@ -14,18 +14,18 @@ import shutil
 import sys
 import time
 
+from typing import TYPE_CHECKING
+
 import yaml
 
 from molere.config import ConfigError
 
-from . import catalog
-from .cli import bad_input_exits
-from benchmarks.data.datasets.common import DataMissingError
 from benchmarks.trial.store import RunDir, _atomic_write, write_json
-from benchmarks.sweep.schema import Sweep, expand_trials, load_sweep, missing_data, parse_only, select
 from benchmarks.sweep.worker import LOG_FILE, trial_spec
-from benchmarks.trial.wandb_log import check_wandb, git_commit, resolve_mode
-from .weights import check_pretrained
+
+if TYPE_CHECKING:
+    from benchmarks.sweep.schema import Sweep
+# torch, the registries and W&B are imported where used, after the arguments are parsed (a fast --help)
 
 PROG = "benchmarks.run"
 
@@ -47,6 +47,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def _hp_text(method: str, hp: dict, width: int = 48) -> str:
     """The hyperparameters that differ from the method's defaults."""
+    from . import catalog
     defaults = catalog.METHODS.get(method).Hparams().model_dump(mode="json")
     text = json.dumps({k: v for k, v in hp.items() if k not in defaults or defaults[k] != v}, separators=(",", ":"),
                       sort_keys=True)
@@ -88,6 +89,7 @@ def counts(status: dict[str, str]) -> str:
 
 
 def wandb_settings(sweep: Sweep) -> dict:
+    from benchmarks.trial.wandb_log import git_commit, resolve_mode
     w = sweep.wandb
     return {"project": w.project, "entity": w.entity, "mode": resolve_mode(w.mode),
             "dir": str(sweep.directory.resolve() if w.dir is None else w.dir),
@@ -209,9 +211,19 @@ def dashboard(sweep: Sweep, settings: dict) -> None:
               file=sys.stderr)
 
 
+def check_wandb() -> None:
+    from benchmarks.trial.wandb_log import check_wandb as check
+    check()
+
+
 def main(argv=None) -> int:
     a = parse_args(argv)
     os.environ.setdefault("WANDB_SILENT", "true")
+    from benchmarks.data.datasets.common import DataMissingError
+    from benchmarks.sweep.schema import expand_trials, load_sweep, missing_data, parse_only, select
+    from benchmarks.trial.wandb_log import resolve_mode
+    from .cli import bad_input_exits
+    from .weights import check_pretrained
     with bad_input_exits(PROG):
         sweep = load_sweep(a.sweep, a.set, a.results)
         only = parse_only(a.only)

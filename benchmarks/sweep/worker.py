@@ -159,7 +159,16 @@ def run_logged(spec: dict, placement: dict | None = None) -> dict:
         return out
 
 
-def _run(spec: dict, run: RunDir, where: dict) -> dict:
+def run_in_process(spec: dict, callbacks: tuple = ()) -> dict:
+    """Run the trial of `spec` in this process, its output on this terminal, with extra trainer callbacks
+    (benchmarks.train): the same W&B run, store and checkpoints as a sweep trial. A failure is recorded,
+    then raised."""
+    run = RunDir(spec["out_dir"])
+    run.path.mkdir(parents=True, exist_ok=True)
+    return _run(spec, run, {"hostname": socket.gethostname(), "pid": os.getpid()}, callbacks, reraise=True)
+
+
+def _run(spec: dict, run: RunDir, where: dict, callbacks: tuple = (), reraise: bool = False) -> dict:
     import torch
 
     from benchmarks.trial.config import TrialConfig
@@ -173,16 +182,19 @@ def _run(spec: dict, run: RunDir, where: dict) -> dict:
     code = 1
     try:
         try:
-            result = run_trial(TrialConfig.model_validate(spec["config"]), run.path, callbacks=(logger,),
+            result = run_trial(TrialConfig.model_validate(spec["config"]), run.path, callbacks=(logger, *callbacks),
                                store_root=spec["store_root"], checkpoint=spec["checkpoint"],
                                checkpoint_steps=spec.get("checkpoint_steps"),
                                checkpoint_minutes=spec.get("checkpoint_minutes"), cpus=spec["cpu"])
         except Exception as exc:  # noqa: BLE001 - a failing trial is recorded, never propagated
-            traceback.print_exc()
+            if not reraise:
+                traceback.print_exc()
             if run.status != "failed":
                 run.fail(exc)
             error = f"{type(exc).__name__}: {exc}"
             logger.failed(error, run.path, str(run.file(LOG_FILE)))
+            if reraise:
+                raise
             return {"status": "failed", "error": error, **where}
         code = 0
         try:
