@@ -191,10 +191,15 @@ def report(sweep: Sweep, settings: dict) -> None:
     except (ImportError, AttributeError):
         return
     try:
-        build_report(sweep.directory, wandb_settings=settings)
+        built = build_report(sweep.directory, wandb_settings=settings)
     except Exception as exc:  # noqa: BLE001
         print(f"{PROG}: warning: the report failed ({type(exc).__name__}: {exc}); results are intact",
               file=sys.stderr)
+        return
+    if built.get("summary") is not None:
+        from .report.summary import plain_text
+        print(f"\n{built['summary'].title}\n{plain_text(built['summary'])}\n{built['summary'].legend}")
+    print(f"report: {built['index']}")
 
 
 def dashboard(sweep: Sweep, settings: dict) -> None:

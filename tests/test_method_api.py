@@ -140,6 +140,8 @@ def legends(monkeypatch):
         seen[name] = {ax.get_title(): [t.get_text() for t in ax.get_legend().get_texts()]
                       for ax in fig.axes if ax.get_legend() is not None}
         seen[name]["figure"] = [t.get_text() for leg in fig.legends for t in leg.get_texts()]
+        seen[name]["panels"] = [ax.get_title().split("\n")[0] for ax in fig.axes if ax.get_visible()]
+        seen[name]["rows"] = [ax.get_ylabel() for ax in fig.axes if ax.get_visible() and ax.get_ylabel()]
         return save(fig, folder, name)
     monkeypatch.setattr(F, "_save", keep)
     return seen
@@ -158,8 +160,8 @@ def check_report(root, out, seen):
     assert row["method − control (pts)"].startswith("+6.00 [")
     gains = seen["gains.png"]["Other baselines and same-split ERM controls"]
     assert gains == ["Class-W", "ERM, meta set withheld"]
-    assert seen["training_curves.png"]["figure"] == ["ERM", "Class-W", "ERM, meta set withheld"]
-    assert {"Class-W − ERM", "ERM, meta set withheld − ERM"} <= set(seen["margin_deltas_digits_clean.png"])
+    assert seen["training_curves.png"]["rows"] == ["ERM", "Class-W", "ERM, meta set withheld"]   # one row each
+    assert {"Class-W − ERM", "ERM, meta set withheld − ERM"} <= set(seen["margin_deltas_digits_clean.png"]["panels"])
     assert F.color("class_weights") == F.color("class_weights_control") == "#7f7f7f"
 
 
