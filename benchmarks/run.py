@@ -97,11 +97,18 @@ def wandb_settings(sweep: Sweep) -> dict:
             "flush_interval_s": w.flush_interval_s, "git": git_commit()}
 
 
-def write_plan(sweep: Sweep, trials) -> None:
+def write_plan(sweep: Sweep, trials, filtered: bool = False) -> list[str]:
+    """Add `trials` to the store's plan (never removes one: benchmarks.sweep.store_plan); sweep.yaml is
+    written by an unfiltered run (or when absent). Returns notes; a filtered run that would change planned
+    trials raises ConfigError."""
+    from benchmarks.sweep.store_plan import merge_plan, read_plan
     d = sweep.directory
+    plan, notes = merge_plan(read_plan(d), [t.record() for t in trials], filtered=filtered, where=str(d))
     (d / "trials").mkdir(parents=True, exist_ok=True)
-    write_json(d / "plan.json", [t.record() for t in trials])
-    _atomic_write(d / "sweep.yaml", yaml.safe_dump(sweep.model_dump(mode="json"), sort_keys=False).encode())
+    write_json(d / "plan.json", plan)
+    if not filtered or not (d / "sweep.yaml").exists():
+        _atomic_write(d / "sweep.yaml", yaml.safe_dump(sweep.model_dump(mode="json"), sort_keys=False).encode())
+    return notes
 
 
 def summarize(sweep: Sweep, trials, lost: dict[str, str], elapsed: float) -> int:
@@ -264,7 +271,9 @@ def main(argv=None) -> int:
     status = {t.trial_id: RunDir(sweep.directory / "trials" / t.trial_id).status for t in chosen}
     for tid, why in untrusted(chosen, sweep.directory).items():
         print(f"{sweep.name}: not trusting trial {tid}: {why}; rerunning it", file=sys.stderr)
-    write_plan(sweep, plan)
+    with bad_input_exits(PROG):
+        for note in write_plan(sweep, chosen, filtered=bool(a.set or a.only)):
+            print(f"{sweep.name}: {note}", file=sys.stderr)
     settings = wandb_settings(sweep)
     todo = [t for t in chosen if status[t.trial_id] != "done"]
     rerun = {t.trial_id for t in todo}
