@@ -9,10 +9,6 @@ import json
 import shutil
 import textwrap
 
-from molere.config import describe_fields
-
-from . import catalog
-from .cli import bad_input_exits
 
 
 def _options(obj):
@@ -25,6 +21,7 @@ def _wrap(text: str, indent: int, width: int) -> str:
 
 
 def show(kind: str, name: str, reg, width: int) -> None:
+    from molere.config import describe_fields
     obj = reg.get(name)
     print(f"{kind[:-1]} {name}")
     for para in (inspect.getdoc(obj) or "").split("\n\n"):
@@ -48,8 +45,11 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="benchmarks.list", description=__doc__)
     p.add_argument("kind", nargs="?", choices=["methods", "datasets", "models"])
     p.add_argument("name", nargs="?", help="one entry: its options with defaults, allowed values and meaning")
-    p.add_argument("--plugin", action="append", default=[])
+    p.add_argument("--plugin", action="append", default=[], metavar="MODULE",
+                   help="module registering extra methods, datasets or models (repeatable)")
     a = p.parse_args(argv)
+    from . import catalog      # imports torch and every registered module: after --help
+    from .cli import bad_input_exits
     catalog.load_plugins(a.plugin)
     registries = {"methods": catalog.METHODS, "datasets": catalog.DATASETS, "models": catalog.MODELS}
     width = shutil.get_terminal_size((100, 24)).columns

@@ -29,16 +29,10 @@ import time
 from contextlib import nullcontext
 
 import numpy as np
-import torch
 
-from molere.config import TrainConfig
-from molere.data import ExampleSet, TaskData
-from molere.reference import ReferenceMargins
-from molere.registry import METHODS
-from molere.trainer import RunContext
+from . import perf_trial
 
-from . import catalog  # noqa: F401
-from .models import model_factory
+# torch, the registries and the models are imported in the functions that use them: `--help` stays fast
 
 SETTINGS = {  # name -> (model, input shape, training examples)
     "cnn-digits": ("cnn", (1, 8, 8), 1280),
@@ -70,6 +64,9 @@ IMAGE_EXTRA_ROWS = [("lrw, head-only", "lrw", HEAD), ("mwn, head-only", "mwn", H
 
 
 def synthetic_task(shape: tuple, n: int, classes: int = 10, seed: int = 0, device: str = "cpu") -> TaskData:
+    import torch
+
+    from molere.data import ExampleSet, TaskData
     g = torch.Generator().manual_seed(seed)
 
     def make(m, offset):
@@ -83,13 +80,16 @@ class FixedReference:
     """Stands in for a stored ERM run: fixed random margins, so no ERM pass is timed or trained."""
 
     def __init__(self, task: TaskData):
+        import torch
         ids = torch.cat([task.train.ids, task.val.ids]).numpy()
         self.margins = (ids, np.random.default_rng(0).uniform(-1, 1, len(ids)))
 
     def pool_margins(self):
+        from molere.reference import ReferenceMargins
         return ReferenceMargins(*self.margins)
 
     def oof_margins(self, folds: int):
+        from molere.reference import ReferenceMargins
         return ReferenceMargins(*self.margins)
 
     def test_outputs(self):
@@ -100,6 +100,14 @@ def build(method: str, hparams: dict, setting: str, batch_size: int, epochs: int
           precision: str = "fp32", task: TaskData | None = None, factory=None):
     """A trainer on a synthetic task of the setting's shape (or the given task and model factory);
     MOLERE starts past its warm-up."""
+    import torch
+
+    from molere.config import TrainConfig
+    from molere.registry import METHODS
+    from molere.trainer import RunContext
+
+    from . import catalog  # noqa: F401  (registers the methods)
+    from .models import model_factory
     if task is None:
         arch, shape, n = SETTINGS[setting]
         task = synthetic_task(shape, n, device=device)
@@ -126,6 +134,7 @@ def _stream(trainer):
 
 def _sync(trainer) -> None:
     if trainer.device.type == "cuda":
+        import torch
         torch.cuda.synchronize(trainer.device)
 
 
@@ -177,6 +186,7 @@ def step_peak_mb(method: str, hparams: dict, setting: str, batch_size: int) -> f
 def peak_memory_mb(method: str, hparams: dict, setting: str, batch_size: int, device: str) -> float:
     """CUDA: max allocated over a few steps; CPU: extra peak RSS of the steps, in a fresh process."""
     if device.startswith("cuda"):
+        import torch
         t = build(method, hparams, setting, batch_size, device=device)
         torch.cuda.reset_peak_memory_stats()
         time_steps({"m": t}, rounds=5, warmup=1)
@@ -190,6 +200,9 @@ def peak_memory_mb(method: str, hparams: dict, setting: str, batch_size: int, de
 def image_builders(name: str, a: argparse.Namespace, device: str) -> dict[tuple[str, str], object]:
     """(precision, row) -> a function building its trainer: every method of the image setting `name`, one task
     and initial weights; ERM first, each row's precisions next to each other."""
+    from molere.registry import METHODS
+
+    from .models import model_factory
     shape = (3, a.image_size, a.image_size)
     task = synthetic_task(shape, 5 * a.batch_size, a.classes, device=device)
     factory = model_factory(IMAGE_MODELS[name], a.classes, shape, {})
@@ -208,6 +221,7 @@ def image_trainers(name: str, a: argparse.Namespace, device: str) -> dict[tuple[
 def time_one_at_a_time(builders: dict, repeats: int, warmup: int, time_limit: float | None) -> dict:
     """`time_image_epochs` row by row: each trainer is built, timed and freed (GPU memory emptied) before the
     next, so one is resident at a time. After `time_limit` seconds no new row starts (reported skipped)."""
+    import torch
     deadline = None if time_limit is None else time.monotonic() + time_limit
     out = {}
     for k, make in builders.items():
@@ -229,6 +243,7 @@ def time_image_epochs(trainers: dict, repeats: int, warmup: int, time_limit: flo
     epochs' peak memory above what the trainer held before (CUDA; None on CPU). A trainer that runs out
     of GPU memory is reported as such and dropped; the others go on. After `time_limit` seconds no new
     round starts once one has been timed."""
+    import torch
     deadline = None if time_limit is None else time.monotonic() + time_limit
     secs, images, peaks, failed = {k: [] for k in trainers}, {}, {}, {}
     for r in range(warmup + repeats):
@@ -292,22 +307,28 @@ def print_image_table(name: str, results: dict, precisions: list[str]) -> None:
         print(f"| {lbl} | " + " | ".join(cells) + " |")
 
 
-def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="benchmarks.perf", description=__doc__.splitlines()[0])
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="benchmarks.perf", description=__doc__.splitlines()[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--settings", nargs="+", default=None,
-                   choices=sorted(SETTINGS) + sorted(IMAGE_MODELS) + ["meta-stream"],
-                   help="default: cnn-digits mlp-digits cnn-fashion on CPU, resnet50 vit_b16 on CUDA")
-    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-    p.add_argument("--batch-size", type=int, default=128)
+                   choices=sorted(SETTINGS) + sorted(IMAGE_MODELS) + ["trial", "meta-stream"],
+                   help="default: cnn-digits mlp-digits cnn-fashion trial on CPU, resnet50 vit_b16 on CUDA "
+                        "(trial: the fixed cost of one sweep trial, benchmarks.perf_trial; meta-stream: "
+                        "whether a meta stream keeps up, benchmarks.perf_stream)")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="where to time")
+    p.add_argument("--batch-size", type=int, default=128, help="batch size of every setting")
     p.add_argument("--rounds", type=int, default=60, help="interleaved timed steps per method")
-    p.add_argument("--epoch-repeats", type=int, default=5)
-    p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--no-memory", action="store_true")
-    p.add_argument("--json", help="also write the results to this file")
+    p.add_argument("--epoch-repeats", type=int, default=5, help="timed epochs per method")
+    p.add_argument("--threads", type=int, default=2, help="torch threads")
+    p.add_argument("--no-memory", action="store_true", help="skip the peak-memory rows")
+    p.add_argument("--out", "--json", dest="out", default=None,
+                   help="also write the results to this JSON file, after every table (--json: the old name)")
+    p.add_argument("--trial-repeats", type=int, default=4, help="timed trials per W&B mode of the trial setting")
     g = p.add_argument_group("image settings")
-    g.add_argument("--precisions", nargs="+", default=["fp32", "bf16"], choices=["fp32", "bf16", "fp16"])
-    g.add_argument("--image-size", type=int, default=224)
-    g.add_argument("--classes", type=int, default=1000)
+    g.add_argument("--precisions", nargs="+", default=["fp32", "bf16"], choices=["fp32", "bf16", "fp16"],
+                   help="precisions timed side by side")
+    g.add_argument("--image-size", type=int, default=224, help="synthetic image side")
+    g.add_argument("--classes", type=int, default=1000, help="classes of the synthetic data")
     g.add_argument("--methods", nargs="+", default=None, help="only these methods' rows (and ERM's)")
     g.add_argument("--warmup-epochs", type=int, default=1, help="untimed epochs per trainer first")
     g.add_argument("--time-limit", type=float, default=None, help="seconds per image setting: no new timed "
@@ -316,7 +337,16 @@ def main(argv=None) -> int:
     g.add_argument("--resident", choices=["all", "one"], default=None,
                    help="all trainers built and timed interleaved, or one at a time (built, timed, freed); "
                         "default: one on CUDA (a setting's 34 ViT-B trainers do not fit one GPU), all on CPU")
-    a = p.parse_args(argv)
+    return p.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    a = parse_args(argv)
+    import torch
+
+    from molere.registry import METHODS
+
+    from . import catalog  # noqa: F401  (registers the methods)
     if a.device == "cuda" and not torch.cuda.is_available():
         print("benchmarks.perf: --device cuda: no CUDA device is visible", file=sys.stderr)
         return 2
@@ -326,13 +356,20 @@ def main(argv=None) -> int:
         if unknown:
             print(f"benchmarks.perf: --methods: unknown {unknown}; allowed: {METHODS.names()}", file=sys.stderr)
             return 2
-    settings = a.settings or (["resnet50", "vit_b16"] if device == "cuda" else ["cnn-digits", "mlp-digits", "cnn-fashion"])
+    settings = a.settings or (["resnet50", "vit_b16"] if device == "cuda" else
+                              ["cnn-digits", "mlp-digits", "cnn-fashion", "trial"])
     torch.set_num_threads(a.threads)
     report = {"device": device, "threads": a.threads, "batch_size": a.batch_size, "torch": torch.__version__,
               "gpu": torch.cuda.get_device_name() if device == "cuda" else None, "settings": {}}
+
+    def save() -> None:   # after every table: an interrupted run keeps what it measured
+        if a.out:
+            with open(a.out, "w") as f:
+                json.dump(report, f, indent=2)
     for setting in settings:
         if setting in IMAGE_MODELS:
-            if (a.resident or ("one" if device == "cuda" else "all")) == "one":
+            resident = a.resident or ("one" if device == "cuda" else "all")
+            if resident == "one":
                 results = time_one_at_a_time(image_builders(setting, a, device), a.epoch_repeats, a.warmup_epochs,
                                              a.time_limit)
             else:
@@ -340,8 +377,7 @@ def main(argv=None) -> int:
                                             a.time_limit)
             report["settings"][setting] = {
                 "model": IMAGE_MODELS[setting], "image_size": a.image_size, "classes": a.classes,
-                "train_images": 5 * a.batch_size,
-                "resident": a.resident or ("one" if device == "cuda" else "all"),
+                "train_images": 5 * a.batch_size, "resident": resident,
                 "rows": {f"{lbl} [{prec}]": r for (prec, lbl), r in results.items()}}
             print(f"\n## {setting} ({IMAGE_MODELS[setting]}, {a.image_size}px, {a.classes} classes, batch "
                   f"{a.batch_size}, {device}{', ' + report['gpu'] if report['gpu'] else ''})")
@@ -352,34 +388,48 @@ def main(argv=None) -> int:
         elif setting == "meta-stream":   # benchmarks/perf_stream.py: does a meta stream keep up?
             from .perf_stream import meta_stream_setting
             report["settings"][setting] = meta_stream_setting(a, device)
+        elif setting == "trial":
+            rows = report["settings"]["trial"] = {}
+            perf_trial.print_header()
+            perf_trial.trial_overhead(a.trial_repeats, on_row=lambda lbl, r: (rows.update({lbl: r}),
+                                                                              perf_trial.print_row(lbl, r), save()))
         else:
-            report["settings"][setting] = small_setting(setting, a, device)
-        if a.json:   # after every setting: a timed-out run keeps what it measured
-            with open(a.json, "w") as f:
-                json.dump(report, f, indent=2)
+            report["settings"][setting] = {}
+            small_setting(setting, a, device, report["settings"][setting], save)
+        save()
     return 0
 
 
-def small_setting(setting: str, a: argparse.Namespace, device: str) -> dict:
-    """The small-model setting: per-step and per-epoch times (fp32) and step memory, printed."""
+def small_setting(setting: str, a: argparse.Namespace, device: str, out: dict, save) -> dict:
+    """The small-model setting: per-step and per-epoch times (fp32) and step memory, each table printed (and
+    `save()`d) as soon as it is measured."""
+    from molere.registry import METHODS
+
     def trainer(m, hp):
         return build(m, hp, setting, a.batch_size, device=device)
-    steps = time_steps({lbl: trainer(m, hp) for lbl, m, hp in STEP_ROWS}, a.rounds)
-    rows = [(m, m, {}) for m in METHODS.names() if a.methods is None or m in a.methods or m == "erm"] + EPOCH_ROWS
-    epochs = time_epochs({lbl: trainer(m, hp) for lbl, m, hp in rows}, a.epoch_repeats)
-    memory = {} if a.no_memory else {lbl: peak_memory_mb(m, hp, setting, a.batch_size, device)
-                                     for lbl, m, hp in STEP_ROWS}
-    print(f"\n## {setting}  (batch {a.batch_size}, {a.threads} threads, {device})")
-    print(f"{'per step, meta update every step':<34} {'median ms':>10} {'x ERM':>7} {'+peak MB':>9}")
+    print(f"\n## {setting}  (batch {a.batch_size}, {a.threads} threads, {device})", flush=True)
+    steps = out["step_ms"] = time_steps({lbl: trainer(m, hp) for lbl, m, hp in STEP_ROWS}, a.rounds)
+    print(f"{'per step, meta update every step':<34} {'median ms':>10} {'x ERM':>7}")
     for lbl, ms in steps.items():
-        mem = f"{memory[lbl]:9.0f}" if lbl in memory else f"{'-':>9}"
-        print(f"{lbl:<34} {ms:10.2f} {ms / steps['erm']:7.2f} {mem}")
+        print(f"{lbl:<34} {ms:10.2f} {ms / steps['erm']:7.2f}", flush=True)
+    save()
+    rows = [(m, m, {}) for m in METHODS.names() if a.methods is None or m in a.methods or m == "erm"] + EPOCH_ROWS
+    epochs = out["epoch_s"] = time_epochs({lbl: trainer(m, hp) for lbl, m, hp in rows}, a.epoch_repeats)
     print(f"{'per epoch, default schedule':<34} {'median s':>10} {'x ERM':>7}")
     for m, sec in epochs.items():
-        print(f"{m:<34} {sec:10.3f} {sec / epochs['erm']:7.2f}")
-    return {"step_ms": steps, "epoch_s": epochs, "peak_mb": memory}
+        print(f"{m:<34} {sec:10.3f} {sec / epochs['erm']:7.2f}", flush=True)
+    save()
+    memory = out["peak_mb"] = {}
+    if not a.no_memory:
+        print(f"{'peak memory of a few steps':<34} {'+peak MB':>10}")
+        for lbl, m, hp in STEP_ROWS:
+            memory[lbl] = peak_memory_mb(m, hp, setting, a.batch_size, device)
+            print(f"{lbl:<34} {memory[lbl]:10.0f}", flush=True)
+            save()
+    return out
 
 
 if __name__ == "__main__":
     os.environ.setdefault("OMP_NUM_THREADS", "2")
+    os.environ.setdefault("WANDB_SILENT", "true")
     raise SystemExit(main())

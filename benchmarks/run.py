@@ -14,21 +14,18 @@ import shutil
 import sys
 import time
 
+from typing import TYPE_CHECKING
+
 import yaml
 
 from molere.config import ConfigError
 
-from . import catalog
-from .cli import bad_input_exits
-from benchmarks.data.datasets.common import DataMissingError
 from benchmarks.trial.store import RunDir, _atomic_write, write_json
-from benchmarks.sweep.per_dataset import models_of
-from benchmarks.sweep.host import check_host
-from benchmarks.sweep.schema import Sweep, expand_trials, load_sweep, missing_data, parse_only, select
-from benchmarks.sweep import references
 from benchmarks.sweep.worker import LOG_FILE
-from benchmarks.trial.wandb_log import check_wandb, resolve_mode
-from .weights import check_pretrained
+
+if TYPE_CHECKING:
+    from benchmarks.sweep.schema import Sweep
+# torch, the registries and W&B are imported where used, after the arguments are parsed (a fast --help)
 
 PROG = "benchmarks.run"
 
@@ -54,6 +51,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def _hp_text(method: str, hp: dict, width: int = 48) -> str:
     """The hyperparameters that differ from the method's defaults."""
+    from . import catalog
     defaults = catalog.METHODS.get(method).Hparams().model_dump(mode="json")
     text = json.dumps({k: v for k, v in hp.items() if k not in defaults or defaults[k] != v}, separators=(",", ":"),
                       sort_keys=True)
@@ -102,18 +100,26 @@ def counts(status: dict[str, str]) -> str:
 
 
 def wandb_settings(sweep: Sweep) -> dict:
+    from benchmarks.trial.wandb_log import git_commit, resolve_mode
     w = sweep.wandb
     return {"project": w.project, "entity": w.entity, "mode": resolve_mode(w.mode),
             "dir": str(sweep.directory.resolve() if w.dir is None else w.dir),
             "log_every_steps": w.log_every_steps, "stats_interval_s": w.stats_interval_s,
-            "flush_interval_s": w.flush_interval_s}
+            "flush_interval_s": w.flush_interval_s, "git": git_commit()}
 
 
-def write_plan(sweep: Sweep, trials) -> None:
+def write_plan(sweep: Sweep, trials, filtered: bool = False) -> list[str]:
+    """Add `trials` to the store's plan (never removes one: benchmarks.sweep.store_plan); sweep.yaml is
+    written by an unfiltered run (or when absent). Returns notes; a filtered run that would change planned
+    trials raises ConfigError."""
+    from benchmarks.sweep.store_plan import merge_plan, read_plan
     d = sweep.directory
+    plan, notes = merge_plan(read_plan(d), [t.record() for t in trials], filtered=filtered, where=str(d))
     (d / "trials").mkdir(parents=True, exist_ok=True)
-    write_json(d / "plan.json", [t.record() for t in trials])
-    _atomic_write(d / "sweep.yaml", yaml.safe_dump(sweep.model_dump(mode="json"), sort_keys=False).encode())
+    write_json(d / "plan.json", plan)
+    if not filtered or not (d / "sweep.yaml").exists():
+        _atomic_write(d / "sweep.yaml", yaml.safe_dump(sweep.model_dump(mode="json"), sort_keys=False).encode())
+    return notes
 
 
 def summarize(sweep: Sweep, trials, lost: dict[str, str], elapsed: float) -> int:
@@ -203,10 +209,15 @@ def report(sweep: Sweep, settings: dict) -> None:
     except (ImportError, AttributeError):
         return
     try:
-        build_report(sweep.directory, wandb_settings=settings)
+        built = build_report(sweep.directory, wandb_settings=settings)
     except Exception as exc:  # noqa: BLE001
         print(f"{PROG}: warning: the report failed ({type(exc).__name__}: {exc}); results are intact",
               file=sys.stderr)
+        return
+    if built.get("summary") is not None:
+        from .report.summary import plain_text
+        print(f"\n{built['summary'].title}\n{plain_text(built['summary'])}\n{built['summary'].legend}")
+    print(f"report: {built['index']}")
 
 
 def dashboard(sweep: Sweep, settings: dict) -> None:
@@ -223,9 +234,22 @@ def dashboard(sweep: Sweep, settings: dict) -> None:
               file=sys.stderr)
 
 
+def check_wandb() -> None:
+    from benchmarks.trial.wandb_log import check_wandb as check
+    check()
+
+
 def main(argv=None) -> int:
     a = parse_args(argv)
     os.environ.setdefault("WANDB_SILENT", "true")
+    from benchmarks.data.datasets.common import DataMissingError
+    from benchmarks.sweep import references
+    from benchmarks.sweep.host import check_host
+    from benchmarks.sweep.per_dataset import models_of
+    from benchmarks.sweep.schema import expand_trials, load_sweep, missing_data, parse_only, select
+    from benchmarks.trial.wandb_log import resolve_mode
+    from .cli import bad_input_exits
+    from .weights import check_pretrained
     with bad_input_exits(PROG):
         sweep = load_sweep(a.sweep, a.set, a.results)
         only = parse_only(a.only)
@@ -271,7 +295,9 @@ def main(argv=None) -> int:
     status = {t.trial_id: RunDir(sweep.directory / "trials" / t.trial_id).status for t in chosen}
     for tid, why in untrusted(chosen, sweep.directory).items():
         print(f"{sweep.name}: not trusting trial {tid}: {why}; rerunning it", file=sys.stderr)
-    write_plan(sweep, plan)
+    with bad_input_exits(PROG):
+        for note in write_plan(sweep, chosen, filtered=bool(a.set or a.only)):
+            print(f"{sweep.name}: {note}", file=sys.stderr)
     settings = wandb_settings(sweep)
     todo = [t for t in chosen if status[t.trial_id] != "done"]
     jobs = references.pending_jobs(chosen, sweep.directory)   # out-of-fold models the planned methods need

@@ -23,3 +23,8 @@ def pytest_addoption(parser):
 def pytest_configure(config):
     from molere.registry import load_plugins
     load_plugins(config.getoption("--plugin"))
+
+
+def pytest_collection_modifyitems(config, items):
+    from tests.optional_data import skip_absent
+    skip_absent(items)

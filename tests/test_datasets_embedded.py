@@ -13,9 +13,9 @@ from benchmarks.data.datasets.embedded import read_idx
 from benchmarks.data.regimes import RegimeConfig
 from molere.config import ConfigError
 from molere.registry import UnknownNameError
+from tests.optional_data import needs_fashion_mnist
 
 CLEAN = RegimeConfig()
-DEBIAN_DIR = "/usr/share/datasets/fashion-mnist"
 
 
 def all_ids(task):
@@ -129,7 +129,7 @@ def test_bad_idx_file_is_reported(tmp_path):
         read_idx(str(tmp_path / "x.idx"))
 
 
-@pytest.mark.skipif(not os.path.isdir(DEBIAN_DIR), reason="Debian package dataset-fashion-mnist not installed")
+@needs_fashion_mnist
 def test_fashion_mnist_debian_copy():
     task = load_task(DatasetConfig(name="fashion_mnist", options={"train_subset": 1000}), CLEAN, 0)
     assert n_train(task) + len(task.val) == 1000 and len(task.test) == 10000

@@ -143,6 +143,8 @@ def legends(monkeypatch):
         seen[name] = {ax.get_title(): [t.get_text() for t in ax.get_legend().get_texts()]
                       for ax in fig.axes if ax.get_legend() is not None}
         seen[name]["figure"] = [t.get_text() for leg in fig.legends for t in leg.get_texts()]
+        seen[name]["panels"] = [ax.get_title().split("\n")[0] for ax in fig.axes if ax.get_visible()]
+        seen[name]["rows"] = [ax.get_ylabel() for ax in fig.axes if ax.get_visible() and ax.get_ylabel()]
         return save(fig, folder, name)
     monkeypatch.setattr(F, "_save", keep)
     return seen
@@ -161,10 +163,10 @@ def check_report(root, out, seen):
     assert row["method − control (pts)"].startswith("+6.00 [")
     gains = seen["gains.png"]["Other baselines and same-split ERM controls"]
     assert gains == ["ERM (train+val)", "Class-W", "ERM, meta set withheld"]
-    assert seen["training_curves.png"]["figure"] == ["ERM", "ERM (train+val)", "Class-W", "ERM, meta set withheld"]
+    assert seen["training_curves.png"]["rows"] == ["ERM", "ERM (train+val)", "Class-W", "ERM, meta set withheld"]
     same = pd.read_csv(out / "tables" / "same_data.csv").set_index("method")
     assert same.loc["class_weights", "same-data reference"] == "ERM (train+val)"
-    assert {"Class-W − ERM", "ERM, meta set withheld − ERM"} <= set(seen["margin_deltas_digits_clean.png"])
+    assert {"Class-W − ERM", "ERM, meta set withheld − ERM"} <= set(seen["margin_deltas_digits_clean.png"]["panels"])
     assert F.color("class_weights") == F.color("class_weights_control") == "#7f7f7f"
 
 

@@ -8,6 +8,7 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
+from scipy import stats as sps
 
 from benchmarks.report import build_report
 from benchmarks.trial.store import RunDir, write_json
@@ -94,7 +95,8 @@ def test_tables_show_the_selected_draw_and_gains_pair_it_with_selected_erm(repor
     assert len(res) == 5                                     # one row per method, not per draw
     for method, hid in (("mwn", "ma"), ("lrw_random", "ra"), ("erm", "ea")):
         a = [acc(method, hid, s, "test") for s in SEEDS]
-        assert res.at[method, "test acc (%)"] == f"{100 * np.mean(a):.2f} ± {100 * np.std(a, ddof=1):.2f} (n=3)"
+        lo, hi = sps.t.interval(0.95, 2, loc=100 * np.mean(a), scale=sps.sem(100 * np.asarray(a)))
+        assert res.at[method, "test acc (%)"] == f"{100 * np.mean(a):.2f} [{lo:.2f}, {hi:.2f}] (n=3)"
     d = 100 * (np.array([acc("mwn", "ma", s, "test") for s in SEEDS]) - [acc("erm", "ea", s, "test") for s in SEEDS])
     assert res.at["mwn", "gain over ERM (pts) [95% CI], p"].startswith(f"{d.mean():+.2f} [")
     order = table(root, "ordering").iloc[0]

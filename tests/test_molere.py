@@ -17,6 +17,7 @@ from molere.molere import MOLERE, MOLEREHparams
 from molere.splitter import (choose_validation, label_balance_kl, membership_weighted_loss,
                              split_size_kl)
 from molere.trainer import RunContext
+from tests.optional_data import needs_fashion_mnist
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -264,7 +265,8 @@ def test_delta_too_small_for_the_pool_is_a_config_error():
 @pytest.mark.slow
 @pytest.mark.parametrize("args", [
     ["--dataset", "digits", "--model", "cnn", "--epochs", "4"],
-    ["--dataset", "fashion_mnist", "--data-opt", "train_subset=2000", "--epochs", "2"],
+    pytest.param(["--dataset", "fashion_mnist", "--data-opt", "train_subset=2000", "--epochs", "2"],
+                 marks=needs_fashion_mnist, id="fashion_mnist"),
 ])
 def test_cli_runs(tmp_path, args):
     out = subprocess.run([sys.executable, "-m", "benchmarks.train", *args, "--method", "molere",

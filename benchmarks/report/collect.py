@@ -101,11 +101,26 @@ def _load_margins(path: str, mtime_ns: int, split: str):
         return z[f"{split}_ids"], z[f"{split}_margins"]
 
 
-def collect(sweep_dir: str | Path) -> pd.DataFrame:
-    """The long-form table: labels, hyperparameters, status, accuracies, gains and margin summaries."""
+def subset(plan: list[dict], only: dict[str, set[str]]) -> list[dict]:
+    """The plan entries matching every filter ({"method": {"mwn"}, "seed": {"0"}, ...}); a method filter keeps
+    the reference method (what gains are measured against). Unknown values raise ValueError (one line)."""
+    MC.use(plan)
+    for key, values in only.items():
+        known = {str(e["labels"].get(key)) for e in plan}
+        if values - known:
+            raise ValueError(f"--only {key}: {', '.join(sorted(values - known))} not in this store "
+                             f"(it has {', '.join(sorted(known))})")
+    keep = lambda e, k, v: str(e["labels"].get(k)) in v or (k == "method" and MC.is_reference(e["labels"]["method"]))
+    return [e for e in plan if all(keep(e, k, v) for k, v in only.items())]
+
+
+def collect(sweep_dir: str | Path, only: dict[str, set[str]] | None = None) -> pd.DataFrame:
+    """The long-form table: labels, hyperparameters, status, accuracies, gains and margin summaries (of the
+    plan entries matching `only`, default all)."""
     sweep_dir = Path(sweep_dir)
     rows = []
     plan = load_plan(sweep_dir)
+    plan = subset(plan, only) if only else plan
     MC.use(plan)
     for i, entry in enumerate(plan):
         lab = entry["labels"]

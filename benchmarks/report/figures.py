@@ -1,4 +1,5 @@
-"""Report figures (matplotlib, Agg): gains over ERM, paired margin deltas, binned deltas, training curves.
+"""Report figures (matplotlib, Agg): gains over ERM, training curves (small multiples), paired margin deltas,
+binned deltas. Every interval drawn is a 95% t-interval over seeds (or pooled examples).
 
 Each function writes PNGs under `folder` and returns [{"file", "title", "caption"}]; a figure whose data
 is absent is skipped and a note says why (never an exception).
@@ -47,10 +48,10 @@ def _save(fig, folder: Path, name: str) -> str:
     return name
 
 
-def _grid(n: int, ncols: int, w: float = 4.2, h: float = 3.3):
+def _grid(n: int, ncols: int, w: float = 4.2, h: float = 3.3, share: bool = False):
     ncols = max(1, min(ncols, n))
     nrows = -(-n // ncols)
-    fig, axes = plt.subplots(nrows, ncols, figsize=(w * ncols, h * nrows), squeeze=False)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(w * ncols, h * nrows), squeeze=False, sharex=share, sharey=share)
     for ax in axes.flat[n:]:
         ax.set_visible(False)
     return fig, list(axes.flat[:n])
@@ -119,36 +120,56 @@ def gain_bars(gains: pd.DataFrame, folder: Path, name: str, title: str, notes: l
 
 
 def margin_histograms(deltas: dict, folder: Path, notes: list) -> list[dict]:
-    """Per dataset x regime: histograms of paired test-margin deltas (method - ERM) with mean/median lines."""
+    """Per dataset x regime: histograms of paired test-margin deltas (method - ERM), one panel per method on
+    shared axes; the mean and median are lines (legend outside the panels) with their values in the titles."""
     out = []
     for dataset, regime in dict.fromkeys((d, r) for d, r, _ in deltas):
         keys = sorted((k for k in deltas if k[:2] == (dataset, regime)), key=lambda k: MC.rank(k[2].split(" ")[0]))
-        fig, axes = _grid(len(keys), 4, 3.6, 2.9)
+        fig, axes = _grid(len(keys), 4, 3.2, 2.5, share=True)
         for ax, k in zip(axes, keys):
             d = deltas[k][1]
             counts, edges = M.histogram(d, bins=40)
-            ax.bar(edges[:-1], counts / max(len(d), 1), np.diff(edges), align="edge",
-                   color=color(k[2].split(" ")[0]), alpha=0.8)
-            ax.axvline(d.mean(), color="black", linestyle="-", linewidth=1.2, label=f"mean {d.mean():+.3f}")
-            ax.axvline(np.median(d), color="red", linestyle="--", linewidth=1.2, label=f"median {np.median(d):+.3f}")
-            ax.set_title(f"{label(k[2])} − ERM", fontsize=10)
-            ax.set_xlabel("Test margin delta (probability)")
-            ax.set_ylabel("Fraction of test examples")
-            ax.legend(fontsize=7, loc="upper center", framealpha=0.9)
+            ax.stairs(counts / max(len(d), 1), edges, fill=True, color=color(k[2].split(" ")[0]), alpha=0.8)
+            ax.axvline(d.mean(), color="black", linestyle="-", linewidth=1.2, label="mean")
+            ax.axvline(np.median(d), color="red", linestyle="--", linewidth=1.2, label="median")
+            ax.set_title(f"{label(k[2])} − ERM\nmean {d.mean():+.3f}, median {np.median(d):+.3f}", fontsize=9)
+            ax.grid(alpha=0.3)
+        _outer_labels(axes, "Test margin delta (probability)", "Fraction of test examples")
+        handles = axes[0].get_lines()[:2]
+        fig.legend(handles, [h.get_label() for h in handles], loc="upper left", bbox_to_anchor=(1.0, 0.95),
+                   frameon=False)
         fig.suptitle(f"Paired test-margin deltas, {dataset} / {regime} (same examples, pooled over seeds)")
         fig.tight_layout()
         out.append({"file": _save(fig, folder, f"margin_deltas_{slug(dataset, regime)}.png"),
                     "title": f"Margin deltas: {dataset} / {regime}",
                     "caption": "Histogram (bin width 0.05) of per-example probabilistic margin of the method minus "
-                               "that of ERM of the same seed, matched by example id; lines: mean and median."})
+                               "that of ERM of the same seed, matched by example id; shared axes."})
     if not deltas:
         notes.append("Margin figures skipped: no finished method with a finished ERM partner and saved test margins")
     return out
 
 
+def _outer_labels(axes, xlabel: str, ylabel: str) -> None:
+    """Axis labels on the outer panels of a shared grid only."""
+    for ax in axes:
+        ss = ax.get_subplotspec()
+        if ss.is_last_row() or ax is axes[-1]:
+            ax.set_xlabel(xlabel)
+        if ss.is_first_col():
+            ax.set_ylabel(ylabel)
+
+
+def ci_half(sem, count):
+    """Half-width of the 95% t-interval from a standard error and its count (NaN below 2)."""
+    from scipy import stats as sps
+    count = np.asarray(count, dtype=float)
+    t = np.where(count >= 2, sps.t.ppf(0.975, np.maximum(count - 1, 1)), np.nan)
+    return np.asarray(sem, dtype=float) * t
+
+
 def margin_bins(bins: pd.DataFrame, folder: Path, notes: list) -> list[dict]:
-    """Per dataset x regime: mean margin delta per ERM-margin bin with SEM bars, for the methods whose card asks
-    for it (LRW-Easy/Hard, MOLERE)."""
+    """Per dataset x regime: mean margin delta per ERM-margin bin with 95% CIs, for the methods whose card asks
+    for it (LRW-Easy/Hard, MOLERE); shared axes, one legend outside the panels."""
     chosen = [m for m in MC.methods() if MC.card(m).margin_bins]
     b = bins[bins["method"].isin(chosen)]
     if b.empty:
@@ -156,66 +177,89 @@ def margin_bins(bins: pd.DataFrame, folder: Path, notes: list) -> list[dict]:
                      + " has paired test margins")
         return []
     groups = list(dict.fromkeys(zip(b["dataset"], b["regime"])))
-    fig, axes = _grid(len(groups), 3, 4.6, 3.4)
+    fig, axes = _grid(len(groups), 4, 3.6, 2.9, share=True)
     for ax, (dataset, regime) in zip(axes, groups):
         g = b[(b["dataset"] == dataset) & (b["regime"] == regime)]
         present = [m for m in chosen if m in set(g["method"])]
         for j, m in enumerate(present):
             s = g[g["method"] == m]
             x = s["center"].to_numpy() + (j - (len(present) - 1) / 2) * 0.03
-            ax.errorbar(x, s["mean"], yerr=s["sem"].fillna(0), marker="o", ms=4, capsize=3, color=color(m),
-                        label=label(m))
+            ax.errorbar(x, s["mean"], yerr=np.nan_to_num(ci_half(s["sem"], s["count"])), marker="o", ms=4,
+                        capsize=3, color=color(m), label=label(m))
         ax.axhline(0, color="black", linewidth=0.8)
-        ax.set_xticks(np.linspace(-0.9, 0.9, 10), [f"{v:.1f}" for v in np.linspace(-0.9, 0.9, 10)], fontsize=8)
-        ax.set_xlabel("ERM test margin (bin centre)")
-        ax.set_ylabel("Mean margin delta vs ERM")
+        ax.set_xticks(np.linspace(-0.8, 0.8, 5))
         ax.set_title(f"{dataset} / {regime}")
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
         missing = [label(m) for m in chosen if m not in present]
         if missing:
-            ax.text(0.99, 0.02, "no data: " + ", ".join(missing), transform=ax.transAxes, ha="right", fontsize=7,
-                    color="grey")
-    fig.suptitle("Margin delta by ERM margin (10 bins of width 0.2; error bars: SEM)")
+            ax.set_title(f"{dataset} / {regime}\n(no data: {', '.join(missing)})", fontsize=9)
+    _outer_labels(axes, "ERM test margin (bin centre)", "Mean margin delta vs ERM")
+    handles = {h.get_label(): h for ax in axes for h in ax.get_legend_handles_labels()[0]}
+    fig.legend(list(handles.values()), list(handles), loc="upper left", bbox_to_anchor=(1.0, 0.95), frameon=False)
+    fig.suptitle("Margin delta by ERM margin (10 bins of width 0.2; error bars: 95% CI)")
     fig.tight_layout()
     return [{"file": _save(fig, folder, "margin_bins.png"), "title": "Margin delta by ERM-margin bin",
              "caption": "Test examples binned by the ERM model's margin; mean of (method − ERM) margin per bin, "
-                        "pooled over seeds, with standard error of the mean. Empty bins are not drawn."}]
+                        "pooled over seeds, with its 95% t-interval; shared axes. Empty bins are not drawn."}]
 
 
-def training_curves(df: pd.DataFrame, sweep_dir: Path, folder: Path, notes: list) -> list[dict]:
-    """Per dataset x regime: test accuracy per epoch for each method, mean ± std band over seeds."""
-    done = df[df["status"] == "done"]
-    curves: dict[tuple, list[pd.Series]] = {}
-    for r in done.itertuples():
+def _curves(df: pd.DataFrame, sweep_dir: Path) -> dict:
+    """{(dataset, regime): {(method, variant): [per-seed Series of test accuracy (%) by epoch]}}."""
+    curves: dict[tuple, dict] = {}
+    for r in df[df["status"] == "done"].itertuples():
         rows = [x for x in read_jsonl(sweep_dir / "trials" / r.trial_id / "metrics.jsonl") if "test/acc" in x]
         if rows:
             s = pd.Series({int(x["epoch"]): 100 * float(x["test/acc"]) for x in rows})
             curves.setdefault((r.dataset, r.regime), {}).setdefault((r.method, r.variant), []).append(s)
+    return curves
+
+
+def _mean_ci(series: list) -> tuple:
+    table = pd.concat(series, axis=1).sort_index()
+    mean, n = table.mean(axis=1), table.notna().sum(axis=1)
+    half = ci_half(table.std(axis=1, ddof=1) / np.sqrt(n), n)
+    return mean, np.nan_to_num(half)
+
+
+def training_curves(df: pd.DataFrame, sweep_dir: Path, folder: Path, notes: list) -> list[dict]:
+    """Small multiples: one row per method, one column per dataset x regime; each panel the method's mean test
+    accuracy per epoch with its 95% CI band, and the reference (ERM) mean in grey; y shared per column."""
+    curves = _curves(df, sweep_dir)
     if not curves:
         notes.append("Training curves skipped: no finished trial logged test accuracy per epoch")
         return []
     if max(len(x) for by in curves.values() for ss in by.values() for x in ss) < 2:
         notes.append("Training curves skipped: test accuracy was evaluated at one epoch only (see train.eval_every)")
         return []
-    fig, axes = _grid(len(curves), 3, 4.8, 3.6)
-    for ax, ((dataset, regime), by_method) in zip(axes, curves.items()):
-        for (method, variant), series in sorted(by_method.items(), key=lambda kv: MC.rank(kv[0][0])):
-            table = pd.concat(series, axis=1).sort_index()
-            mean, std = table.mean(axis=1), table.std(axis=1, ddof=1)
-            ax.plot(mean.index, mean, color=color(method), linestyle="--" if is_control(method) else "-",
-                    linewidth=1.4, marker="o" if len(mean) <= 12 else None, ms=3, label=label(variant))
-            ax.fill_between(mean.index, mean - std.fillna(0), mean + std.fillna(0), color=color(method), alpha=0.12)
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        ax.set_xlabel("Epoch")
-        ax.set_ylabel("Test accuracy (%)")
-        ax.set_title(f"{dataset} / {regime}")
-        ax.grid(alpha=0.3)
-    handles = {h.get_label(): h for ax in axes for h in ax.get_lines()}
-    fig.suptitle("Test accuracy per epoch (mean over seeds; band: ± 1 std)")
-    fig.tight_layout()
-    fig.legend(list(handles.values()), list(handles.keys()), loc="center left", fontsize=8, frameon=False,
-               bbox_to_anchor=(1.0, 0.5))
+    cells = list(curves)
+    variants = sorted({mv for by in curves.values() for mv in by}, key=lambda mv: (MC.rank(mv[0]), mv[1]))
+    fig, grid = plt.subplots(len(variants), len(cells), figsize=(2.6 * len(cells) + 1, 1.5 * len(variants) + 0.8),
+                             squeeze=False, sharex=True, sharey="col")
+    for j, cell in enumerate(cells):
+        ref = next((s for (m, _), s in curves[cell].items() if MC.is_reference(m)), None)
+        for i, (method, variant) in enumerate(variants):
+            ax = grid[i, j]
+            if ref is not None and not MC.is_reference(method):
+                ax.plot(*_xy(_mean_ci(ref)[0]), color="grey", linewidth=1, linestyle="--")
+            if (method, variant) in curves[cell]:
+                mean, half = _mean_ci(curves[cell][(method, variant)])
+                ax.plot(mean.index, mean, color=color(method), linewidth=1.4)
+                ax.fill_between(mean.index, mean - half, mean + half, color=color(method), alpha=0.2)
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True, nbins=4))
+            ax.grid(alpha=0.3)
+            ax.tick_params(labelsize=7)
+            if i == 0:
+                ax.set_title(f"{cell[0]} / {cell[1]}", fontsize=9)
+            if j == 0:
+                ax.set_ylabel(label(variant), fontsize=8, rotation=0, ha="right", va="center")
+    fig.supxlabel("Epoch", fontsize=9)
+    fig.suptitle("Test accuracy (%) per epoch: mean over seeds, 95% CI band; grey dashed: ERM", fontsize=10)
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.45 / fig.get_figheight()))
     return [{"file": _save(fig, folder, "training_curves.png"), "title": "Training curves",
-             "caption": "Test accuracy after each evaluated epoch, mean over finished seeds with ± 1 std band; "
-                        "seed counts are in the tables; dashed: same-split ERM controls."}]
+             "caption": "One row per method, one column per dataset × regime: test accuracy after each evaluated "
+                        "epoch, mean over finished seeds with its 95% t-interval band; the grey dashed line is ERM's "
+                        "mean in the same column; y axes shared per column."}]
+
+
+def _xy(series: pd.Series):
+    return series.index, series.to_numpy()

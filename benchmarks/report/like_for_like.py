@@ -203,15 +203,24 @@ def header(sel: pd.DataFrame, results: dict) -> list[str]:
     return lines
 
 
+def _plan(sweep_dir) -> list[dict]:
+    try:
+        plan = json.loads((Path(sweep_dir) / "plan.json").read_text())
+    except (OSError, ValueError):
+        return []
+    return [e for e in plan if isinstance(e, dict)] if isinstance(plan, list) else []
+
+
+def pooled_methods(sweep_dir) -> set[str]:
+    """The methods the plan gave a same-data reference (erm_train_val): those that learn from val."""
+    return {e["labels"]["method"] for e in _plan(sweep_dir) if e.get("same_data_trial_id") and "labels" in e}
+
+
 def tables(sel: pd.DataFrame, df: pd.DataFrame, sweep_dir) -> tuple[list[str], list[Table]]:
     """(header lines, [same-data gains, counts, budgets]) of the report."""
     if sel.empty:
         return [], []
     results = read_results(sel, sweep_dir)
-    try:
-        plan = json.loads((Path(sweep_dir) / "plan.json").read_text())
-    except (OSError, ValueError):
-        plan = []
-    pooled = {e["labels"]["method"] for e in plan if e.get("same_data_trial_id")}
+    plan, pooled = _plan(sweep_dir), pooled_methods(sweep_dir)
     found = (same_data_table(sel, results, pooled), counts_table(sel, results), budget_table(df, plan))
     return header(sel, results), [t for t in found if t is not None]

@@ -33,6 +33,11 @@ def rule(epoch: str = "last") -> str:
             f"selected ERM draw")
 
 
+def short_rule(epoch: str = "last") -> str:
+    """The rule in a dozen words, for captions (the full rule is in the report's notes)."""
+    return f"model selection: best mean selection-split accuracy per method, {epoch} epoch; full rule under Notes"
+
+
 def at_best_epoch(df: pd.DataFrame, sweep_dir) -> pd.DataFrame:
     """Each done trial's accuracies replaced by those of its evaluated epoch with the best selection/acc
     (earliest on ties); column `selected_epoch` says which. Trials without per-epoch selection keep theirs."""
@@ -157,9 +162,26 @@ def selection_table(df: pd.DataFrame, epoch: str = "last"):
                      "oracle draw (best by test)": _draw_text(d, o["hparams_id"].iloc[0]),
                      "oracle test acc (%)": f"{pct(o['draw_test_acc'].iloc[0])} (n={seeds(o)})",
                      "oracle gap (pts)": "n/a" if pd.isna(gap) else f"{gap:+.2f}"})
-    return Table("selection", "Model selection: selected draw vs oracle (best by test, reference only)",
-                 f"Selected = {rule(epoch)}. Accuracies: mean over the draw's finished seeds. Oracle = the draw "
-                 "with the best mean test accuracy: shown only to measure what selecting on test would add (oracle "
-                 "gap = oracle − selected test accuracy); never bold, never used for any table, check or figure. "
-                 "Draw ids are hparams_id (method hyperparameters plus drawn train.* settings; see trials.csv).",
-                 pd.DataFrame(rows))
+    frame = pd.DataFrame(rows)
+    table = Table("selection", "Model selection: selected draw vs oracle (best by test, reference only)",
+                  "Selected = the draw with the best mean selection-split accuracy (rule under Notes). Accuracies: "
+                  "mean over the draw's finished seeds. Oracle = the draw with the best mean test accuracy: shown only "
+                  "to measure what selecting on test would add (oracle gap = oracle − selected test accuracy); never "
+                  "bold, never used for any table, check or figure. Draw ids are hparams_id (method hyperparameters "
+                  "plus drawn train.* settings; see trials.csv).", frame)
+    return collapse_single_draws(table)
+
+
+def collapse_single_draws(table):
+    """On the page, methods with one draw (nothing to select, oracle gap 0) become one line; the files keep
+    every row."""
+    if table.frame.empty:
+        return table
+    single = table.frame["draws"] == "1"
+    if single.any():
+        names = list(dict.fromkeys(MC.label(m) for m in table.frame.loc[single, "method"]))
+        table.collapsed = ("Every method has one hyperparameter draw: nothing was selected (oracle gap 0)."
+                           if single.all() else
+                           f"One draw each, nothing selected (oracle gap 0): {', '.join(names)}.")
+        table.shown = list(table.frame.index[~single])
+    return table

@@ -1,7 +1,8 @@
 """Report tables as display frames of strings, written as Markdown, CSV and LaTeX.
 
-Accuracies and gains are in percent / accuracy points. A cell whose trials did not all finish says so
-with counts ("1 failed, 1 missing"); "n/a" marks a statistic that needs two or more seeds.
+Accuracies and gains are in percent / accuracy points, with 95% t-intervals over seeds (the one interval
+type of the report). A cell whose trials did not all finish says so with counts ("1 failed, 1 missing");
+"n/a" marks a statistic that needs two or more seeds.
 """
 from __future__ import annotations
 
@@ -14,6 +15,8 @@ import pandas as pd
 
 from . import methods as MC
 from .collect import METRIC_NAMES, order_metrics
+from scipy import stats as sps
+
 from .stats import TEST_NAME
 
 
@@ -24,13 +27,21 @@ class Table:
     caption: str
     frame: pd.DataFrame                       # strings only
     bold: set = field(default_factory=set)    # (row index, column name) cells to mark as best
+    legend: str = ""                          # one line saying what bold means (shown under the table)
+    collapsed: str = ""                       # one line shown instead of the rows not in `shown`
+    shown: list | None = None                 # row indices shown on the page (None: all); files hold all
+
+    def rows_shown(self) -> list:
+        return list(self.frame.index) if self.shown is None else [i for i in self.frame.index if i in self.shown]
 
     def markdown(self) -> str:
         cols = list(self.frame.columns)
         cell = lambda i, c: f"**{self.frame.at[i, c]}**" if (i, c) in self.bold else self.frame.at[i, c]
-        lines = [f"### {self.title}", "", "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-        lines += ["| " + " | ".join(cell(i, c).replace("|", "\\|") for c in cols) + " |" for i in self.frame.index]
-        return "\n".join(lines + ["", self.caption, ""])
+        lines = [f"### {self.title}", ""] + ([self.collapsed, ""] if self.collapsed else [])
+        if self.rows_shown():
+            lines += ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+            lines += ["| " + " | ".join(cell(i, c).replace("|", "\\|") for c in cols) + " |" for i in self.rows_shown()]
+        return "\n".join(lines + [""] + ([self.legend, ""] if self.legend else []) + [self.caption, ""])
 
     def csv(self) -> str:
         out = self.frame.copy()
@@ -88,10 +99,24 @@ def stat(s: dict) -> str:
            f"p={pval(s['p'])} (n={int(s['n'])})"
 
 
+def ci95(mean: float, std: float, n: int) -> tuple[float, float]:
+    """The 95% t-interval of a mean over n seeds (NaN for n < 2)."""
+    if n < 2 or std is None or (isinstance(std, float) and math.isnan(std)):
+        return float("nan"), float("nan")
+    half = float(sps.t.ppf(0.975, n - 1)) * std / math.sqrt(n)
+    return mean - half, mean + half
+
+
 def _acc(row, metric: str) -> str:
-    n = row.get(f"{metric} n", 0)
-    text = "—" if not n else f"{100 * row[f'{metric} mean']:.2f} ± {num(100 * row[f'{metric} std'])} (n={n})"
+    n = int(row.get(f"{metric} n", 0) or 0)
+    mean, std = 100 * row.get(f"{metric} mean", np.nan), 100 * row.get(f"{metric} std", np.nan)
+    lo, hi = ci95(mean, std, n)
+    text = "—" if not n else f"{mean:.2f} (n=1)" if n == 1 else f"{mean:.2f} [{num(lo)}, {num(hi)}] (n={n})"
     return f"{text}; {row['note']}" if row["note"] else text
+
+
+BOLD_SELECTION = ("Bold: the method with the best mean selection-split accuracy in its dataset × regime (what model "
+                  "selection would pick without the test set), not the best test accuracy.")
 
 
 def _metric_label(metric: str) -> str:
@@ -128,12 +153,11 @@ def results_table(cells: pd.DataFrame, metrics: list[str]) -> Table:
     for _, g in cells.groupby(["dataset", "regime"], sort=False):
         bold |= {(i, _metric_label("test/acc")) for i in best_by_selection(g)}
     return Table("results", "Test accuracy and gain over ERM",
-                 "Accuracy (and a dataset's official metrics, e.g. macro-F1): mean ± std over seeds in percent "
+                 "Accuracy (and a dataset's official metrics, e.g. macro-F1): mean over seeds in percent with 95% CI "
                  "(n = finished seeds). Gain: method minus ERM of the "
                  f"same seed in accuracy points, mean with 95% CI and p-value of a {TEST_NAME}; n/a with fewer "
-                 "than two pairs. Bold: the method with the best mean selection-split accuracy per dataset and regime "
-                 "(never chosen by test accuracy). Trials that did not finish "
-                 "are counted (failed / missing / incomplete).", frame, bold)
+                 "than two pairs. Trials that did not finish "
+                 "are counted (failed / missing / incomplete).", frame, bold, legend=BOLD_SELECTION)
 
 
 def accuracy_table(cells: pd.DataFrame, metric: str) -> Table:
@@ -150,9 +174,8 @@ def accuracy_table(cells: pd.DataFrame, metric: str) -> Table:
         rows.append(row)
     name = "accuracy_" + metric.replace("/", "_")
     return Table(name, f"{_metric_label(metric)} by method",
-                 f"{_metric_label(metric)}: mean ± std over seeds (n = finished seeds); bold: best mean selection-split "
-                 "accuracy per row (not test); "
-                 "blank = not planned; unfinished trials counted.", pd.DataFrame(rows), bold)
+                 f"{_metric_label(metric)}: mean over seeds with 95% CI (n = finished seeds); "
+                 "blank = not planned; unfinished trials counted.", pd.DataFrame(rows), bold, legend=BOLD_SELECTION)
 
 
 def ordering_table(order: pd.DataFrame) -> Table:

@@ -22,6 +22,10 @@ from pathlib import Path
 from benchmarks.trial.store import RunDir, write_json
 
 LOG_FILE = "trial.log"      # every attempt's stdout/stderr, appended
+# Imported once by the worker's fork server, so no trial process pays for them: the trial code, the W&B
+# modules `wandb.init` imports on first use, and the data loaders' packages (benchmarks.perf, setting "trial").
+TRIAL_IMPORTS = ["benchmarks.trial.execute", "benchmarks.trial.wandb_log", "benchmarks.report.wandb_reader", "wandb",
+                 "wandb.sdk.launch.inputs.internal", "sklearn.datasets", "mnist1d.data"]
 
 
 def trial_spec(planned, sweep, wandb_settings: dict | None) -> dict:
@@ -108,7 +112,8 @@ def run_one(spec: dict, placement: dict | None = None, secrets: dict | None = No
     run.path.mkdir(parents=True, exist_ok=True)
     limit = float(spec.get("time_limit_s") or 24 * 3600)
     ctx = multiprocessing.get_context("forkserver")
-    ctx.set_forkserver_preload(["benchmarks.trial.execute", "benchmarks.trial.wandb_log"])
+    # in a Ray worker each child would otherwise import ray again (the worker's main module imports it)
+    ctx.set_forkserver_preload(TRIAL_IMPORTS + ["ray"] * ("ray" in sys.modules))
     oom_before = _oom_kills()
     proc = ctx.Process(target=_child, args=(spec, placement, dict(secrets or {})), daemon=False)
     run.file("failed.json").unlink(missing_ok=True)   # a failure left by an earlier run is not this one's
@@ -155,7 +160,16 @@ def run_logged(spec: dict, placement: dict | None = None) -> dict:
         return out
 
 
-def _run(spec: dict, run: RunDir, where: dict) -> dict:
+def run_in_process(spec: dict, callbacks: tuple = ()) -> dict:
+    """Run the trial of `spec` in this process, its output on this terminal, with extra trainer callbacks
+    (benchmarks.train): the same W&B run, store and checkpoints as a sweep trial. A failure is recorded,
+    then raised."""
+    run = RunDir(spec["out_dir"])
+    run.path.mkdir(parents=True, exist_ok=True)
+    return _run(spec, run, {"hostname": socket.gethostname(), "pid": os.getpid()}, callbacks, reraise=True)
+
+
+def _run(spec: dict, run: RunDir, where: dict, callbacks: tuple = (), reraise: bool = False) -> dict:
     from benchmarks.trial.config import TrialConfig
     from benchmarks.trial.execute import run_trial
     from benchmarks.trial.reference import FOLD_JOB, run_fold_spec
@@ -170,16 +184,19 @@ def _run(spec: dict, run: RunDir, where: dict) -> dict:
             if spec.get("job") == FOLD_JOB:   # an out-of-fold reference model (benchmarks.trial.reference)
                 result = run_fold_spec(spec)
             else:
-                result = run_trial(TrialConfig.model_validate(spec["config"]), run.path, callbacks=(logger,),
-                                   store_root=spec["store_root"], checkpoint=spec["checkpoint"],
-                                   checkpoint_steps=spec.get("checkpoint_steps"),
+                result = run_trial(TrialConfig.model_validate(spec["config"]), run.path,
+                                   callbacks=(logger, *callbacks), store_root=spec["store_root"],
+                                   checkpoint=spec["checkpoint"], checkpoint_steps=spec.get("checkpoint_steps"),
                                    checkpoint_minutes=spec.get("checkpoint_minutes"), cpus=spec["cpu"])
         except Exception as exc:  # noqa: BLE001 - a failing trial is recorded, never propagated
-            traceback.print_exc()
+            if not reraise:
+                traceback.print_exc()
             if run.status != "failed":
                 run.fail(exc)
             error = f"{type(exc).__name__}: {exc}"
             logger.failed(error, run.path, str(run.file(LOG_FILE)))
+            if reraise:
+                raise
             return {"status": "failed", "error": error, **where}
         code = 0
         try:

@@ -1,6 +1,7 @@
 """Run one trial end to end and write its run directory (used by the CLI and the sweep runner)."""
 from __future__ import annotations
 
+import functools
 import os
 import platform
 import random
@@ -87,7 +88,8 @@ def pool_margins(trainer: Trainer, task, train_out, outs: dict) -> dict[str, np.
             "pool_margins": np.concatenate([p.observed_margins for p in parts])}
 
 
-def versions() -> dict[str, str]:
+@functools.lru_cache(maxsize=1)
+def _versions() -> tuple:
     import importlib.metadata as md
     out = {"python": platform.python_version()}
     for pkg in ("torch", "torchvision", "timm", "ray", "wandb", "wandb-workspaces", "numpy", "molere-bench"):
@@ -95,7 +97,12 @@ def versions() -> dict[str, str]:
             out[pkg] = md.version(pkg)
         except md.PackageNotFoundError:
             pass
-    return out
+    return tuple(out.items())
+
+
+def versions() -> dict[str, str]:
+    """Python and key package versions (read once per process)."""
+    return dict(_versions())
 
 
 def prepare(cfg: TrialConfig):

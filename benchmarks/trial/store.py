@@ -1,7 +1,8 @@
 """The result store, the source of truth of every run: one directory per trial, written atomically.
 
 <run>/config.json     resolved trial configuration (+ trial id, versions)
-<run>/metrics.jsonl   append-only per-epoch metrics (one JSON object per line, fsync'ed)
+<run>/metrics.jsonl   append-only per-epoch metrics (one JSON object per line; fsync'ed at least every
+                      SYNC_INTERVAL_S, before every checkpoint and at completion)
 <run>/checkpoint.pt   optional last checkpoint (epoch end or step) for resuming an interrupted trial
 <run>/margins.npz     per-example ids / labels / predictions / margins of every evaluated split
 <run>/result.json     final metrics and dataset info
@@ -18,6 +19,7 @@ import hashlib
 import json
 import os
 import tempfile
+import time
 import traceback
 import warnings
 from pathlib import Path
@@ -78,6 +80,13 @@ def read_jsonl(path: Path) -> list[dict]:
 
 
 RECORDED = ("config.json", "metrics.jsonl", "margins.npz")   # the outputs listed in result.json
+SYNC_INTERVAL_S = 5.0   # metrics.jsonl is fsync'ed at most this often (a short trial's epochs cost no fsync each)
+
+
+def _fsync_path(path: Path) -> None:
+    if path.exists():
+        with open(path, "rb+") as f:
+            os.fsync(f.fileno())
 
 
 def fingerprint(path: Path) -> dict:
@@ -105,6 +114,7 @@ class RunDir:
 
     def __init__(self, path: str | os.PathLike):
         self.path = Path(path)
+        self._synced = -float("inf")     # when metrics.jsonl was last fsync'ed by this object
 
     def file(self, name: str) -> Path:
         return self.path / name
@@ -162,14 +172,18 @@ class RunDir:
         return state
 
     def append_metrics(self, row: dict) -> None:
+        """Append one row (flushed to the OS at once; fsync'ed when SYNC_INTERVAL_S has passed)."""
         with open(self.file("metrics.jsonl"), "a") as f:
             f.write(json.dumps(row, default=_jsonable) + "\n")
             f.flush()
-            os.fsync(f.fileno())
+            if time.monotonic() - self._synced >= SYNC_INTERVAL_S:
+                os.fsync(f.fileno())
+                self._synced = time.monotonic()
 
     def save_checkpoint(self, state: dict, trial_id: str | None = None) -> None:
         """Write a trainer state atomically (a crash mid-write leaves the previous checkpoint)."""
         import torch
+        _fsync_path(self.file("metrics.jsonl"))    # never a checkpoint ahead of the metrics it resumes with
         _atomic_write(self.file("checkpoint.pt"),
                       lambda f: torch.save({"format": CHECKPOINT_FORMAT, "trial_id": trial_id, "state": state}, f))
 
@@ -205,6 +219,7 @@ class RunDir:
 
     def finish(self, result: dict) -> None:
         """Record the outputs (size, sha256) in result.json, then seal result.json in `done`."""
+        _fsync_path(self.file("metrics.jsonl"))
         files = {n: fingerprint(self.file(n)) for n in RECORDED if self.file(n).exists()}
         write_json(self.file("result.json"), {**result, "files": files})
         _atomic_write(self.file("done"), json.dumps({"result.json": fingerprint(self.file("result.json"))}).encode())

@@ -84,14 +84,15 @@ def git_commit(path: str | os.PathLike | None = None) -> dict:
     return {"commit": commit, "dirty": dirty}
 
 
-def environment(device: str = "auto") -> dict:
-    """Package versions, git commit, host and device of this process (the `env` block of a run's config)."""
+def environment(device: str = "auto", git: dict | None = None) -> dict:
+    """Package versions, git commit (`git`: as the driver found it, else looked up here), host and device of
+    this process (the `env` block of a run's config)."""
     import torch
 
     from benchmarks.trial.execute import resolve_device, versions
     device = resolve_device(device)
     name = torch.cuda.get_device_name(torch.device(device)) if device.startswith("cuda") else "cpu"
-    return {"packages": versions(), "git": git_commit(), "host": socket.gethostname(), "device": device,
+    return {"packages": versions(), "git": git or git_commit(), "host": socket.gethostname(), "device": device,
             "device_name": name, "cuda": torch.version.cuda, "cpu_count": os.cpu_count()}
 
 
@@ -128,7 +129,7 @@ class TrialLogger(Callback):
             self.last = last_step(run_dir, trial_id)
             run_dir.mkdir(parents=True, exist_ok=True)
             name = f"{labels['method']}/{labels['dataset']}/{labels['regime']}/seed-{labels['seed']}"
-            env = environment(config.get("train", {}).get("device", "auto"))
+            env = environment(config.get("train", {}).get("device", "auto"), settings.get("git"))
             extra = {"x_transaction_log_flush_interval": float(settings.get("flush_interval_s") or 5.0)}
             if settings.get("stats_interval_s") is not None:
                 extra["x_stats_sampling_interval"] = float(settings["stats_interval_s"])
@@ -138,7 +139,7 @@ class TrialLogger(Callback):
                 resume="allow", dir=str(run_dir), tags=[labels["dataset"], labels["regime"], f"seed-{labels['seed']}"],
                 mode=settings["mode"], reinit="finish_previous",
                 settings=wandb.Settings(silent=False, console="off", disable_git=True, save_code=False,
-                                        disable_job_creation=True, **extra))
+                                        disable_job_creation=True, x_save_requirements=False, **extra))
             self.last = max(self.last, int(getattr(self.run, "starting_step", 0) or 0) - 1)
             if self.last >= 0:
                 print(f"[wandb] run {trial_id} resumed: steps up to {self.last} are logged already", file=sys.stderr)

@@ -83,17 +83,28 @@ class Digits:
 
 @functools.lru_cache(maxsize=4)
 def _mnist1d_arrays(num_samples: int) -> tuple[np.ndarray, ...]:
-    """Generate MNIST-1D locally (never `get_dataset`, which downloads); global RNG state is restored."""
+    """Generate MNIST-1D locally (never `get_dataset`, which downloads); global RNG state is restored.
+    Generated once per argument set and mnist1d version, then read from the disk cache (benchmarks.data.cache)."""
+    import importlib.metadata
+
     from mnist1d.data import get_dataset_args, make_dataset
+
+    from benchmarks.data.cache import cached_arrays
 
     args = get_dataset_args()
     args.num_samples = num_samples
-    py_state, np_state = random.getstate(), np.random.get_state()
-    try:
-        d = make_dataset(args)
-    finally:
-        random.setstate(py_state)
-        np.random.set_state(np_state)
+
+    def make() -> dict:
+        py_state, np_state = random.getstate(), np.random.get_state()
+        try:
+            d = make_dataset(args)
+        finally:
+            random.setstate(py_state)
+            np.random.set_state(np_state)
+        return {k: d[k] for k in ("x", "y", "x_test", "y_test")}
+
+    key = {"args": vars(args), "mnist1d": importlib.metadata.version("mnist1d")}
+    d = cached_arrays("mnist1d", key, make)
     return d["x"], d["y"], d["x_test"], d["y_test"]
 
 
