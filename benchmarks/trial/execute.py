@@ -15,7 +15,6 @@ import torch
 from baselines.crossfit import crossfit_margins
 from baselines.train_twice import TrainTwiceOptions
 from molere.registry import METHODS
-from molere.reweighting import ReweightingTrainer
 from molere.trainer import Callback, RunContext, Trainer
 
 from benchmarks import catalog  # noqa: F401  (registers everything)
@@ -168,7 +167,8 @@ def run_trial(cfg: TrialConfig, out_dir: str | os.PathLike, *, callbacks: tuple 
             arrays.update({"pool_oof_folds": np.array(folds), "pool_oof_margins": crossfit_margins(
                 task.pool(), task, trainer.cfg, trainer.context, folds, trainer.device)})
         run.save_margins(arrays)
-        diagnostics = trainer.reweighting_diagnostics(train_out) if isinstance(trainer, ReweightingTrainer) else None
+        diagnose = getattr(trainer, "reweighting_diagnostics", None)   # weight networks and recorded weights
+        diagnostics = diagnose(train_out) if diagnose is not None else None
         result = {"trial_id": tid, "status": "done", "metrics": {**final, **metrics},
                   "info": task.info, "method_info": trainer.info,
                   "reweighting": diagnostics,
