@@ -120,7 +120,8 @@ class RhoLoss(RecordedWeights, Trainer):
         """The n_b candidates with the highest reducible loss (counts kept for the diagnostics)."""
         if self.hp.candidates == "extra" and self.n_candidates > len(batch.y):
             extra = next(self.stream("candidates", "train_set", self.n_candidates - len(batch.y))).to(self.device)
-            batch = cat_batches(batch, extra)
+            new = ~torch.isin(extra.idx, batch.idx)   # each example at most once among a step's candidates
+            batch = cat_batches(batch, Batch(extra.x[new], extra.y[new], extra.idx[new], extra.y_true[new]))
         losses = self.candidate_losses(batch.x, batch.y)
         il = self.il_losses[batch.idx.cpu()].to(losses.device)
         keep = top_reducible(losses, il, min(self.n_select, len(batch.y)))
