@@ -15,7 +15,7 @@ from torch.func import functional_call
 from molere.data import Batch
 from molere.lookahead import cloned_buffers
 from molere.precision import no_autocast
-from molere.registry import MethodCard, register_method
+from molere.registry import OTHER_PANEL, MethodCard, register_method
 from molere.reweighting import mean_one
 
 from .mwn import MWN
@@ -44,8 +44,8 @@ class MarginNet(nn.Module):
 class BiLAW(MWN):
     """BiLAW (clean accuracy): a multi-class margin → weight MLP meta-learned through the look-ahead."""
 
-    card = MethodCard(label="BiLAW", name="Bilevel learned weights from multi-class margins", color="#c49c94",
-                      rank=15)
+    card = MethodCard(role="method", panel=OTHER_PANEL, label="BiLAW",
+                      name="Bilevel learned weights from multi-class margins", color="#c49c94", rank=15)
 
     class Hparams(MWN.Hparams):
         margin: Literal["probability", "logit"] = Field(

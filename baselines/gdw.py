@@ -13,7 +13,7 @@ from pydantic import Field
 
 from molere.data import Batch
 from molere.precision import full
-from molere.registry import MethodCard, register_method
+from molere.registry import OTHER_PANEL, MethodCard, register_method
 from molere.reweighting import mean_one, weight_stats
 
 from .mwn import MWN
@@ -60,7 +60,8 @@ def class_step(lam: torch.Tensor, grad: torch.Tensor, outer_lr: float, clip: flo
 class GDW(MWN):
     """Generalized Data Weighting: MWN's weights refined per class by one clipped meta-gradient step."""
 
-    card = MethodCard(label="GDW", name="Generalized Data Weighting", color="#dbdb8d", rank=14)
+    card = MethodCard(role="method", panel=OTHER_PANEL, label="GDW",
+                      name="Generalized Data Weighting", color="#dbdb8d", rank=14)
 
     class Hparams(MWN.Hparams):
         outer_lr: float = Field(100.0, gt=0, description="step of the class-level weights (official: 100 "
@@ -88,7 +89,8 @@ class GDW(MWN):
         hg.commit_buffers()
         lam = class_step(hg.weights.detach(), hg.dw, self.hp.outer_lr, self.hp.clip)
         w = zero_mean(lam.clamp(1e-6, 1e6), terms.p, batch.y)
-        self.log_step(meta_val_loss=hg.val_loss.item(), class_weight_spread=(w - hg.weights.detach()).abs().mean().item())
+        spread = (w - hg.weights.detach()).abs().mean().item()
+        self.log_step(meta_val_loss=hg.val_loss.item(), class_weight_spread=spread)
         return w, hg.train_losses, terms.ce.mean()
 
     def training_step(self, batch: Batch) -> torch.Tensor:

@@ -16,7 +16,7 @@ from pydantic import Field
 from torch import nn
 
 from molere.data import Batch
-from molere.registry import MethodCard, register_method
+from molere.registry import OTHER_PANEL, MethodCard, register_method
 from molere.reweighting import MetaHparams, ReweightingTrainer
 
 
@@ -46,7 +46,8 @@ class MAPLE(ReweightingTrainer):
     """MAPLE: per-example training weights learned by hypergradient to minimise an OOD objective on the
     training data."""
 
-    card = MethodCard(label="MAPLE", name="Model-agnostic sample reweighting (MAPLE)", color="#ffbb78", rank=17)
+    card = MethodCard(role="method", panel=OTHER_PANEL, label="MAPLE",
+                      name="Model-agnostic sample reweighting (MAPLE)", color="#ffbb78", rank=17)
 
     class Hparams(MetaHparams):
         objective: Literal["irm", "rex", "group_dro"] = Field("irm", description="outer OOD objective "

@@ -55,18 +55,21 @@ def reweighting_table(df: pd.DataFrame, results: dict) -> Table | None:
         noisy = "n/a (no label noise)" if np.isnan(m("noisy_fraction")) else \
             f"{num(m('noisy_over_clean_weight'))} ({num(100 * m('noisy_weight_mass'), 1)}% of mass, " \
             f"{num(100 * m('noisy_fraction'), 1)}% of examples)"
+        has_phi = any("meta_displacement" in d for d in diags)   # recorded weights (MBR, JTT, ...) have no φ
         rows.append({"dataset": dataset, "regime": regime, "method": variant, "seeds": str(len(diags)),
                      "weight rel. std": num(m("weight_rel_std"), 3), "ESS": num(m("weight_ess"), 3),
                      "min / max (mean 1)": f"{num(m('weight_min'))} / {num(m('weight_max'))}",
                      "raw mean": num(m("weight_raw_mean"), 3),
                      "ρ(w, loss)": num(m("spearman_loss")), "ρ(w, ERM margin)": num(m("spearman_erm_margin")),
-                     "noisy / clean weight": noisy, "φ displacement": f"{m('meta_displacement'):.2e}",
+                     "noisy / clean weight": noisy,
+                     "φ displacement": f"{m('meta_displacement'):.2e}" if has_phi else "n/a (no weight network)",
                      "effectively constant": f"{'yes' if const else 'no'} ({const}/{len(diags)} seeds)",
-                     "φ untrained": f"{'yes' if still else 'no'} ({still}/{len(diags)} seeds)"})
+                     "φ untrained": f"{'yes' if still else 'no'} ({still}/{len(diags)} seeds)" if has_phi else "n/a"})
     if not rows:
         return None
     return Table("reweighting", "Does the reweighting do anything?",
-                 "Weights of the final weight network on the training split, rescaled to mean 1 over it: relative "
+                 "Weights of the final weight network on the training split (methods without one: the weight each "
+                 "example last trained with, JTT's multiplicity, RHO-loss's selection rate), rescaled to mean 1: relative "
                  "std, effective sample size fraction (Σw)²/(nΣw²), min/max; raw mean = their scale before "
                  "rescaling; Spearman ρ with the final loss and with the ERM margin (n/a without an ERM reference); "
                  "mean weight of mislabelled over clean examples; φ displacement = ‖φ_T − φ_0‖/‖φ_0‖. Means over "
