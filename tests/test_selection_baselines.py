@@ -176,3 +176,21 @@ def test_no_collapse_at_the_defaults_on_clean_digits(method, erm_digits, capsys)
     with capsys.disabled():
         print(f"\n{method}: clean digits test acc {acc:.3f} (ERM {erm_digits:.3f}, quickstart settings, seed 0)")
     assert acc >= erm_digits - 0.03 and acc > 0.5
+
+
+def test_recorded_weights_reach_the_result_and_the_report(tmp_path):
+    import pandas as pd
+
+    from benchmarks.report.reweighting import reweighting_table
+    from benchmarks.trial.config import TrialConfig
+    from benchmarks.trial.execute import run_trial
+    cfg = TrialConfig(dataset={"name": "digits"}, regime={"kind": "symmetric", "rate": 0.4},
+                      model={"name": "mlp", "options": {"hidden": [16]}}, method={"name": "mbr", "hparams": {
+                          "burn_in": 0.0}}, train=dict(epochs=2, batch_size=128, eval_every=2), seed=0)
+    diag = run_trial(cfg, tmp_path / "mbr")["reweighting"]
+    assert diag["examples"] > 0 and diag["weight_rel_std"] > 0.01 and "noisy_over_clean_weight" in diag
+    assert "meta_displacement" not in diag
+    df = pd.DataFrame([{"dataset": "digits", "regime": "symmetric-0.4", "variant": "mbr", "trial_id": "t",
+                        "status": "done"}])
+    row = reweighting_table(df, {"t": {"reweighting": diag}}).frame.iloc[0]
+    assert row["φ displacement"].startswith("n/a") and row["φ untrained"] == "n/a"
