@@ -1,13 +1,15 @@
 """RHO-loss (Mindermann et al., ICML 2022): from every large batch of n_B candidates the classifier trains on
 the n_b with the highest reducible loss ℓ(θ_t) − ℓ(θ_IL); the irreducible-loss (IL) model θ_IL is the
 run's architecture trained (ERM, the run's settings) on a hold-out set the classifier never trains on —
-the meta set of `meta_source` (default the dataset's val split) — and its losses on the training set are
-computed once (evaluation mode), as the official code's precomputed losses.
+the meta set of `meta_source` (default the dataset's val split), kept at the epoch of its lowest loss on a
+monitored subset of the training split — and its losses on the training set are computed once (evaluation
+mode), as the official code's precomputed losses.
 
 Official-code facts, our readings and measurements: docs/methods/rho_loss.md.
 """
 from __future__ import annotations
 
+import copy
 from typing import Literal
 
 import numpy as np
@@ -46,6 +48,11 @@ class RhoHparams(MetaSourceHparams):
                                                           "optimiser steps as the classifier's run")
     selection_mode: Literal["train", "eval"] = Field("train", description="BatchNorm/dropout mode of the "
                                                                           "selection forward (official: train)")
+    il_checkpoint: Literal["best_train_loss", "final"] = Field(
+        "best_train_loss", description="IL model kept: the epoch with the lowest loss on a fixed random subset of "
+                                       "the training split, which it never trains on (official: lowest held-out loss; "
+                                       "its monitored split is the test set, never used here), or its final epoch")
+    il_monitor_size: int = Field(1000, gt=0, description="training examples monitored (best_train_loss)")
 
 
 @register_method("rho_loss")
@@ -86,7 +93,8 @@ class RhoLoss(RecordedWeights, Trainer):
         return max(1, -(-steps // -(-len(self.meta_set) // b)))
 
     def irreducible_losses(self, train: ExampleSet, holdout: ExampleSet) -> torch.Tensor:
-        """ℓ(θ_IL) of every training example (observed labels, evaluation mode), θ_IL trained on `holdout` only."""
+        """ℓ(θ_IL) of every training example (observed labels, evaluation mode), θ_IL trained on `holdout` only
+        and kept at its `il_checkpoint` epoch."""
         ctx = self.context
         task = TaskData(f"{self.data.name}-holdout", train=holdout, test=holdout, num_classes=self.data.num_classes,
                         input_shape=self.data.input_shape)
@@ -96,14 +104,30 @@ class RhoLoss(RecordedWeights, Trainer):
             torch.manual_seed(ctx.seed)
             il = METHODS.get(METHODS.reference())(ctx.model_factory(), task, cfg, None, RunContext(
                 seed=ctx.seed, device=ctx.device, model_factory=ctx.model_factory))
-            for _ in range(cfg.epochs):
-                il.train_epoch()
-        il.model.eval()
-        out = []
-        with torch.no_grad():
-            for b in train.batches(512, train=False, loading=self.loading):
-                out.append(F.cross_entropy(il.eval_logits(b), b.y.to(self.device), reduction="none").cpu())
-        return torch.cat(out)
+            self.train_il_model(il, self.monitor_set(train), cfg.epochs)
+        return F.cross_entropy(il.logits(train), train.labels, reduction="none")
+
+    def monitor_set(self, train: ExampleSet) -> ExampleSet | None:
+        """The fixed random training examples the IL checkpoint is selected on (None: keep the final epoch)."""
+        if self.hp.il_checkpoint == "final":
+            return None
+        rng = np.random.default_rng(self.context.seed)
+        n = min(self.hp.il_monitor_size, len(train))
+        return train.subset(np.sort(rng.choice(len(train), n, replace=False)))
+
+    def train_il_model(self, il: Trainer, monitor: ExampleSet | None, epochs: int) -> None:
+        """Train `il` for `epochs`; with a monitor set, restore the epoch of its lowest mean loss there."""
+        best, state, losses = float("inf"), None, []
+        for epoch in range(epochs):
+            il.train_epoch()
+            if monitor is not None:
+                losses.append(F.cross_entropy(il.logits(monitor), monitor.labels).item())
+                if losses[-1] < best:
+                    best, state = losses[-1], copy.deepcopy(il.model.state_dict())
+                    self.info["il_best_epoch"] = epoch + 1
+        if state is not None:
+            il.model.load_state_dict(state)
+            self.info.update(il_monitor_loss=best, il_final_monitor_loss=losses[-1], il_monitor_size=len(monitor))
 
     # ---- selection -----------------------------------------------------------------------------
     @torch.no_grad()

@@ -58,6 +58,23 @@ def test_rho_loss_il_model_never_sees_the_training_split(monkeypatch):
     assert not torch.allclose(tr.il_losses, il_losses.expand_as(tr.il_losses))   # the IL model learned
 
 
+def test_rho_loss_keeps_the_il_epoch_with_the_lowest_monitored_training_loss():
+    def monitored_mean(tr, monitor):   # the IL losses the classifier selects with, on the monitored examples
+        pos = [tr.train_set.ids.tolist().index(i) for i in monitor.ids.tolist()]
+        return tr.il_losses[pos].mean().item()
+
+    task = toy_task(n=96, noisy_every=3)
+    best = trainer("rho_loss", task=task, il_epochs=12, il_monitor_size=40)
+    info = best.info
+    assert 1 <= info["il_best_epoch"] < 12 and info["il_monitor_size"] == 40
+    assert info["il_monitor_loss"] < info["il_final_monitor_loss"]
+    monitor = best.monitor_set(best.train_set)
+    assert monitored_mean(best, monitor) == pytest.approx(info["il_monitor_loss"], rel=1e-5)
+    final = trainer("rho_loss", task=task, il_epochs=12, il_monitor_size=40, il_checkpoint="final")
+    assert "il_best_epoch" not in final.info
+    assert monitored_mean(final, monitor) == pytest.approx(info["il_final_monitor_loss"], rel=1e-5)
+
+
 def test_rho_loss_default_il_budget_matches_the_classifiers_steps():
     tr = trainer("rho_loss", task=toy_task(n=96), batch_size=16, epochs=2)
     assert tr.il_epochs == 2 * 6 // 3   # 12 classifier steps; the 48-example hold-out takes 3 per epoch
