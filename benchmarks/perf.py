@@ -6,8 +6,9 @@ median ms per training step with the meta update every step (the meta-step cost)
 epoch with each method's default schedule (e.g. Q = 5 for LRW and MOLERE), ratios to ERM, and peak
 memory of a few steps (CUDA: max allocated; CPU: the peak resident memory the steps add, measured in a
 fresh process).
-Train-twice methods get fixed reference margins (their ERM pass is a separate trial), MOLERE and FSR
-are timed past their warm-ups (splitter active, probe set filled) and every trainer has run its first
+Train-twice methods and JTT get fixed reference margins (their ERM pass is a separate trial), MOLERE and FSR
+are timed past their warm-ups (splitter active, probe set filled), MBR past its burn-in, RHO-loss with a
+one-epoch IL model (its set-up, not timed), and every trainer has run its first
 `on_epoch_start` before a step is timed, so each row is the method's steady-state cost.
 
 Image settings (`resnet50`, `vit_b16`, ...; `--device cuda`, synthetic ImageNet-size data kept on the
@@ -49,6 +50,11 @@ FD = {"hypergrad": "finite_diff"}                    # central difference
 FD1 = {"hypergrad": "finite_diff", "fd_scheme": "one_sided"}
 STEP_ROWS += [(f"{lbl}, {name}", m, {**hp, **fd}) for name, fd in (("finite_diff", FD), ("one-sided fd", FD1))
               for lbl, m, hp in STEP_ROWS if m in ("mwn", "l2rw", "lrw", "molere")]
+# the reweighting baselines of issue 21 (MBR past its burn-in; RHO-loss selects 128 of 1280 candidates)
+STEP_ROWS += [("mbr", "mbr", {"burn_in": 0.0}), ("rho_loss", "rho_loss", {}), ("maple", "maple", {}),
+              ("stablenet", "stablenet", {}), ("bilaw", "bilaw", {}), ("gdw", "gdw", {}), ("jtt", "jtt", {})]
+# set-up knobs every timed trainer starts past: warm-ups and burn-ins done, a one-epoch IL model (RHO-loss)
+STEADY = {"warmup_epochs": 0, "burn_in": 0.0, "il_epochs": 1}
 # per-epoch rows beyond every method's defaults: (label, method, hparams)
 EPOCH_ROWS = [("lrw head-only", "lrw", {"lookahead_scope": "head"}),
               ("lrw, finite_diff", "lrw", FD), ("lrw, one-sided fd", "lrw", FD1),
@@ -114,7 +120,7 @@ def build(method: str, hparams: dict, setting: str, batch_size: int, epochs: int
         factory = model_factory(arch, task.num_classes, shape, {})
     torch.manual_seed(0)
     cls = METHODS.get(method)
-    hparams = {"warmup_epochs": 0, **hparams}
+    hparams = {**STEADY, **hparams}
     hp = cls.Hparams.model_validate({k: v for k, v in hparams.items() if k in cls.Hparams.model_fields})
     cfg = TrainConfig(epochs=epochs, batch_size=batch_size, lr=0.05, schedule="constant", device=device,
                       precision=precision)

@@ -21,6 +21,11 @@ Two exact ways to compute it and one approximate (`mode`):
       (1e-4) and rounding takes over below (0.5-1.2% at 1e-5); in float64 the kink error vanishes
       below fd_eps ≈ 1e-4. `fd_scheme="one_sided"` uses (ℓ_i(θ + εv) − ℓ_i(θ)) / ε with the training
       forward's ℓ_i(θ): one forward, error O(ε). Fastest (see benchmarks.perf), and not exact.
+Two calls-level options generalise the objective without a second engine: `losses_fn(logits, y)` gives
+the per-example training losses ℓ_i (default: cross-entropy; any trailing shape, e.g. GDW's per-class
+terms, each with its own weight) and `val_loss_fn(logits, y)` the scalar outer loss (default: mean
+cross-entropy; e.g. MAPLE's OOD objectives). Every mode differentiates them alike; a `losses_fn` must
+hold its non-differentiated coefficients fixed between calls (finite differences re-evaluate it).
 Any weighting w = g_φ(·) of the training forward's outputs record (`molere.forward.BatchOutputs`: logits,
 per-example losses, features; detached) then gets ∂L_val/∂φ by one cheap backward through g_φ
 (`Hypergradient.backward_to`). That record is returned with its graph (`Hypergradient.outputs`), so the
@@ -55,6 +60,11 @@ from .forward import BatchOutputs, head_inputs
 from .precision import autocast_dtype, double_differentiable, full, ieee_fp32, no_autocast, reduced
 
 Scope = Literal["all", "head"]
+
+
+def _mean_ce(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """The default outer loss: mean cross-entropy."""
+    return F.cross_entropy(logits, y)
 
 
 class _Features(nn.Module):
@@ -115,7 +125,7 @@ class DetachedWeightsError(RuntimeError):
 @dataclass
 class Hypergradient:
     """Result of one look-ahead: per-example meta-gradients and the reusable training forward."""
-    dw: torch.Tensor            # ∂L_val/∂w_i, detached, shape (B,)
+    dw: torch.Tensor            # ∂L_val/∂w, detached, the shape of the weights (B,) or (B, ...)
     weights: torch.Tensor | None  # the weights used in the look-ahead (graph to the weighting function)
     val_loss: torch.Tensor      # L_val at θ̂, detached scalar
     outputs: BatchOutputs       # the training forward: logits and ℓ_i(θ) with graph to θ (for the real step)
@@ -185,37 +195,47 @@ class LookAhead:
         finally:
             self.model.train(was)
 
-    def _val_loss(self, fast: dict, x_val: torch.Tensor, y_val: torch.Tensor) -> torch.Tensor:
-        """CE of the validation batch at the look-ahead parameters (cloned BN buffers)."""
+    def _val_loss(self, fast: dict, x_val: torch.Tensor, y_val: torch.Tensor, val_fn=None) -> torch.Tensor:
+        """The outer loss (`val_fn`, default mean CE) of the validation batch at the look-ahead parameters
+        (cloned BN buffers)."""
         model, training = self.model, self.val_bn == "batch"
+        val_fn = val_fn or _mean_ce
         if self.scope == "head":
             with torch.no_grad():
                 hv = self._in_mode(training, features_on, model, cloned_buffers(model), x_val)
-            return self._head_losses(fast, hv, y_val).mean()
+            return self._head_losses(fast, hv, y_val, val_fn)
         tensors = {**dict(model.named_parameters()), **fast, **cloned_buffers(model)}
-        return F.cross_entropy(full(self._in_mode(training, functional_call, model, tensors, (x_val,))), y_val)
+        return val_fn(full(self._in_mode(training, functional_call, model, tensors, (x_val,))), y_val)
 
-    def _head_forward(self, head_params: dict, h: torch.Tensor, y: torch.Tensor,
-                      label_smoothing: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
-        """Logits and per-example CE of the head at `head_params` (model-level names) on features h, in IEEE float32."""
+    def _head_forward(self, head_params: dict, h: torch.Tensor, y: torch.Tensor, fn) -> tuple[torch.Tensor, torch.Tensor]:
+        """Logits and fn(logits, y) of the head at `head_params` (model-level names) on features h, in IEEE float32."""
         head = {self._head_names[n]: t for n, t in head_params.items()}
         with ieee_fp32(h.device.type):
             logits = functional_call(self.model.get_classifier(), head, (full(h),))
-            return logits, F.cross_entropy(logits, y, reduction="none", label_smoothing=label_smoothing)
+            return logits, fn(logits, y)
 
-    def _head_losses(self, head_params: dict, h: torch.Tensor, y: torch.Tensor,
-                     label_smoothing: float = 0.0) -> torch.Tensor:
-        return self._head_forward(head_params, h, y, label_smoothing)[1]
+    def _head_losses(self, head_params: dict, h: torch.Tensor, y: torch.Tensor, fn) -> torch.Tensor:
+        return self._head_forward(head_params, h, y, fn)[1]
+
+    def _train_fn(self, losses_fn):
+        """The per-example training losses: `losses_fn`, or CE with the configured label smoothing."""
+        if losses_fn is not None:
+            return losses_fn
+        return lambda z, t: F.cross_entropy(full(z), t, reduction="none", label_smoothing=self.label_smoothing)
 
     def hypergradient(self, x: torch.Tensor, y: torch.Tensor, *, val_x: torch.Tensor, val_y: torch.Tensor,
-                      lr: float, weight_fn: Callable[[BatchOutputs], torch.Tensor] | None = None) -> Hypergradient:
+                      lr: float, weight_fn: Callable[[BatchOutputs], torch.Tensor] | None = None,
+                      losses_fn: Callable | None = None, val_loss_fn: Callable | None = None) -> Hypergradient:
         """Look ahead on the training batch (x, y) with step size `lr` and weights `weight_fn(the training
         forward's outputs, detached)`, then differentiate the loss on (val_x, val_y) w.r.t. those weights.
 
-        Without `weight_fn` the look-ahead is at all-zero weights (L2RW's ε = 0, so θ̂ = θ)."""
+        Without `weight_fn` the look-ahead is at all-zero weights (L2RW's ε = 0, so θ̂ = θ).
+        `losses_fn` / `val_loss_fn`: the training losses and the outer loss (module docstring)."""
         if autocast_dtype(x.device.type) == torch.float16:   # no loss scaling in here: run without autocast
             with no_autocast(x.device.type):
-                return self.hypergradient(x, y, val_x=val_x, val_y=val_y, lr=lr, weight_fn=weight_fn)
+                return self.hypergradient(x, y, val_x=val_x, val_y=val_y, lr=lr, weight_fn=weight_fn,
+                                          losses_fn=losses_fn, val_loss_fn=val_loss_fn)
+        train_fn = self._train_fn(losses_fn)
         x_val, y_val = val_x, val_y
         self.calls += 1
         model = self.model
@@ -226,57 +246,57 @@ class LookAhead:
         start = None if self.mode == "reverse" else rng_state(x.device)
         if self.scope == "head":
             feats = features_on(model, train_bufs, x)
-            logits, losses = self._head_forward({n: params[n] for n in self.names}, feats, y, self.label_smoothing)
+            logits, losses = self._head_forward({n: params[n] for n in self.names}, feats, y, train_fn)
             out = BatchOutputs(logits, losses, feats.detach())
         else:
             with double_differentiable() if self.mode != "finite_diff" else nullcontext(), head_inputs(model) as f:
                 logits = full(functional_call(model, {**params, **train_bufs}, (x,)))
-            losses = F.cross_entropy(logits, y, reduction="none", label_smoothing=self.label_smoothing)
+            losses = train_fn(logits, y)
             out = BatchOutputs(logits, losses, f[0] if f else None)
         scale = 1.0 / len(y) if self.reduction == "mean" else 1.0
         weights = None if weight_fn is None else weight_fn(out.detached())
         w = torch.zeros_like(losses) if weights is None else full(weights.detach())
+        fns = (train_fn, val_loss_fn)
         if self.mode == "reverse":
-            dw, val_loss = self._reverse(losses, w, scoped, scale, lr, x_val, y_val)
+            dw, val_loss = self._reverse(losses, w, scoped, scale, lr, x_val, y_val, val_loss_fn)
         else:
             dw, val_loss = self._first_order(losses, feats.detach() if self.scope == "head" else None, x, y, w,
-                                             scoped, scale, lr, x_val, y_val, start)
+                                             scoped, scale, lr, x_val, y_val, start, fns)
         hg = Hypergradient(dw=dw, weights=weights, val_loss=val_loss.detach(), outputs=out,
                            _model=model, _buffers=train_bufs)
         if self.keep_last:
             self.last = hg
         return hg
 
-    def _reverse(self, losses, w, scoped, scale, lr, x_val, y_val):
+    def _reverse(self, losses, w, scoped, scale, lr, x_val, y_val, val_fn):
         """Second-order reverse mode: differentiate L_val(θ − α ∇θ Σ w ℓ) w.r.t. a leaf w."""
         w = w.clone().requires_grad_()
         g = torch.autograd.grad((w * losses).sum() * scale, list(scoped.values()), create_graph=True)
         fast = {n: p - lr * gi for (n, p), gi in zip(scoped.items(), g)}
-        val_loss = self._val_loss(fast, x_val, y_val)
+        val_loss = self._val_loss(fast, x_val, y_val, val_fn)
         (dw,) = torch.autograd.grad(val_loss, w, retain_graph=True)   # keep the forward for the real step
         return dw.detach(), val_loss
 
-    def _first_order(self, losses, h, x, y, w, scoped, scale, lr, x_val, y_val, start):
+    def _first_order(self, losses, h, x, y, w, scoped, scale, lr, x_val, y_val, start, fns):
         """First-order graphs only: θ̂ by one backward, v = ∇L_val(θ̂), then −α⟨v, ∇ℓ_i⟩ by a `jvp`
         ("forward") or by a central difference of ℓ_i along v ("finite_diff")."""
-        model = self.model
+        model, (train_fn, val_fn) = self.model, fns
         if w.abs().sum() == 0:
             fast = {n: p.detach() for n, p in scoped.items()}
         else:
             g = torch.autograd.grad((w * losses).sum() * scale, list(scoped.values()), retain_graph=True)
             fast = {n: (p - lr * gi).detach() for (n, p), gi in zip(scoped.items(), g)}
         fast = {n: p.requires_grad_() for n, p in fast.items()}
-        val_loss = self._val_loss(fast, x_val, y_val)
+        val_loss = self._val_loss(fast, x_val, y_val, val_fn)
         v = torch.autograd.grad(val_loss, list(fast.values()))
         params = dict(model.named_parameters())
 
         def per_example(p):   # ℓ_i as a function of the scoped parameters: the training forward, replayed
             if self.scope == "head":
-                return self._head_losses(p, h, y, self.label_smoothing)
+                return self._head_losses(p, h, y, train_fn)
             with replaying(start, x.device):
                 tensors = {**params, **p, **cloned_buffers(model)}
-                return F.cross_entropy(full(functional_call(model, tensors, (x,))), y, reduction="none",
-                                       label_smoothing=self.label_smoothing)
+                return train_fn(full(functional_call(model, tensors, (x,))), y)
 
         primals = {n: p.detach() for n, p in scoped.items()}
         if self.mode == "forward":

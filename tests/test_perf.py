@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from molere.registry import METHODS
+from molere.reweighting import MetaTrainer
 
 from benchmarks import perf
 
@@ -15,9 +16,11 @@ from benchmarks import perf
                          ids=[r[0] for r in perf.STEP_ROWS if r[1] != "erm"])
 def test_step_rows_are_timed_in_steady_state_with_the_meta_update_due(label, method, hparams):
     t = perf.build(method, hparams, "mlp-digits", 32)
-    assert t.meta_set is not None and len(t.meta_set) > 0, label     # FSR: probe set filled; MOLERE: split made
-    assert t.meta_step_due(), label
+    if isinstance(t, MetaTrainer):
+        assert t.meta_set is not None and len(t.meta_set) > 0, label     # FSR: probe set filled; MOLERE: split made
+        assert t.meta_step_due(), label
     assert not getattr(t, "in_warmup", False), label
+    assert t.epoch >= getattr(t, "burn_in_epochs", 0), label            # MBR: weighting from the first step
     for key, value in hparams.items():
         assert getattr(t.hp, key) == value
 

@@ -77,6 +77,7 @@ def reweighting_table(df: pd.DataFrame, results: dict) -> Table | None:
     rows = []
     for dataset, regime, variant, diags in _cells(df, results, lambda r: r.get("reweighting")):
         m = lambda k: _mean(d.get(k) for d in diags)   # noqa: E731
+        has_phi = any("meta_displacement" in d for d in diags)   # recorded weights (MBR, JTT, ...) have no φ
         rows.append({"dataset": dataset, "regime": regime, "method": variant, "seeds": str(len(diags)),
                      "verdict": _verdicts(diags), "ρ(w₀, w_T)": num(m("spearman_init_final"), 3),
                      "change d / scale r": f"{num(m('weight_change'), 3)} / "
@@ -87,11 +88,13 @@ def reweighting_table(df: pd.DataFrame, results: dict) -> Table | None:
                      "raw mean": num(m("weight_raw_mean"), 3),
                      "ρ(w, loss)": num(m("spearman_loss")), "ρ(w, ERM margin)": num(m("spearman_erm_margin")),
                      "mislabelled / clean weight [95% CI]": _ratio(diags),
-                     "φ displacement": f"{m('meta_displacement'):.2e}"})
+                     "φ displacement": f"{m('meta_displacement'):.2e}" if has_phi else "n/a (no weight network)"})
     if not rows:
         return None
     return Table("reweighting", "Does the reweighting do anything? One verdict per method, from what φ learned",
-                 "The training split weighted by the initial φ₀ and the final φ_T (final classifier): Spearman "
+                 "The training split weighted by the initial φ₀ and the final φ_T (final classifier; methods without "
+                 "a weight network: the weight each example last trained with, JTT's multiplicity, RHO-loss's "
+                 "selection rate, no verdict): Spearman "
                  "ρ(w₀, w_T), the change d = RMS of the difference of the mean-1 weights and the change of scale "
                  f"r = mean(w_T)/mean(w₀) − 1. Verdict per seed: 'untrained' when d and |r| < {LEARNED_CHANGE} and "
                  f"ρ ≥ {SAME_RANKING} (φ still computes its random initial function, whatever its spread); else "

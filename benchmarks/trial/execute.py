@@ -13,7 +13,6 @@ import numpy as np
 import torch
 
 from molere.registry import METHODS
-from molere.reweighting import ReweightingTrainer
 from molere.trainer import Callback, RunContext, Trainer
 
 from benchmarks import catalog  # noqa: F401  (registers everything)
@@ -164,7 +163,8 @@ def _run_trial(cfg: TrialConfig, run: RunDir, callbacks: tuple, store_root, chec
         if cfg.method.name == METHODS.reference():   # no extra pass: they rank the pool for others
             arrays.update(pool_margins(trainer, task, train_out, outs))
         run.save_margins(arrays)
-        diagnostics = trainer.reweighting_diagnostics(train_out) if isinstance(trainer, ReweightingTrainer) else None
+        diagnose = getattr(trainer, "reweighting_diagnostics", None)   # weight networks and recorded weights
+        diagnostics = diagnose(train_out) if diagnose is not None else None
         result = {"trial_id": tid, "status": "done", "metrics": {**final, **metrics},
                   "info": task.info, "method_info": trainer.info,
                   "reweighting": diagnostics, "threads": torch.get_num_threads(),
