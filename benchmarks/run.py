@@ -1,8 +1,9 @@
 """Run a sweep: `python -m benchmarks.run sweeps/NAME.yaml [--set k=v ...] [--only method=a,b ...] [--dry-run]`.
 
 The sweep is validated completely before anything starts (bad input: one line, exit 2). Trials whose
-run directory is done are skipped, so re-running the command after an interruption redoes only the
-unfinished ones. Exit 0 when every trial is done, 1 when any failed.
+run directory is done (or diverged: a finished outcome) are skipped, so re-running the command after an
+interruption redoes only the unfinished ones. Exit 0 when every trial finished (done or diverged), 1 when
+any failed.
 """
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ from molere.config import ConfigError
 from . import catalog
 from .cli import bad_input_exits
 from benchmarks.data.datasets.common import DataMissingError
-from benchmarks.trial.store import RunDir, _atomic_write, write_json
+from benchmarks.trial.store import FINISHED, RunDir, _atomic_write, write_json
 from benchmarks.sweep.schema import Sweep, expand_trials, load_sweep, missing_data, parse_only, select
 from benchmarks.sweep.worker import LOG_FILE, trial_spec
 from benchmarks.trial.wandb_log import check_wandb, resolve_mode
@@ -82,9 +83,9 @@ def print_plan(trials, status: dict[str, str], out=None) -> None:
 
 
 def counts(status: dict[str, str]) -> str:
-    n = {s: sum(v == s for v in status.values()) for s in ("done", "failed", "incomplete", "absent")}
-    return (f"{len(status)} trials: {n['done']} done, {n['failed']} failed, {n['incomplete']} incomplete, "
-            f"{n['absent']} not started")
+    n = {s: sum(v == s for v in status.values()) for s in ("done", "diverged", "failed", "incomplete", "absent")}
+    return (f"{len(status)} trials: {n['done']} done, " + (f"{n['diverged']} diverged, " if n["diverged"] else "")
+            + f"{n['failed']} failed, {n['incomplete']} incomplete, {n['absent']} not started")
 
 
 def wandb_settings(sweep: Sweep) -> dict:
@@ -106,7 +107,12 @@ def summarize(sweep: Sweep, trials, lost: dict[str, str], elapsed: float) -> int
     """Print the end-of-sweep summary from the store; returns the exit code."""
     status = {t.trial_id: RunDir(sweep.directory / "trials" / t.trial_id).status for t in trials}
     print(f"{sweep.name}: {counts(status)} ({elapsed:.0f} s); results in {sweep.directory}")
-    bad = [t for t in trials if status[t.trial_id] != "done"]
+    for t in trials:
+        if status[t.trial_id] == "diverged":
+            res, lab = RunDir(sweep.directory / "trials" / t.trial_id).result(), t.labels
+            print(f"  DIVERGED {t.trial_id} {lab['dataset']}/{lab['regime']}/{lab['method']}/seed {lab['seed']} at "
+                  f"epoch {res.get('diverged_epoch')}: {res.get('diverged_reason')}")
+    bad = [t for t in trials if status[t.trial_id] not in FINISHED]
     unfinished = 0
     for t in bad:
         run = RunDir(sweep.directory / "trials" / t.trial_id)
@@ -236,7 +242,7 @@ def main(argv=None) -> int:
         print_plan(chosen, status)
         for m in missing:
             print(f"warning: {m}", file=sys.stderr)
-        print(f"{sweep.name}: {counts(status)}; would run {sum(s != 'done' for s in status.values())}")
+        print(f"{sweep.name}: {counts(status)}; would run {sum(s not in FINISHED for s in status.values())}")
         return 0
     with bad_input_exits(PROG):
         if not (a.address or os.environ.get("RAY_ADDRESS")):
@@ -249,7 +255,7 @@ def main(argv=None) -> int:
         print(f"{sweep.name}: not trusting trial {tid}: {why}; rerunning it", file=sys.stderr)
     write_plan(sweep, plan)
     settings = wandb_settings(sweep)
-    todo = [t for t in chosen if status[t.trial_id] != "done"]
+    todo = [t for t in chosen if status[t.trial_id] not in FINISHED]
     rerun = {t.trial_id for t in todo}
     # done trials whose ERM reference is rerun now wait for it; they run again only if its margins change
     recheck = [t for t in chosen if status[t.trial_id] == "done" and t.needs_reference and t.erm_id in rerun]
@@ -270,14 +276,14 @@ def main(argv=None) -> int:
                 lost = run_trials(specs, waits, resources=asked, storage=str((sweep.directory / ".ray").resolve()),
                                   address=a.address,
                                   check_cluster=lambda have: check_resources(sweep, have, "the Ray cluster"),
-                                  skip_if_done=lambda spec: RunDir(spec["out_dir"]).status == "done")
+                                  skip_if_done=lambda spec: RunDir(spec["out_dir"]).status in FINISHED)
         except ConnectionError as exc:
             print(f"{PROG}: error: cannot reach the Ray cluster ({a.address or os.environ.get('RAY_ADDRESS')}): "
                   f"{str(exc).splitlines()[0]}; check --address / RAY_ADDRESS", file=sys.stderr)
             return 2
     for tid, error in lost.items():             # Ray lost the worker itself: the store records it
         run = RunDir(sweep.directory / "trials" / tid)
-        if run.status not in ("done", "failed"):
+        if run.status not in (*FINISHED, "failed"):
             run.fail_with(f"WorkerLost: {error}", cause="worker died")
     code = summarize(sweep, chosen, lost, time.monotonic() - t0)
     report(sweep, settings)

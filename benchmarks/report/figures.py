@@ -68,8 +68,9 @@ def gain_frame(cells: pd.DataFrame, metrics: list[str]) -> pd.DataFrame:
             what = METRIC_NAMES.get(what, what)
             group = f"{r['dataset']}\n{r['regime']}" + ("" if len(metrics) == 1 else f"\n{split}\n{what}")
             rows.append({"group": group, "variant": r["variant"], "method": r["method"],
+                         "diverged": int(r.get("diverged", 0) or 0),
                          **{k: r[f"{pre} {k}"] for k in ("mean", "lo", "hi", "n")}})
-    return pd.DataFrame(rows, columns=["group", "variant", "method", "mean", "lo", "hi", "n"])
+    return pd.DataFrame(rows, columns=["group", "variant", "method", "mean", "lo", "hi", "n", "diverged"])
 
 
 def gain_bars(gains: pd.DataFrame, folder: Path, name: str, title: str, notes: list) -> list[dict]:
@@ -93,6 +94,9 @@ def gain_bars(gains: pd.DataFrame, folder: Path, name: str, title: str, notes: l
             for g, group in enumerate(groups):
                 r = p[(p["group"] == group) & (p["variant"] == v)]
                 x = g - 0.4 + bw * (j + 0.5)
+                if not r.empty and r["diverged"].iloc[0]:   # left out of the mean: said on the bar
+                    ax.text(x, 0, f"{r['diverged'].iloc[0]} diverged", ha="center", va="top", fontsize=7,
+                            rotation=90, color="red")
                 if r.empty or not r["n"].iloc[0]:
                     if not r.empty:
                         ax.text(x, 0, "n/a", ha="center", va="bottom", fontsize=7, rotation=90, color="grey")
@@ -115,7 +119,8 @@ def gain_bars(gains: pd.DataFrame, folder: Path, name: str, title: str, notes: l
     fig.tight_layout()
     return [{"file": _save(fig, folder, name), "title": title,
              "caption": "Gain over ERM of the same seed in accuracy points: mean over seeds with 95% t-interval "
-                        "whiskers (no whisker: fewer than two paired seeds; n/a: no pair)."}]
+                        "whiskers (no whisker: fewer than two paired seeds; n/a: no pair). 'k diverged' (red): "
+                        "seeds whose trial diverged (molere.guard), left out of the bar."}]
 
 
 def margin_histograms(deltas: dict, folder: Path, notes: list) -> list[dict]:
@@ -185,17 +190,23 @@ def margin_bins(bins: pd.DataFrame, folder: Path, notes: list) -> list[dict]:
 
 def training_curves(df: pd.DataFrame, sweep_dir: Path, folder: Path, notes: list) -> list[dict]:
     """Per dataset x regime: test accuracy per epoch for each method, mean ± std band over seeds."""
-    done = df[df["status"] == "done"]
     curves: dict[tuple, list[pd.Series]] = {}
-    for r in done.itertuples():
+    diverged: dict[tuple, list[tuple[str, pd.Series]]] = {}
+    for r in df[df["status"].isin(["done", "diverged"])].itertuples():
         rows = [x for x in read_jsonl(sweep_dir / "trials" / r.trial_id / "metrics.jsonl") if "test/acc" in x]
         if rows:
             s = pd.Series({int(x["epoch"]): 100 * float(x["test/acc"]) for x in rows})
+            if r.status == "diverged":   # drawn on its own, never in a mean
+                diverged.setdefault((r.dataset, r.regime), []).append((r.method, s))
+                continue
             curves.setdefault((r.dataset, r.regime), {}).setdefault((r.method, r.variant), []).append(s)
+    for key in diverged:
+        curves.setdefault(key, {})
     if not curves:
         notes.append("Training curves skipped: no finished trial logged test accuracy per epoch")
         return []
-    if max(len(x) for by in curves.values() for ss in by.values() for x in ss) < 2:
+    lengths = [len(x) for by in curves.values() for ss in by.values() for x in ss]
+    if max(lengths + [len(s) for d in diverged.values() for _, s in d]) < 2:
         notes.append("Training curves skipped: test accuracy was evaluated at one epoch only (see train.eval_every)")
         return []
     fig, axes = _grid(len(curves), 3, 4.8, 3.6)
@@ -206,6 +217,9 @@ def training_curves(df: pd.DataFrame, sweep_dir: Path, folder: Path, notes: list
             ax.plot(mean.index, mean, color=color(method), linestyle="--" if is_control(method) else "-",
                     linewidth=1.4, marker="o" if len(mean) <= 12 else None, ms=3, label=label(variant))
             ax.fill_between(mean.index, mean - std.fillna(0), mean + std.fillna(0), color=color(method), alpha=0.12)
+        for i, (method, s) in enumerate(diverged.get((dataset, regime), [])):
+            ax.plot(s.index, s, color=color(method), linestyle=":", linewidth=1, marker="x", markevery=[len(s) - 1],
+                    label="diverged (one seed each)" if i == 0 else None)
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_xlabel("Epoch")
         ax.set_ylabel("Test accuracy (%)")
@@ -218,4 +232,5 @@ def training_curves(df: pd.DataFrame, sweep_dir: Path, folder: Path, notes: list
                bbox_to_anchor=(1.0, 0.5))
     return [{"file": _save(fig, folder, "training_curves.png"), "title": "Training curves",
              "caption": "Test accuracy after each evaluated epoch, mean over finished seeds with ± 1 std band; "
-                        "seed counts are in the tables; dashed: same-split ERM controls."}]
+                        "seed counts are in the tables; dashed: same-split ERM controls; dotted, ending in x: a "
+                        "diverged trial, one line per seed (not in any mean)."}]

@@ -30,8 +30,9 @@ from benchmarks.sweep.search_space import TRAIN_PREFIX, expand, searchable, spac
 
 
 # ---- schema -------------------------------------------------------------------------------------
+NESTED_TRAIN = ("guard",)   # training-setting blocks (a mapping, never a search space)
 # training settings in which any field but the machine ones may be a search space ({loguniform: [lo, hi]}, ...)
-SearchableTrain = searchable(TrainConfig, skip=("device", "num_workers"))
+SearchableTrain = searchable(TrainConfig, skip=("device", "num_workers", *NESTED_TRAIN))
 
 
 class SweepDataset(Strict):
@@ -236,6 +237,7 @@ def method_draws(sweep: Sweep, name: str, ds: SweepDataset) -> list[Draw]:
         raise ConfigError(f"methods.{name}: {exc}") from None
     hp, _ = _method_entry(sweep, name)
     values, source = _train_values(sweep, ds, name)
+    blocks = {k: values.pop(k) for k in NESTED_TRAIN if k in values}
     flat = {**hp, **{TRAIN_PREFIX + k: v for k, v in values.items()}}
     searched = [k for k, v in values.items() if isinstance(v, dict)]
 
@@ -246,7 +248,8 @@ def method_draws(sweep: Sweep, name: str, ds: SweepDataset) -> list[Draw]:
     out = []
     for d in expand(flat, method=name, hparam_seed=sweep.search.hparam_seed, num_samples=sweep.search.num_samples,
                     where=where):
-        train = _check_train({k[len(TRAIN_PREFIX):]: v for k, v in d.items() if k.startswith(TRAIN_PREFIX)}, source)
+        train = _check_train({**{k[len(TRAIN_PREFIX):]: v for k, v in d.items() if k.startswith(TRAIN_PREFIX)},
+                              **blocks}, source)
         hparams = validate(cls.Hparams, {k: v for k, v in d.items() if not k.startswith(TRAIN_PREFIX)}, f"methods.{name}")
         out.append(Draw(hparams.model_dump(mode="json"), train, {k: getattr(train, k) for k in searched}))
     return out

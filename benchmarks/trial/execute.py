@@ -128,7 +128,8 @@ def run_trial(cfg: TrialConfig, out_dir: str | os.PathLike, *, callbacks: tuple 
     """Train and evaluate one configuration; writes the run directory and returns the result dict.
 
     With `checkpoint`, the trainer's state is saved at every epoch end and every `checkpoint_steps`
-    steps / `checkpoint_minutes` minutes, and a rerun resumes from it (mid-epoch, bit for bit on CPU)."""
+    steps / `checkpoint_minutes` minutes, and a rerun resumes from it (mid-epoch, bit for bit on CPU). A trial
+    the guard judged diverged (molere.guard) is sealed like a done one, with "status": "diverged"."""
     cfg = resolve(cfg)
     run = RunDir(out_dir)
     tid = trial_id(cfg)
@@ -162,19 +163,24 @@ def run_trial(cfg: TrialConfig, out_dir: str | os.PathLike, *, callbacks: tuple 
         for name, o in outs.items():
             arrays.update({f"{name}_ids": o.ids, f"{name}_labels": o.labels, f"{name}_preds": o.preds,
                            f"{name}_margins": o.margins})
-        if trainer.saves_pool_margins:
+        divergence = trainer.guard.divergence
+        if trainer.saves_pool_margins and divergence is None:   # a diverged ERM run is nobody's reference
             arrays.update(pool_margins(trainer, task, train_out, outs))
             folds = TrainTwiceOptions().crossfit_folds   # the default ranking of the train-twice methods
             arrays.update({"pool_oof_folds": np.array(folds), "pool_oof_margins": crossfit_margins(
                 task.pool(), task, trainer.cfg, trainer.context, folds, trainer.device)})
         run.save_margins(arrays)
         diagnostics = trainer.reweighting_diagnostics(train_out) if isinstance(trainer, ReweightingTrainer) else None
-        result = {"trial_id": tid, "status": "done", "metrics": {**final, **metrics},
+        result = {"trial_id": tid, "status": "done" if divergence is None else "diverged",
+                  "metrics": {**final, **metrics},
                   "info": task.info, "method_info": trainer.info,
                   "reweighting": diagnostics,
                   "wall_time_s": time.perf_counter() - t0}
         if reference.used:
             result["reference"] = reference.used
+        if divergence is not None:
+            result.update(diverged_epoch=divergence.epoch, diverged_reason=divergence.reason,
+                          diverged_criterion=divergence.criterion)
         run.finish(result)
         return result
     except BaseException as exc:
