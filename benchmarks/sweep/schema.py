@@ -156,7 +156,8 @@ def _step(node, key: str, path: str):
 
 
 def apply_override(raw: dict, text: str) -> None:
-    """Apply one `a.b.c=value` (value parsed as YAML) to the raw sweep dict, creating missing keys."""
+    """Apply one `a.b.c=value` to the raw sweep dict, creating missing keys; the value is YAML, typed by the
+    field it sets (`benchmarks.cli_values`: `methods.l2rw.meta_labels=true` sets the string "true")."""
     if "=" not in text:
         raise ConfigError(f"--set: expected key=value (got {excerpt(text)!r})")
     path, value = text.split("=", 1)
@@ -169,8 +170,9 @@ def apply_override(raw: dict, text: str) -> None:
         if isinstance(node, dict) and not isinstance(node.get(k), (dict, list)):
             node[k] = {}
         node = node[k]
+    from benchmarks.cli_values import sweep_field_type, typed_value
     try:
-        parsed = safe_yaml.loads(value)
+        parsed = typed_value(value, sweep_field_type(raw, keys))
     except ConfigError as exc:
         raise ConfigError(f"--set {excerpt(path, 40)}: {exc}") from None
     node[_step(node, keys[-1], path)] = parsed
