@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from torch.func import functional_call
 
 from baselines.fsr import best_per_class
+from baselines.l2rw import batch_weights
 from benchmarks.trial.config import TrialConfig
 from benchmarks.models import build_model
 from benchmarks.trial.execute import run_trial
@@ -143,7 +144,7 @@ def test_mwn_weight_net_gradient_matches_finite_differences(monkeypatch, normali
 
 # ---- L2RW -------------------------------------------------------------------------------------------
 def test_l2rw_weights_equal_clamped_normalised_closed_form(monkeypatch):
-    tr = trainer("l2rw", hidden=())   # a linear model
+    tr = trainer("l2rw", hidden=(), weight_norm="sum")   # a linear model, the paper's weights
     xv, yv = fixed_meta_batch(tr, monkeypatch)
     batch = batch_of(tr.train_set)
     hg = tr.lookahead.hypergradient(batch.x, batch.y, val_x=xv, val_y=yv, lr=tr.lookahead_lr())
@@ -179,6 +180,29 @@ def test_l2rw_all_zero_weights_give_no_gradient_and_are_counted(monkeypatch):
         assert (loss.item() == 0.0) == zero
     assert clamped_normalised(torch.tensor([0.5, 0.0])).tolist() == [0.0, 0.0]
     assert clamped_normalised(torch.tensor([-1.0, 0.2, -3.0])).tolist() == [0.25, 0.0, 0.75]
+
+
+@pytest.mark.parametrize("dw,rule,expected", [
+    ([-1.0, -1.0, 0.5, 0.0], "sum", [0.5, 0.5, 0.0, 0.0]),
+    ([-1.0, -1.0, 0.5, 0.0], "ess", [0.25, 0.25, 0.0, 0.0]),    # two of four kept: each keeps ERM's 1/B
+    ([-3.0, -1.0, 0.5, 0.0], "ess", [0.3, 0.1, 0.0, 0.0]),      # ESS 1.6 of 4: Σw = 0.4, proportions kept
+    ([0.5, 0.2, 0.0, 0.1], "ess", [0.0, 0.0, 0.0, 0.0]),        # all zero stays zero
+    ([-1.0, 0.0, 1.0, 0.0], "shift", [2.25 / 5, 1.25 / 5, 0.25 / 5, 1.25 / 5])])   # floor 1/B on the shifted
+def test_l2rw_weight_rules(dw, rule, expected):
+    w = batch_weights(torch.tensor(dw, dtype=torch.float64), rule)
+    torch.testing.assert_close(w, torch.tensor(expected, dtype=torch.float64))
+
+
+def test_l2rw_default_weights_are_the_papers_times_their_ess(monkeypatch):
+    tr = trainer("l2rw", hidden=())
+    xv, yv = fixed_meta_batch(tr, monkeypatch)
+    batch = batch_of(tr.train_set)
+    paper = clamped_normalised(tr.lookahead.hypergradient(batch.x, batch.y, val_x=xv, val_y=yv,
+                                                          lr=tr.lookahead_lr()).dw)
+    w, _ = tr.meta_weights(batch)
+    ess = paper.sum() ** 2 / (len(paper) * paper.pow(2).sum())
+    assert 0 < ess < 1 and tr.hp.weight_norm == "ess"
+    torch.testing.assert_close(w, paper * ess)
 
 
 # ---- FSR --------------------------------------------------------------------------------------------
