@@ -130,6 +130,7 @@ def collect(sweep_dir: str | Path) -> pd.DataFrame:
     if "test/acc" not in df:
         df["test/acc"] = np.nan
     df["variant"] = _variants(df)
+    MC.declare({v: MC.meta_set(json.loads(h)) for v, h in zip(df["variant"], df["hparams"])})
     _add_partners(df)
     _add_gains(df)
     _add_margin_summaries(df, sweep_dir)
