@@ -31,6 +31,7 @@ from benchmarks.sweep.search_space import TRAIN_PREFIX, expand, searchable, spac
 
 # ---- schema -------------------------------------------------------------------------------------
 NESTED_TRAIN = ("guard",)   # training-setting blocks (a mapping, never a search space)
+ALL_METHODS = "*"           # a `methods` key standing for every registered method not listed
 # training settings in which any field but the machine ones may be a search space ({loguniform: [lo, hi]}, ...)
 SearchableTrain = searchable(TrainConfig, skip=("device", "num_workers", *NESTED_TRAIN))
 
@@ -91,7 +92,8 @@ class Sweep(Strict):
     model: ModelConfig = Field(default_factory=ModelConfig)
     methods: dict[str, dict | None] = Field(
         min_length=1, description="method name -> hyperparameters or search spaces; a `train` key holds this "
-                                  "method's own training settings or search spaces")
+                                  "method's own training settings or search spaces; `\"*\"`: every registered "
+                                  "method not listed (with these hyperparameters)")
     seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
     train: SearchableTrain = Field(default_factory=SearchableTrain,
                                    description="training settings; any field may be a search space")
@@ -288,6 +290,14 @@ def _check_names(sweep: Sweep) -> None:
                                       "(a trial gets no GPU otherwise); or use device: auto")
 
 
+def expand_all_methods(raw: dict) -> None:
+    """`methods: {"*": {...}, ...}`: every registered method (plugins included) not listed gets the "*" entry."""
+    methods = raw.get("methods")
+    if isinstance(methods, dict) and ALL_METHODS in methods:
+        rest = methods.pop(ALL_METHODS)
+        raw["methods"] = {**methods, **{m: rest for m in catalog.METHODS.names() if m not in methods}}
+
+
 def load_sweep(path: str | os.PathLike, sets: list[str] = (), results: str | None = None) -> Sweep:
     """Read, override and validate a sweep file completely (names, hyperparameters, draws)."""
     try:
@@ -305,6 +315,7 @@ def load_sweep(path: str | os.PathLike, sets: list[str] = (), results: str | Non
         except ImportError as exc:
             raise ConfigError(f"plugins: {excerpt(str(exc), 200)}; make the module importable (PYTHONPATH) "
                               "or fix it") from None
+        expand_all_methods(raw)
         sweep = validate(Sweep, raw, "")
         _check_names(sweep)
     except (ConfigError, UnknownNameError) as exc:
