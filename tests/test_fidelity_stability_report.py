@@ -36,6 +36,13 @@ def test_stability_flags_collapsed_and_diverged_trials(store):
     assert "toy/clean/fsr/seed 1: diverged (diverged at epoch 2: loss 2.5x)" in text
 
 
+
+def test_stability_page_says_when_it_covers_part_of_the_matrix(store):
+    assert "have not run" not in ST.render([store])[0]
+    (store / "trials" / "toy-clean-mwn-2" / "result.json").unlink()   # one planned trial not (yet) run
+    text, _ = ST.render([store])
+    assert "1 of the 12 planned trials have not run: this page covers part of the matrix." in text
+
 def test_fidelity_rows_follow_the_claims(store):
     claims = {"mwn": {"method": "mwn", "paper": "P", "claim": "C", "paper_result": "R", "store": store.name,
                       "regime": "clean", "measure": "gain_over_erm"},
