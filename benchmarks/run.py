@@ -1,8 +1,9 @@
 """Run a sweep: `python -m benchmarks.run sweeps/NAME.yaml [--set k=v ...] [--only method=a,b ...] [--dry-run]`.
 
 The sweep is validated completely before anything starts (bad input: one line, exit 2). Trials whose
-run directory is done are skipped, so re-running the command after an interruption redoes only the
-unfinished ones. Exit 0 when every trial is done, 1 when any failed.
+run directory is done (or diverged: a finished outcome) are skipped, so re-running the command after an
+interruption redoes only the unfinished ones. Exit 0 when every trial finished (done or diverged), 1 when
+any failed.
 """
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ import yaml
 
 from molere.config import ConfigError
 
-from benchmarks.trial.store import RunDir, _atomic_write, write_json
+from benchmarks.trial.store import FINISHED, RunDir, _atomic_write, write_json
 from benchmarks.sweep.worker import LOG_FILE
 
 if TYPE_CHECKING:
@@ -94,9 +95,9 @@ def print_plan(trials, status: dict[str, str], out=None, sizes: bool = False,
 
 
 def counts(status: dict[str, str]) -> str:
-    n = {s: sum(v == s for v in status.values()) for s in ("done", "failed", "incomplete", "absent")}
-    return (f"{len(status)} trials: {n['done']} done, {n['failed']} failed, {n['incomplete']} incomplete, "
-            f"{n['absent']} not started")
+    n = {s: sum(v == s for v in status.values()) for s in ("done", "diverged", "failed", "incomplete", "absent")}
+    return (f"{len(status)} trials: {n['done']} done, " + (f"{n['diverged']} diverged, " if n["diverged"] else "")
+            + f"{n['failed']} failed, {n['incomplete']} incomplete, {n['absent']} not started")
 
 
 def wandb_settings(sweep: Sweep) -> dict:
@@ -126,7 +127,12 @@ def summarize(sweep: Sweep, trials, lost: dict[str, str], elapsed: float) -> int
     """Print the end-of-sweep summary from the store; returns the exit code."""
     status = {t.trial_id: RunDir(sweep.directory / "trials" / t.trial_id).status for t in trials}
     print(f"{sweep.name}: {counts(status)} ({elapsed:.0f} s); results in {sweep.directory}")
-    bad = [t for t in trials if status[t.trial_id] != "done"]
+    for t in trials:
+        if status[t.trial_id] == "diverged":
+            res, lab = RunDir(sweep.directory / "trials" / t.trial_id).result(), t.labels
+            print(f"  DIVERGED {t.trial_id} {lab['dataset']}/{lab['regime']}/{lab['method']}/seed {lab['seed']} at "
+                  f"epoch {res.get('diverged_epoch')}: {res.get('diverged_reason')}")
+    bad = [t for t in trials if status[t.trial_id] not in FINISHED]
     unfinished = 0
     for t in bad:
         run = RunDir(sweep.directory / "trials" / t.trial_id)
@@ -281,7 +287,7 @@ def main(argv=None) -> int:
         print("\n".join(lines))
         for m in missing:
             print(f"warning: {m}", file=sys.stderr)
-        print(f"{sweep.name}: {counts(status)}; would run {sum(s != 'done' for s in status.values())}"
+        print(f"{sweep.name}: {counts(status)}; would run {sum(s not in FINISHED for s in status.values())}"
               + references.dry_run_note(chosen, sweep.directory))
         return 0
     with bad_input_exits(PROG):
@@ -299,7 +305,7 @@ def main(argv=None) -> int:
         for note in write_plan(sweep, chosen, filtered=bool(a.set or a.only)):
             print(f"{sweep.name}: {note}", file=sys.stderr)
     settings = wandb_settings(sweep)
-    todo = [t for t in chosen if status[t.trial_id] != "done"]
+    todo = [t for t in chosen if status[t.trial_id] not in FINISHED]
     jobs = references.pending_jobs(chosen, sweep.directory)   # out-of-fold models the planned methods need
     # done trials whose reference is rerun now wait for it; they run again only if its margins change
     recheck = references.done_but_rerun_reference(chosen, status, todo, jobs)
@@ -318,14 +324,14 @@ def main(argv=None) -> int:
                 lost = run_trials(specs, waits, resources=asked, storage=str((sweep.directory / ".ray").resolve()),
                                   address=a.address,
                                   check_cluster=lambda have: check_resources(sweep, have, "the Ray cluster"),
-                                  skip_if_done=lambda spec: RunDir(spec["out_dir"]).status == "done")
+                                  skip_if_done=lambda spec: RunDir(spec["out_dir"]).status in FINISHED)
         except ConnectionError as exc:
             print(f"{PROG}: error: cannot reach the Ray cluster ({a.address or os.environ.get('RAY_ADDRESS')}): "
                   f"{str(exc).splitlines()[0]}; check --address / RAY_ADDRESS", file=sys.stderr)
             return 2
     for tid, error in lost.items():             # Ray lost the worker itself: the store records it
         run = references.run_dir(tid, jobs, sweep.directory)
-        if run.status not in ("done", "failed"):
+        if run.status not in (*FINISHED, "failed"):
             run.fail_with(f"WorkerLost: {error}", cause="worker died")
     code = summarize(sweep, chosen, lost, time.monotonic() - t0)
     references.report_unfinished(jobs, sweep.directory)

@@ -16,24 +16,10 @@ import os
 
 from molere.config import ConfigError, TrainConfig, validate
 
-from benchmarks.sweep import safe_yaml
 from benchmarks.sweep.safe_yaml import excerpt
 
 PROG = "benchmarks.train"
 RUNS_DIR = "runs"
-
-
-def _pairs(items: list[str], flag: str) -> dict:
-    out = {}
-    for item in items or []:
-        if "=" not in item:
-            raise ConfigError(f"{flag}: expected key=value (got {excerpt(item)!r})")
-        k, v = item.split("=", 1)
-        try:
-            out[k] = safe_yaml.loads(v)
-        except ConfigError as exc:
-            raise ConfigError(f"{flag} {excerpt(k, 40)}: {exc}") from None
-    return out
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -79,8 +65,9 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def config_from_args(a: argparse.Namespace):
+    from benchmarks.cli_values import options_model, pairs
     from benchmarks.trial.config import TrialConfig
-    train = _pairs(a.train, "--train")
+    train = pairs(a.train, "--train", TrainConfig)
     for key in ("epochs", "lr"):
         if getattr(a, key) is not None:
             train[key] = getattr(a, key)
@@ -91,9 +78,12 @@ def config_from_args(a: argparse.Namespace):
     if a.regime == "longtail":
         regime["imbalance"] = a.imbalance
     return validate(TrialConfig, {
-        "dataset": {"name": a.dataset, "root": a.root, "options": _pairs(a.data_opt, "--data-opt")},
-        "regime": regime, "model": {"name": a.model, "options": _pairs(a.model_opt, "--model-opt")},
-        "method": {"name": a.method, "hparams": _pairs(a.hp, "--hp")}, "train": train,
+        "dataset": {"name": a.dataset, "root": a.root, "options": pairs(
+            a.data_opt, "--data-opt", options_model("dataset", a.dataset))},
+        "regime": regime, "model": {"name": a.model, "options": pairs(
+            a.model_opt, "--model-opt", options_model("model", a.model))},
+        "method": {"name": a.method, "hparams": pairs(
+            a.hp, "--hp", options_model("method", a.method, a.plugin))}, "train": train,
         "seed": a.seed, "plugins": a.plugin})
 
 

@@ -111,6 +111,21 @@ class NoHparams(Strict):
     """A method without hyperparameters of its own."""
 
 
+class GuardConfig(Strict):
+    """When a trial counts as diverged (`molere.guard`; defaults and why: docs/guard.md)."""
+    enabled: bool = Field(True, description="watch every epoch; false: a non-finite loss fails the trial as before")
+    stop: bool = Field(True, description="stop the trial at the epoch it diverges (false: train on, still marked)")
+    loss_ratio: float = Field(2.0, gt=1, description="diverged when the epoch's training loss exceeds this multiple "
+                                                     "of the first epoch's")
+    collapse_share: float = Field(0.9, gt=0, le=1, description="diverged when one class takes this share of the "
+                              "guard examples' predictions while holding under half that share of their labels")
+    chance_margin: float = Field(0.05, ge=0, lt=1, description="accuracy at chance: within this of the largest label "
+                                                               "share of the guard examples")
+    peak_margin: float = Field(0.25, gt=0, lt=1, description="...after an earlier epoch reached this far above chance")
+    patience: int = Field(2, ge=1, description="consecutive epochs a criterion must hold (a non-finite loss: at once)")
+    examples: int = Field(512, ge=0, description="training examples whose predictions are watched (0: loss only)")
+
+
 class TrainConfig(Strict):
     """Optimisation settings of the classifier, shared by every method (and by its ERM reference)."""
     epochs: int = Field(30, gt=0)
@@ -148,6 +163,7 @@ class TrainConfig(Strict):
     tf32: bool = Field(True, description="TF32 float32 matmuls and convolutions on CUDA")
     channels_last: bool | None = Field(None, description="channels_last memory format for convolutional "
                                                          "models; None = on CUDA")
+    guard: GuardConfig = Field(default_factory=GuardConfig, description="the divergence guard (molere.guard)")
 
     @model_validator(mode="after")
     def _warmup_needs_schedule(self):

@@ -39,15 +39,12 @@ from .config import ConfigError, NoHparams, Strict, TrainConfig
 from .data import Batch, ExampleSet, Loading, Stream, TaskData, name_key
 from .evaluation import due_splits, eval_interval, mask_to
 from .forward import BatchOutputs, head_inputs
+from .guard import DivergenceGuard, NonFiniteLossError
 from .margins import probabilistic_margin
 from .optim import make_optimizer, make_schedule, per_step  # noqa: F401  (make_optimizer: re-exported)
 from .precision import autocast, prepare
 from .reference import Reference, ReferenceNeeds, ReferenceService
 from .rng import global_rng_state, set_global_rng_state
-
-
-class NonFiniteLossError(FloatingPointError):
-    """Raised when the training loss becomes NaN or infinite."""
 
 
 class Callback:
@@ -114,6 +111,7 @@ class Trainer(abc.ABC):
         self.info: dict[str, Any] = {}   # method facts reported with the result (split sizes, ...)
         self.last_evaluation: tuple[int, dict, dict] | None = None   # (epoch, metrics, outputs)
         self._step_logs: dict[str, list[float]] = defaultdict(list)
+        self.guard = DivergenceGuard(train.guard, data.train, data.num_classes, self.context.seed)
         self.train_set, self.meta_set = self.split()
         if self.uses_meta_set and (self.meta_set is None or len(self.meta_set) == 0):
             raise ConfigError(f"method {self.registered_name or type(self).__name__!r} uses a meta "
@@ -281,15 +279,19 @@ class Trainer(abc.ABC):
         return metrics
 
     def fit(self, evaluate: bool = True) -> dict[str, Any]:
-        """Train for the configured epochs, evaluating as configured (`evaluate=False`: never); returns the
-        final metrics (history via callbacks)."""
+        """Train for the configured epochs, or until the guard stops a diverged trial (`self.guard.divergence`),
+        evaluating as configured (`evaluate=False`: never); returns the final metrics (history via callbacks)."""
         metrics: dict[str, float] = dict(self.last_metrics)
         splits, cfg = self.eval_splits(), self.cfg
         every = eval_interval(cfg.eval_every, len(self.train_set), sum(map(len, splits.values())), cfg.epochs)
-        while self.epoch < cfg.epochs:
-            metrics = self.train_epoch()
-            if evaluate and (self.epoch % every == 0 or self.epoch == cfg.epochs):
-                due = due_splits(splits, cfg.eval_selection, final=self.epoch == cfg.epochs)
+        while self.epoch < cfg.epochs and not self.guard.stopped:
+            with self.guard.catching_nonfinite(self.epoch + 1):
+                metrics = self.train_epoch()
+            if self.guard.stopped:   # a non-finite loss ended the epoch early
+                break
+            metrics.update(self.guard.after_epoch(self, self.epoch, metrics["train/loss"]))
+            if evaluate and (self.epoch % every == 0 or self.epoch == cfg.epochs or self.guard.stopped):
+                due = due_splits(splits, cfg.eval_selection, final=self.epoch == cfg.epochs or self.guard.stopped)
                 self.last_evaluation = (self.epoch, *self.evaluate(due))
                 metrics.update(self.last_evaluation[1])
             self.last_metrics = metrics
@@ -386,7 +388,7 @@ class Trainer(abc.ABC):
                 "schedule": self.schedule.state_dict(), "epoch": self.epoch, "global_step": self.global_step,
                 "generator": self.generator.get_state(), "extra": self.extra_state(), "rng": global_rng_state(),
                 "streams": streams, "progress": progress, "last_metrics": dict(self.last_metrics),
-                "info": dict(self.info), "scaler": self.scaler.state_dict()}
+                "info": dict(self.info), "scaler": self.scaler.state_dict(), "guard": self.guard.state_dict()}
 
     def load_state_dict(self, state: dict) -> None:
         self.model.load_state_dict(state["model"])
@@ -406,3 +408,4 @@ class Trainer(abc.ABC):
         self._step_logs = defaultdict(list, {k: list(v) for k, v in (progress or {}).get("step_logs", {}).items()})
         self.last_metrics = dict(state.get("last_metrics", {}))
         self.info.update(state.get("info", {}))
+        self.guard.load_state_dict(state.get("guard"))

@@ -98,7 +98,7 @@ def test_figure1_places_each_method_in_the_papers_panel(report):
     hard = lrw.at["CIFAR-100", "LRW-Hard (ours)"]
     assert hard.startswith("+1.0") and hard.endswith("(n=4)")
     assert base.at["CIFAR-100", "MWN (paper)"] == "-0.30"
-    assert base.at["CIFAR-100", "MBR (ours)"] == "not implemented yet"
+    assert base.at["CIFAR-100", "MBR (ours)"] == "not in this sweep"
     # a paper dataset the store did not run keeps the paper's value; ours says so
     assert lrw.at["Cars", "LRWOpt (ours)"] == "not in this sweep" and lrw.at["Cars", "LRWOpt (paper)"] == "+2.14"
     # our digits is a stand-in, compared with the median of the paper's rows
@@ -164,7 +164,7 @@ def test_table2_layout_puts_skews_in_columns(tmp_path):
     assert t.at["LRWOpt", "skew 200 (paper)"] == "42.33 ± 0.8" and t.at["MWN", "skew 1 (paper)"] == "74.23 ± 0.3"
     assert t.at["LRWOpt", "skew 10 (ours)"].endswith("(n=4)")
     assert t.at["LRWOpt", "skew 50 (ours)"] == "not in this sweep"
-    assert t.at["GDW", "skew 200 (ours)"] == "not implemented yet" and t.at["ERM", "skew 200 (paper)"] == "—"
+    assert t.at["GDW", "skew 200 (ours)"] == "not in this sweep" and t.at["ERM", "skew 200 (paper)"] == "—"
 
 
 def test_every_paper_value_is_read():
@@ -198,4 +198,4 @@ def test_figure2_table3_table4_layouts(tmp_path):
     assert t3.at["Inst. C-10 [instance-0.4]", "L2R (paper)"] == "70.21"
     assert t3.at["Inst. C-10 [instance-0.4]", "L2R (ours)"].endswith("(n=4)")
     assert t3.at["digits [instance-0.4] (stand-in)", "LRWOpt (paper)"] == "—"
-    assert t3.at["digits [instance-0.4] (stand-in)", "MAPLE (ours)"] == "not implemented yet"
+    assert t3.at["digits [instance-0.4] (stand-in)", "MAPLE (ours)"] == "not in this sweep"

@@ -7,6 +7,7 @@ import zlib
 from pathlib import Path
 
 import numpy as np
+import scipy.stats as sps
 import pandas as pd
 import pytest
 from scipy import stats as sps
@@ -23,6 +24,7 @@ BASE = {"erm": 0.80, "lrw_easy": 0.78, "lrw_random": 0.81, "lrw_hard": 0.83, "mo
 GROUPS = [("toy", "clean"), ("toy", "symmetric-0.4"), ("shift", "clean")]   # "shift" has OOD + group metrics
 MISSING = ("toy", "clean", "lrw_random", 2)
 FAILED = ("toy", "clean", "lrw_hard", 1)
+DIVERGED = ("toy", "symmetric-0.4", "mwn", 0)   # sealed with status "diverged" (molere.guard), at chance
 N_TEST = 300
 
 
@@ -72,6 +74,10 @@ def build_store(root, groups=GROUPS, methods=METHODS):
                 metrics = {"epoch": 3, "test/acc": acc, "train/loss": 0.3}
                 if dataset == "shift":
                     metrics.update({"ood_test/acc": acc - 0.2, "test/worst_group_acc": acc - 0.1})
+                if (dataset, regime, method, seed) == DIVERGED:
+                    run.finish({"trial_id": tid, "status": "diverged", "metrics": {**metrics, "test/acc": 0.1},
+                                "diverged_epoch": 3, "diverged_reason": "one class took 100% of the predictions"})
+                    continue
                 run.finish({"trial_id": tid, "status": "done", "metrics": metrics, "wall_time_s": 1.0})
     write_json(root / "plan.json", plan)
     (root / "sweep.yaml").write_text("name: synthetic\nseeds: [0, 1, 2]\n")
@@ -153,6 +159,23 @@ def test_missing_and_failed_trials_are_counted_in_every_table(report):
     results = pd.read_csv(root / "report" / "tables" / "results.csv")
     row = results[(results["regime"] == "clean") & (results["method"] == "lrw_hard") & (results["dataset"] == "toy")]
     assert row["trials"].item() == "2/3 done (1 failed)"
+
+
+def test_a_diverged_trial_is_counted_apart_and_never_averaged_in(report):
+    root, result = report
+    trials = pd.read_csv(root / "report" / "trials.csv").set_index(["dataset", "regime", "method", "seed"])
+    assert trials["status"][DIVERGED] == "diverged" and result["counts"]["diverged"] == 1
+    assert trials["failure"][DIVERGED] == "diverged at epoch 3: one class took 100% of the predictions"
+    results = pd.read_csv(root / "report" / "tables" / "results.csv")
+    row = results[(results["regime"] == "symmetric-0.4") & (results["method"] == "mwn") & (results["dataset"] == "toy")]
+    assert row["trials"].item() == "2/3 done (1 diverged)"
+    done = [accuracy("toy", "symmetric-0.4", "mwn", s) for s in (1, 2)]   # the diverged seed 0 is not in the mean
+    half = 100 * sps.t.ppf(0.975, 1) * np.std(done, ddof=1) / np.sqrt(2)   # the 95% t-interval of two seeds
+    mean = 100 * np.mean(done)
+    assert row["test acc (%)"].item() == f"{mean:.2f} [{mean - half:.2f}, {mean + half:.2f}] (n=2); 1 diverged"
+    assert row["gain over ERM (pts) [95% CI], p"].item().endswith("(n=2)")
+    assert any("diverged at epoch 3" in n and "never averaged in" in n for n in result["notes"])
+    assert "1 diverged" in read_table(root, "accuracy_test_acc")["md"]
 
 
 def test_ood_and_worst_group_columns_only_where_present(report):

@@ -1,6 +1,7 @@
 """MWN, L2RW and FSR: meta-set sources, method-level meta-gradients, weights, probe set, known behaviour."""
 from __future__ import annotations
 
+import os
 import tempfile
 
 import pytest
@@ -9,6 +10,7 @@ import torch.nn.functional as F
 from torch.func import functional_call
 
 from baselines.fsr import best_per_class
+from baselines.l2rw import batch_weights
 from benchmarks.trial.config import TrialConfig
 from benchmarks.models import build_model
 from benchmarks.trial.execute import run_trial
@@ -20,6 +22,7 @@ from molere.reweighting import clamped_normalised
 from molere.trainer import RunContext
 
 C, D = 3, 5
+NOISY_DATASETS = {"digits": {}, "mnist1d": {"num_samples": 2000}, "fashion_mnist": {"train_subset": 2000}}
 
 
 def toy_task(n=48, seed=0, val=True, noisy_every=0) -> TaskData:
@@ -143,7 +146,7 @@ def test_mwn_weight_net_gradient_matches_finite_differences(monkeypatch, normali
 
 # ---- L2RW -------------------------------------------------------------------------------------------
 def test_l2rw_weights_equal_clamped_normalised_closed_form(monkeypatch):
-    tr = trainer("l2rw", hidden=())   # a linear model
+    tr = trainer("l2rw", hidden=(), weight_norm="sum")   # a linear model, the paper's weights
     xv, yv = fixed_meta_batch(tr, monkeypatch)
     batch = batch_of(tr.train_set)
     hg = tr.lookahead.hypergradient(batch.x, batch.y, val_x=xv, val_y=yv, lr=tr.lookahead_lr())
@@ -179,6 +182,29 @@ def test_l2rw_all_zero_weights_give_no_gradient_and_are_counted(monkeypatch):
         assert (loss.item() == 0.0) == zero
     assert clamped_normalised(torch.tensor([0.5, 0.0])).tolist() == [0.0, 0.0]
     assert clamped_normalised(torch.tensor([-1.0, 0.2, -3.0])).tolist() == [0.25, 0.0, 0.75]
+
+
+@pytest.mark.parametrize("dw,rule,expected", [
+    ([-1.0, -1.0, 0.5, 0.0], "sum", [0.5, 0.5, 0.0, 0.0]),
+    ([-1.0, -1.0, 0.5, 0.0], "ess", [0.25, 0.25, 0.0, 0.0]),    # two of four kept: each keeps ERM's 1/B
+    ([-3.0, -1.0, 0.5, 0.0], "ess", [0.3, 0.1, 0.0, 0.0]),      # ESS 1.6 of 4: Σw = 0.4, proportions kept
+    ([0.5, 0.2, 0.0, 0.1], "ess", [0.0, 0.0, 0.0, 0.0]),        # all zero stays zero
+    ([-1.0, 0.0, 1.0, 0.0], "shift", [2.25 / 5, 1.25 / 5, 0.25 / 5, 1.25 / 5])])   # floor 1/B on the shifted
+def test_l2rw_weight_rules(dw, rule, expected):
+    w = batch_weights(torch.tensor(dw, dtype=torch.float64), rule)
+    torch.testing.assert_close(w, torch.tensor(expected, dtype=torch.float64))
+
+
+def test_l2rw_default_weights_are_the_papers_times_their_ess(monkeypatch):
+    tr = trainer("l2rw", hidden=())
+    xv, yv = fixed_meta_batch(tr, monkeypatch)
+    batch = batch_of(tr.train_set)
+    paper = clamped_normalised(tr.lookahead.hypergradient(batch.x, batch.y, val_x=xv, val_y=yv,
+                                                          lr=tr.lookahead_lr()).dw)
+    w, _ = tr.meta_weights(batch)
+    ess = paper.sum() ** 2 / (len(paper) * paper.pow(2).sum())
+    assert 0 < ess < 1 and tr.hp.weight_norm == "ess"
+    torch.testing.assert_close(w, paper * ess)
 
 
 # ---- FSR --------------------------------------------------------------------------------------------
@@ -224,11 +250,17 @@ def test_fsr_looks_ahead_on_the_head_only():
     assert not torch.allclose(dw, closed_form(all_names))   # the backbone really is left out
 
 
-def digits_trial(method, seed, train, **hp):
-    cfg = TrialConfig(dataset={"name": "digits"}, regime={"kind": "symmetric", "rate": 0.4}, model={"name": "mlp"},
+def noisy_trial(method, dataset, seed, train, **hp):
+    """Test metrics of one trial with 40% symmetric noise, the default `mlp`, `dataset` as in NOISY_DATASETS."""
+    cfg = TrialConfig(dataset={"name": dataset, "options": NOISY_DATASETS[dataset]},
+                      regime={"kind": "symmetric", "rate": 0.4}, model={"name": "mlp"},
                       method={"name": method, "hparams": hp}, train=train, seed=seed)
     with tempfile.TemporaryDirectory() as d:
         return run_trial(cfg, d)["metrics"]
+
+
+def digits_trial(method, seed, train, **hp):
+    return noisy_trial(method, "digits", seed, train, **hp)
 
 
 def test_fsr_probe_set_is_cleaner_than_the_noisy_training_set(capsys):
@@ -241,12 +273,36 @@ def test_fsr_probe_set_is_cleaner_than_the_noisy_training_set(capsys):
 
 # ---- known behaviour: meta-reweighting against memorising ERM ---------------------------------------
 # ERM must memorise the noise: lr 0.1 (momentum 0.9) on a cosine schedule, no weight decay, 100 epochs,
-# batch 100 (the papers' batch size). The methods keep their paper defaults; the meta set is 10 true-labelled
-# examples per class held out of the training set.
+# batch 100 (the papers' batch size). The methods keep their defaults; the meta set is 10 true-labelled
+# examples per class held out of the training set. The same protocol and data as sweeps/fidelity.yaml, whose
+# report (docs/results/fidelity.md) gives the CIs; measured numbers: docs/results/mwn_noisy_digits.md.
 MEMORISE = dict(epochs=100, batch_size=100, lr=0.1, momentum=0.9, weight_decay=0.0, schedule="cosine",
                 eval_every=100)
 META = dict(meta_source="train_per_class", meta_labels="true", meta_per_class=10)
 SEEDS = (0, 1, 2)
+NO_FASHION = pytest.mark.skipif(not os.path.isdir("/usr/share/datasets/fashion-mnist"),
+                                reason="Debian package dataset-fashion-mnist not installed")
+
+
+def not_reproduced(measured: str):
+    return pytest.mark.xfail(strict=True, reason=f"not reproduced at this scale (issue 25, measured: {measured}); "
+                                                 "the test flags the day it starts to pass")
+
+
+# Measured by sweeps/fidelity.yaml (3 seeds, the same configs; docs/results/fidelity.md has the CIs).
+CASES = [pytest.param("mwn", {}, "digits", id="mwn-digits"),   # default: Σ V ℓ / Σ V (normalize: true)
+         pytest.param("l2rw", {}, "digits", id="l2rw-digits"),   # default: weight_norm ess
+         pytest.param("mwn", {}, "mnist1d", id="mwn-mnist1d", marks=not_reproduced("0.269 vs ERM 0.322")),
+         pytest.param("l2rw", {}, "mnist1d", id="l2rw-mnist1d", marks=not_reproduced("0.323 vs ERM 0.322")),
+         pytest.param("mwn", {}, "fashion_mnist", id="mwn-fashion_mnist",
+                      marks=[NO_FASHION, not_reproduced("0.567 vs ERM 0.564")]),
+         pytest.param("l2rw", {}, "fashion_mnist", id="l2rw-fashion_mnist", marks=NO_FASHION),
+         pytest.param("mwn", {"normalize": False}, "digits", id="mwn-paper-eq-digits", marks=pytest.mark.xfail(
+             strict=True, reason=(
+                 "known shortfall with the paper's Eq. (mean of V·ℓ): within the first epochs the weight net raises "
+                 "every weight (a larger effective step helps early), V saturates near 1 at high losses where the "
+                 "sigmoid gradient vanishes, and MWN memorises like ERM (measured: mean test acc 0.701 vs ERM "
+                 "0.707)")))]
 
 
 @pytest.fixture(scope="module")
@@ -259,29 +315,32 @@ def one_thread():
 
 
 @pytest.fixture(scope="module")
-def erm_runs(one_thread):
-    return [digits_trial("erm", s, MEMORISE) for s in SEEDS]
+def erm_cache(one_thread):
+    return {}
+
+
+@pytest.fixture
+def erm_runs(erm_cache, dataset):
+    """ERM's three seeds on `dataset`, trained once per module."""
+    if dataset not in erm_cache:
+        erm_cache[dataset] = [noisy_trial("erm", dataset, s, MEMORISE) for s in SEEDS]
+    return erm_cache[dataset]
 
 
 @pytest.mark.slow
-def test_erm_memorises_the_noisy_labels(erm_runs):
+@pytest.mark.parametrize("dataset", ["digits", "mnist1d"])   # Fashion-MNIST's ERM fits 0.944-0.967 of them
+def test_erm_memorises_the_noisy_labels(dataset, erm_runs):
     assert all(m["train/acc_observed"] >= 0.95 for m in erm_runs), [m["train/acc_observed"] for m in erm_runs]
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("method,hp", [
-    pytest.param("mwn", {}, id="mwn-default"),                       # default: Σ V ℓ / Σ V (normalize: true)
-    pytest.param("mwn", {"normalize": False}, marks=pytest.mark.xfail(strict=True, reason=(
-        "known shortfall with the paper's Eq. (mean of V·ℓ): within the first epochs the weight net raises every "
-        "weight (a larger effective step helps early), V saturates near 1 at high losses where the sigmoid "
-        "gradient vanishes, and MWN memorises like ERM (measured mean test acc 0.683 vs ERM 0.696)"))),
-    pytest.param("l2rw", {}, id="l2rw")])
-def test_meta_reweighting_beats_memorising_erm(method, hp, erm_runs, capsys):
-    runs = [digits_trial(method, s, MEMORISE, **META, **hp) for s in SEEDS]
+@pytest.mark.parametrize("method,hp,dataset", CASES)
+def test_meta_reweighting_beats_memorising_erm(method, hp, dataset, erm_runs, capsys):
+    runs = [noisy_trial(method, dataset, s, MEMORISE, **META, **hp) for s in SEEDS]
     erm = sum(m["test/acc"] for m in erm_runs) / len(SEEDS)
     ours = sum(m["test/acc"] for m in runs) / len(SEEDS)
     with capsys.disabled():
-        print(f"\n{method} {hp}: test acc {[round(m['test/acc'], 3) for m in runs]} mean {ours:.3f}; "
+        print(f"\n{dataset} {method} {hp}: test acc {[round(m['test/acc'], 3) for m in runs]} mean {ours:.3f}; "
               f"ERM {[round(m['test/acc'], 3) for m in erm_runs]} mean {erm:.3f} "
               f"(ERM train acc on noisy labels {[round(m['train/acc_observed'], 3) for m in erm_runs]})")
     assert ours >= erm + 0.03

@@ -179,19 +179,28 @@ def test_failing_trials_are_isolated_and_reported(tmp_path, env):
     by_method = {e["labels"]["method"]: RunDir(tmp_path / "results" / "s" / "trials" / e["trial_id"])
                  for e in plan(tmp_path)}
     assert by_method["erm"].status == "done"
-    boom, nan = by_method["test_boom"].failure(), by_method["test_nan"].failure()
+    boom = by_method["test_boom"].failure()
     assert boom["error"] == "RuntimeError: boom in epoch 2" and "on_epoch_start" in boom["traceback"]
-    assert nan["error"].startswith("NonFiniteLossError: non-finite training loss nan")
+    # a NaN loss is a diverged trial (molere.guard): sealed, counted apart from done and failed, not rerun
+    nan = by_method["test_nan"]
+    assert nan.status == "diverged" and not nan.file("failed.json").exists()
+    res = nan.result()
+    assert res["status"] == "diverged" and res["diverged_epoch"] == 1
+    assert res["diverged_reason"].startswith("non-finite training loss nan")
     assert [row["epoch"] for row in by_method["test_boom"].metrics()] == [1]
-    assert "1 done, 2 failed" in r.stdout
-    assert "FAILED" in r.stdout and "boom in epoch 2" in r.stdout and "NonFiniteLossError" in r.stdout
+    assert "1 done, 1 diverged, 1 failed" in r.stdout
+    assert "FAILED" in r.stdout and "boom in epoch 2" in r.stdout
+    assert f"DIVERGED {nan.path.name}" in r.stdout and "at epoch 1: non-finite training loss nan" in r.stdout
     # each trial's stdout/stderr is kept in its store folder (Ray's own logs are not); the summary points to it
-    for method, text in (("test_boom", "RuntimeError: boom in epoch 2"), ("test_nan", "NonFiniteLossError")):
-        log = by_method[method].file("trial.log")
-        content = log.read_text()
-        assert "Traceback (most recent call last)" in content and text in content
-        assert f"log: {log}" in r.stdout
+    log = by_method["test_boom"].file("trial.log")
+    content = log.read_text()
+    assert "Traceback (most recent call last)" in content and "RuntimeError: boom in epoch 2" in content
+    assert f"log: {log}" in r.stdout
     assert "=== trial" in by_method["erm"].file("trial.log").read_text()
+    assert "diverged" in nan.file("trial.log").read_text()
+    r = sweep(path, env)   # only the failed trial runs again; the diverged one is a finished outcome
+    assert r.returncode == 1 and "running 1 of 3 trials" in r.stderr, r.stderr
+    assert by_method["test_nan"].status == "diverged"
 
 
 def test_sigkill_mid_sweep_then_rerun_completes_every_trial_once(tmp_path, env):

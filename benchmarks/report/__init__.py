@@ -104,6 +104,9 @@ def build_report(sweep_dir, out_dir=None, wandb_settings: dict | None = None, se
         notes += sel_notes
     counts = df["status"].value_counts().to_dict() if len(df) else {}
     warnings = [] if len(df) else ["plan.json lists no trials"]
+    for r in df[df["status"] == "diverged"].itertuples() if len(df) else ():
+        notes.append(f"trial {r.trial_id} ({r.dataset}/{r.regime}/{r.method}/seed {r.seed}) {r.failure}; counted as "
+                     "diverged in every table and figure, never averaged in")
     for r in df[df["failure"].str.startswith("not trusted")].itertuples() if len(df) else ():
         warnings.append(f"trial {r.trial_id} ({r.dataset}/{r.regime}/{r.method}/seed {r.seed}) {r.failure}; "
                         "its results are left out (rerun the sweep to redo it)")

@@ -1,7 +1,7 @@
 """Read a sweep's result store (plan.json + trials/<id>/) into one long-form DataFrame, one row per planned trial.
 
-Statuses: done, failed (failed.json), incomplete (a run directory without `done`), missing (no run
-directory). Accuracies and official metrics stay fractions as stored (`test/acc`, `<split>/acc`,
+Statuses: done, diverged (sealed, but judged diverged by molere.guard: never a result; `failure` says
+where and why), failed (failed.json), incomplete (a run directory without `done`), missing (no run directory). Accuracies and official metrics stay fractions as stored (`test/acc`, `<split>/acc`,
 `<split>/worst_group_acc`, `<split>/F1-macro_all`, `<split>/acc_wg`; METRIC_NAMES);
 gains are in accuracy points (x100). A trial's ERM partner is the plan's `erm_trial_id`, or else the ERM
 trial of the same dataset, regime, seed, model and training settings; a train-twice variant's control is
@@ -72,6 +72,13 @@ def _read_trial(path: Path) -> dict:
             row["failure"] = run.failure().get("error", "")
         except (OSError, ValueError) as exc:
             row["failure"] = f"unreadable failed.json ({exc})"
+    if row["status"] == "diverged":
+        try:
+            res = run.result()
+            row.update(failure=f"diverged at epoch {res.get('diverged_epoch')}: {res.get('diverged_reason')}",
+                       diverged_epoch=res.get("diverged_epoch"))
+        except (OSError, ValueError) as exc:
+            row.update(status="incomplete", failure=f"unreadable result.json ({exc})")
     if row["status"] == "done":
         try:
             res = run.result()
@@ -138,6 +145,7 @@ def collect(sweep_dir: str | Path, only: dict[str, set[str]] | None = None) -> p
     if "test/acc" not in df:
         df["test/acc"] = np.nan
     df["variant"] = _variants(df)
+    MC.declare({v: MC.meta_set(json.loads(h)) for v, h in zip(df["variant"], df["hparams"])})
     _add_partners(df)
     _add_gains(df)
     _add_margin_summaries(df, sweep_dir)

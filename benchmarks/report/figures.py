@@ -69,8 +69,9 @@ def gain_frame(cells: pd.DataFrame, metrics: list[str]) -> pd.DataFrame:
             what = METRIC_NAMES.get(what, what)
             group = f"{r['dataset']}\n{r['regime']}" + ("" if len(metrics) == 1 else f"\n{split}\n{what}")
             rows.append({"group": group, "variant": r["variant"], "method": r["method"],
+                         "diverged": int(r.get("diverged", 0) or 0),
                          **{k: r[f"{pre} {k}"] for k in ("mean", "lo", "hi", "n")}})
-    return pd.DataFrame(rows, columns=["group", "variant", "method", "mean", "lo", "hi", "n"])
+    return pd.DataFrame(rows, columns=["group", "variant", "method", "mean", "lo", "hi", "n", "diverged"])
 
 
 def gain_bars(gains: pd.DataFrame, folder: Path, name: str, title: str, notes: list) -> list[dict]:
@@ -94,6 +95,9 @@ def gain_bars(gains: pd.DataFrame, folder: Path, name: str, title: str, notes: l
             for g, group in enumerate(groups):
                 r = p[(p["group"] == group) & (p["variant"] == v)]
                 x = g - 0.4 + bw * (j + 0.5)
+                if not r.empty and r["diverged"].iloc[0]:   # left out of the mean: said on the bar
+                    ax.text(x, 0, f"{r['diverged'].iloc[0]} diverged", ha="center", va="top", fontsize=7,
+                            rotation=90, color="red")
                 if r.empty or not r["n"].iloc[0]:
                     if not r.empty:
                         ax.text(x, 0, "n/a", ha="center", va="bottom", fontsize=7, rotation=90, color="grey")
@@ -116,7 +120,8 @@ def gain_bars(gains: pd.DataFrame, folder: Path, name: str, title: str, notes: l
     fig.tight_layout()
     return [{"file": _save(fig, folder, name), "title": title,
              "caption": "Gain over ERM of the same seed in accuracy points: mean over seeds with 95% t-interval "
-                        "whiskers (no whisker: fewer than two paired seeds; n/a: no pair)."}]
+                        "whiskers (no whisker: fewer than two paired seeds; n/a: no pair). 'k diverged' (red): "
+                        "seeds whose trial diverged (molere.guard), left out of the bar."}]
 
 
 def margin_histograms(deltas: dict, folder: Path, notes: list) -> list[dict]:
@@ -203,15 +208,22 @@ def margin_bins(bins: pd.DataFrame, folder: Path, notes: list) -> list[dict]:
                         "pooled over seeds, with its 95% t-interval; shared axes. Empty bins are not drawn."}]
 
 
-def _curves(df: pd.DataFrame, sweep_dir: Path) -> dict:
-    """{(dataset, regime): {(method, variant): [per-seed Series of test accuracy (%) by epoch]}}."""
+def _curves(df: pd.DataFrame, sweep_dir: Path) -> tuple[dict, dict]:
+    """({(dataset, regime): {(method, variant): [per-seed Series of test accuracy (%) by epoch]}}, the same for
+    diverged trials: drawn on their own, never in a mean)."""
     curves: dict[tuple, dict] = {}
-    for r in df[df["status"] == "done"].itertuples():
+    diverged: dict[tuple, dict] = {}
+    for r in df[df["status"].isin(["done", "diverged"])].itertuples():
         rows = [x for x in read_jsonl(sweep_dir / "trials" / r.trial_id / "metrics.jsonl") if "test/acc" in x]
         if rows:
             s = pd.Series({int(x["epoch"]): 100 * float(x["test/acc"]) for x in rows})
+            if r.status == "diverged":   # drawn on its own, never in a mean
+                diverged.setdefault((r.dataset, r.regime), {}).setdefault((r.method, r.variant), []).append(s)
+                continue
             curves.setdefault((r.dataset, r.regime), {}).setdefault((r.method, r.variant), []).append(s)
-    return curves
+    for key in diverged:
+        curves.setdefault(key, {})
+    return curves, diverged
 
 
 def _mean_ci(series: list) -> tuple:
@@ -223,16 +235,19 @@ def _mean_ci(series: list) -> tuple:
 
 def training_curves(df: pd.DataFrame, sweep_dir: Path, folder: Path, notes: list) -> list[dict]:
     """Small multiples: one row per method, one column per dataset x regime; each panel the method's mean test
-    accuracy per epoch with its 95% CI band, and the reference (ERM) mean in grey; y shared per column."""
-    curves = _curves(df, sweep_dir)
+    accuracy per epoch with its 95% CI band, and the reference (ERM) mean in grey; y shared per column. A
+    diverged trial is a dotted line ending in x, never in a mean."""
+    curves, diverged = _curves(df, sweep_dir)
     if not curves:
         notes.append("Training curves skipped: no finished trial logged test accuracy per epoch")
         return []
-    if max(len(x) for by in curves.values() for ss in by.values() for x in ss) < 2:
+    lengths = [len(x) for by in curves.values() for ss in by.values() for x in ss]
+    if max(lengths + [len(s) for d in diverged.values() for _, s in d]) < 2:
         notes.append("Training curves skipped: test accuracy was evaluated at one epoch only (see train.eval_every)")
         return []
     cells = list(curves)
-    variants = sorted({mv for by in curves.values() for mv in by}, key=lambda mv: (MC.rank(mv[0]), mv[1]))
+    variants = sorted({mv for by in (*curves.values(), *diverged.values()) for mv in by},
+                      key=lambda mv: (MC.rank(mv[0]), mv[1]))
     fig, grid = plt.subplots(len(variants), len(cells), figsize=(2.6 * len(cells) + 1, 1.5 * len(variants) + 0.8),
                              squeeze=False, sharex=True, sharey="col")
     for j, cell in enumerate(cells):
@@ -245,6 +260,9 @@ def training_curves(df: pd.DataFrame, sweep_dir: Path, folder: Path, notes: list
                 mean, half = _mean_ci(curves[cell][(method, variant)])
                 ax.plot(mean.index, mean, color=color(method), linewidth=1.4)
                 ax.fill_between(mean.index, mean - half, mean + half, color=color(method), alpha=0.2)
+            for s in diverged.get(cell, {}).get((method, variant), []):   # one seed each, not in the mean
+                ax.plot(s.index, s, color=color(method), linestyle=":", linewidth=1, marker="x",
+                        markevery=[len(s) - 1])
             ax.xaxis.set_major_locator(MaxNLocator(integer=True, nbins=4))
             ax.grid(alpha=0.3)
             ax.tick_params(labelsize=7)
@@ -258,7 +276,8 @@ def training_curves(df: pd.DataFrame, sweep_dir: Path, folder: Path, notes: list
     return [{"file": _save(fig, folder, "training_curves.png"), "title": "Training curves",
              "caption": "One row per method, one column per dataset × regime: test accuracy after each evaluated "
                         "epoch, mean over finished seeds with its 95% t-interval band; the grey dashed line is ERM's "
-                        "mean in the same column; y axes shared per column."}]
+                        "mean in the same column; y axes shared per column; dotted, ending in x: a diverged trial, "
+                        "one line per seed (never in a mean)."}]
 
 
 def _xy(series: pd.Series):

@@ -11,12 +11,14 @@ from molere.registry import MethodCard
 _cards: dict[str, MethodCard] = {}          # every method looked up (the plan's and their controls)
 _planned: list[str] = []                     # the plan's methods
 _controls: dict[str, str | None] = {}
+_protocols: dict[str, str] = {}              # variant -> the meta set it declares ("clean meta set, ...")
 
 
 def use(plan: list[dict]) -> None:
     """Take the cards of the plan's methods (recorded, else registered, else default)."""
     _cards.clear()
     _controls.clear()
+    _protocols.clear()
     _planned[:] = list(dict.fromkeys(entry["labels"]["method"] for entry in plan))
     for entry in plan:
         method, recorded = entry["labels"]["method"], entry.get("method_card")
@@ -47,9 +49,31 @@ def rank(method: str) -> tuple:
 
 
 def label(variant: str) -> str:
-    """Short label of a variant ('method' or 'method [hparams id]')."""
+    """Short label of a variant ('method' or 'method [hparams id]'), with the meta set it declares
+    ('L2RW (clean meta set, 10/class of train)')."""
     base, _, rest = variant.partition(" ")
-    return card(base).label + (f" {rest}" if rest else "")
+    protocol = _protocols.get(variant)
+    return card(base).label + (f" {rest}" if rest else "") + (f" ({protocol})" if protocol else "")
+
+
+def meta_set(hparams: dict) -> str:
+    """The meta / validation set a trial's hyperparameters declare ('' when they declare none): where it comes
+    from (`meta_source`, a probe set of training examples) and whether its labels are the true ones."""
+    if "meta_labels" not in hparams:
+        return ""
+    clean = hparams["meta_labels"] == "true"
+    if "probe_per_class" in hparams:   # FSR: a probe set of training examples
+        return f"{'true-label ' if clean else ''}probe set from train"
+    source = hparams.get("meta_source")
+    if source is None:   # the method's own validation set (LRW, MOLERE, train-twice): named only when an oracle
+        return "true-label validation set" if clean else ""
+    where = "val split" if source == "val" else f"{hparams.get('meta_per_class')}/class of train"
+    return f"{'clean' if clean else 'observed-label'} meta set, {where}"
+
+
+def declare(protocols: dict[str, str]) -> None:
+    """The meta set of each variant of the store (collect() calls it)."""
+    _protocols.update({v: p for v, p in protocols.items() if p})
 
 
 def is_reference(method: str) -> bool:

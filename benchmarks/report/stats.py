@@ -16,7 +16,7 @@ from . import methods as MC
 from .collect import acc_columns
 
 TEST_NAME = "paired t-test (scipy.stats.ttest_rel), 95% CI from the t distribution"
-NON_DONE = ("failed", "missing", "incomplete")
+NON_DONE = ("diverged", "failed", "missing", "incomplete")   # counted in every cell, never averaged in
 ZERO_VARIANCE_PTS = 1e-9   # paired differences (accuracy points) this close are identical up to rounding
 
 
@@ -39,7 +39,7 @@ def paired(a, b) -> dict:
 
 
 def status_note(sub: pd.DataFrame) -> str:
-    """'2 failed, 1 missing' for the trials of `sub` that did not finish ('' when all did)."""
+    """'1 diverged, 2 failed, 1 missing' for the trials of `sub` that are not results ('' when all are)."""
     counts = sub["status"].value_counts()
     return ", ".join(f"{counts[s]} {s}" for s in NON_DONE if counts.get(s, 0))
 

@@ -1,8 +1,8 @@
 """Report tables as display frames of strings, written as Markdown, CSV and LaTeX.
 
 Accuracies and gains are in percent / accuracy points, with 95% t-intervals over seeds (the one interval
-type of the report). A cell whose trials did not all finish says so with counts ("1 failed, 1 missing");
-"n/a" marks a statistic that needs two or more seeds.
+type of the report). A cell whose trials did not all finish says so with counts ("1 diverged, 1 failed,
+1 missing": a diverged trial is never averaged in); "n/a" marks a statistic that needs two or more seeds.
 """
 from __future__ import annotations
 
@@ -156,8 +156,8 @@ def results_table(cells: pd.DataFrame, metrics: list[str]) -> Table:
                  "Accuracy (and a dataset's official metrics, e.g. macro-F1): mean over seeds in percent with 95% CI "
                  "(n = finished seeds). Gain: method minus ERM of the "
                  f"same seed in accuracy points, mean with 95% CI and p-value of a {TEST_NAME}; n/a with fewer "
-                 "than two pairs. Trials that did not finish "
-                 "are counted (failed / missing / incomplete).", frame, bold, legend=BOLD_SELECTION)
+                 "than two pairs. Trials that are not results are counted, never averaged in "
+                 "(diverged / failed / missing / incomplete).", frame, bold, legend=BOLD_SELECTION)
 
 
 def accuracy_table(cells: pd.DataFrame, metric: str) -> Table:

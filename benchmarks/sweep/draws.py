@@ -17,6 +17,8 @@ from molere.registry import UnknownNameError
 from benchmarks import catalog
 from benchmarks.sweep.search_space import TRAIN_PREFIX, expand, is_space, spaces_of
 
+NESTED_TRAIN = ("guard",)   # training-setting blocks (a mapping, never a search space)
+
 if TYPE_CHECKING:
     from benchmarks.sweep.schema import Sweep, SweepDataset
 
@@ -78,9 +80,11 @@ def method_draws(sweep: Sweep, name: str, ds: SweepDataset) -> list[Draw]:
         raise ConfigError(f"methods.{name}: {exc}") from None
     hp, _ = _method_entry(sweep, name, ds)
     values, source, base_train = _train_values(sweep, ds, name)
+    blocks = {k: values.pop(k) for k in NESTED_TRAIN if k in values}   # e.g. guard: a mapping, never searched
     flat = {**hp, **{TRAIN_PREFIX + k: v for k, v in values.items()}}
     searched = [k for k, v in values.items() if isinstance(v, dict)]
-    base = {**cls.Hparams().model_dump(mode="json"), **{TRAIN_PREFIX + k: v for k, v in base_train.items()}}
+    base = {**cls.Hparams().model_dump(mode="json"),
+            **{TRAIN_PREFIX + k: v for k, v in base_train.items() if k not in NESTED_TRAIN}}
 
     def where(key: str) -> str:
         field_ = key[len(TRAIN_PREFIX):]
@@ -89,7 +93,8 @@ def method_draws(sweep: Sweep, name: str, ds: SweepDataset) -> list[Draw]:
     out = []
     for d in expand(flat, method=name, hparam_seed=sweep.search.hparam_seed, num_samples=sweep.search.num_samples,
                     where=where, base=base, sweep=sweep.name):
-        train = _check_train({k[len(TRAIN_PREFIX):]: v for k, v in d.items() if k.startswith(TRAIN_PREFIX)}, source)
+        train = _check_train({**{k[len(TRAIN_PREFIX):]: v for k, v in d.items() if k.startswith(TRAIN_PREFIX)},
+                              **blocks}, source)
         hparams = validate(cls.Hparams, {k: v for k, v in d.items() if not k.startswith(TRAIN_PREFIX)}, f"methods.{name}")
         out.append(Draw(hparams.model_dump(mode="json"), train, {k: getattr(train, k) for k in searched}))
     if sweep.search.num_samples < 2 and any(is_space(v) and "grid" not in v for v in flat.values()):

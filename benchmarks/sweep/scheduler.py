@@ -162,7 +162,7 @@ class Progress(tune.Callback):
 
     def _over(self, trial, ok: bool) -> None:
         self.running.discard(trial.trial_id)
-        if ok and self.status.get(trial.trial_id) == "done":
+        if ok and self.status.get(trial.trial_id) in ("done", "diverged"):   # finished (the summary tells them apart)
             self.done += 1
         else:
             self.failed += 1

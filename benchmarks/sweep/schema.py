@@ -27,14 +27,15 @@ from benchmarks.data.datasets.common import DataMissingError
 from benchmarks.data.regimes import RegimeConfig
 from benchmarks.sweep.per_dataset import model_entry, model_of, models_of
 from benchmarks.sweep.safe_yaml import excerpt
-from benchmarks.sweep.draws import Draw, method_draws, search_space  # noqa: F401  (Draw: re-exported)
+from benchmarks.sweep.draws import NESTED_TRAIN, Draw, method_draws, search_space  # noqa: F401  (Draw: re-exported)
 from benchmarks.sweep.same_data import learns_from_val, pooled_reference_config
 from benchmarks.sweep.search_space import searchable
 
 
 # ---- schema -------------------------------------------------------------------------------------
+ALL_METHODS = "*"           # a `methods` key standing for every registered method not listed
 # training settings in which any field but the machine ones may be a search space ({loguniform: [lo, hi]}, ...)
-SearchableTrain = searchable(TrainConfig, skip=("device", "num_workers"))
+SearchableTrain = searchable(TrainConfig, skip=("device", "num_workers", *NESTED_TRAIN))
 
 
 class SweepDataset(Strict):
@@ -99,7 +100,8 @@ class Sweep(Strict):
     model: ModelConfig = Field(default_factory=ModelConfig)
     methods: dict[str, dict | None] = Field(
         min_length=1, description="method name -> hyperparameters or search spaces; a `train` key holds this "
-                                  "method's own training settings or search spaces")
+                                  "method's own training settings or search spaces; `\"*\"`: every registered "
+                                  "method not listed (with these hyperparameters)")
     seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
     train: SearchableTrain = Field(default_factory=SearchableTrain,
                                    description="training settings; any field may be a search space")
@@ -175,7 +177,8 @@ def _step(node, key: str, path: str):
 
 
 def apply_override(raw: dict, text: str) -> None:
-    """Apply one `a.b.c=value` (value parsed as YAML) to the raw sweep dict, creating missing keys."""
+    """Apply one `a.b.c=value` to the raw sweep dict, creating missing keys; the value is YAML, typed by the
+    field it sets (`benchmarks.cli_values`: `methods.l2rw.meta_labels=true` sets the string "true")."""
     if "=" not in text:
         raise ConfigError(f"--set: expected key=value (got {excerpt(text)!r})")
     path, value = text.split("=", 1)
@@ -188,8 +191,9 @@ def apply_override(raw: dict, text: str) -> None:
         if isinstance(node, dict) and not isinstance(node.get(k), (dict, list)):
             node[k] = {}
         node = node[k]
+    from benchmarks.cli_values import sweep_field_type, typed_value
     try:
-        parsed = safe_yaml.loads(value)
+        parsed = typed_value(value, sweep_field_type(raw, keys))
     except ConfigError as exc:
         raise ConfigError(f"--set {excerpt(path, 40)}: {exc}") from None
     node[_step(node, keys[-1], path)] = parsed
@@ -238,6 +242,14 @@ def _check_names(sweep: Sweep) -> None:
                                       "(a trial gets no GPU otherwise); or use device: auto")
 
 
+def expand_all_methods(raw: dict) -> None:
+    """`methods: {"*": {...}, ...}`: every registered method (plugins included) not listed gets the "*" entry."""
+    methods = raw.get("methods")
+    if isinstance(methods, dict) and ALL_METHODS in methods:
+        rest = methods.pop(ALL_METHODS)
+        raw["methods"] = {**methods, **{m: rest for m in catalog.METHODS.names() if m not in methods}}
+
+
 def load_sweep(path: str | os.PathLike, sets: list[str] = (), results: str | None = None) -> Sweep:
     """Read, override and validate a sweep file completely (names, hyperparameters, draws)."""
     try:
@@ -255,6 +267,7 @@ def load_sweep(path: str | os.PathLike, sets: list[str] = (), results: str | Non
         except ImportError as exc:
             raise ConfigError(f"plugins: {excerpt(str(exc), 200)}; make the module importable (PYTHONPATH) "
                               "or fix it") from None
+        expand_all_methods(raw)
         sweep = validate(Sweep, raw, "")
         _check_names(sweep)
     except (ConfigError, UnknownNameError) as exc:

@@ -19,7 +19,7 @@ import time
 import traceback
 from pathlib import Path
 
-from benchmarks.trial.store import RunDir, write_json
+from benchmarks.trial.store import FINISHED, RunDir, write_json
 
 LOG_FILE = "trial.log"      # every attempt's stdout/stderr, appended
 # Imported once by the worker's fork server, so no trial process pays for them: the trial code, the W&B
@@ -130,7 +130,7 @@ def run_one(spec: dict, placement: dict | None = None, secrets: dict | None = No
         run.fail_with(f"TimeLimitExceeded: time limit of {limit:g} s exceeded (stopped after "
                       f"{time.monotonic() - t0:.0f} s); raise resources.time_limit_s if it needs longer",
                       cause="time limit")
-    elif run.status not in ("done", "failed"):
+    elif run.status not in (*FINISHED, "failed"):
         cause = death_cause(proc.exitcode, oom_before)
         _note(run, f"=== trial {spec['trial_id']} died: {cause}")
         run.fail_with(f"WorkerDied: {cause}", cause="worker died", exitcode=proc.exitcode)
@@ -203,6 +203,6 @@ def _run(spec: dict, run: RunDir, where: dict, callbacks: tuple = (), reraise: b
             logger.final(result, run.margins(), _erm_partner(spec), run.path)
         except Exception:  # noqa: BLE001 - reading back for logging must not fail a done trial
             traceback.print_exc()
-        return {"status": "done", "test_acc": result["metrics"].get("test/acc"), **where}
+        return {"status": result["status"], "test_acc": result["metrics"].get("test/acc"), **where}
     finally:
         logger.finish(exit_code=code)

@@ -6,7 +6,7 @@ import json
 
 from pydantic import Field
 
-from molere.config import ConfigError, Strict, TrainConfig, validate
+from molere.config import ConfigError, GuardConfig, Strict, TrainConfig, validate
 
 from benchmarks.data.load import DatasetConfig
 from benchmarks.data.regimes import RegimeConfig
@@ -55,6 +55,8 @@ def resolve(cfg: TrialConfig) -> TrialConfig:
 def identity(cfg: TrialConfig) -> dict:
     """The resolved configuration without machine-specific fields."""
     d = cfg.model_dump(mode="json")
+    if d["train"].get("guard") == GuardConfig().model_dump(mode="json"):
+        del d["train"]["guard"]   # the default guard keeps the ids trials had before it existed
     for path in MACHINE_FIELDS:
         node = d
         for key in path[:-1]:

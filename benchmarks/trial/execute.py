@@ -121,7 +121,8 @@ def run_trial(cfg: TrialConfig, out_dir: str | os.PathLike, *, callbacks: tuple 
 
     With `checkpoint`, the trainer's state is saved at every epoch end and every `checkpoint_steps`
     steps / `checkpoint_minutes` minutes, and a rerun resumes from it (mid-epoch, bit for bit on CPU). Runs with
-    `trial_threads(cpus)` torch threads (the caller's count is restored after)."""
+    `trial_threads(cpus)` torch threads (the caller's count is restored after). A trial the guard judged
+    diverged (molere.guard) is sealed like a done one, with "status": "diverged"."""
     threads = torch.get_num_threads()
     torch.set_num_threads(trial_threads(cpus))
     try:
@@ -160,17 +161,22 @@ def _run_trial(cfg: TrialConfig, run: RunDir, callbacks: tuple, store_root, chec
         for name, o in outs.items():
             arrays.update({f"{name}_ids": o.ids, f"{name}_labels": o.labels, f"{name}_preds": o.preds,
                            f"{name}_margins": o.margins})
-        if cfg.method.name == METHODS.reference():   # no extra pass: they rank the pool for others
+        divergence = trainer.guard.divergence
+        if cfg.method.name == METHODS.reference() and divergence is None:   # a diverged ERM is nobody's reference
             arrays.update(pool_margins(trainer, task, train_out, outs))
         run.save_margins(arrays)
         diagnose = getattr(trainer, "reweighting_diagnostics", None)   # weight networks and recorded weights
         diagnostics = diagnose(train_out) if diagnose is not None else None
-        result = {"trial_id": tid, "status": "done", "metrics": {**final, **metrics},
+        result = {"trial_id": tid, "status": "done" if divergence is None else "diverged",
+                  "metrics": {**final, **metrics},
                   "info": task.info, "method_info": trainer.info,
                   "reweighting": diagnostics, "threads": torch.get_num_threads(),
                   "wall_time_s": time.perf_counter() - t0}
         if reference.used:
             result["reference"] = reference.used
+        if divergence is not None:
+            result.update(diverged_epoch=divergence.epoch, diverged_reason=divergence.reason,
+                          diverged_criterion=divergence.criterion)
         run.finish(result)
         return result
     except BaseException as exc:

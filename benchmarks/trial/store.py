@@ -5,13 +5,15 @@
                       SYNC_INTERVAL_S, before every checkpoint and at completion)
 <run>/checkpoint.pt   optional last checkpoint (epoch end or step) for resuming an interrupted trial
 <run>/margins.npz     per-example ids / labels / predictions / margins of every evaluated split
-<run>/result.json     final metrics and dataset info
+<run>/result.json     final metrics and dataset info; "status": "done", or "diverged" with "diverged_epoch" and
+                      "diverged_reason" (molere.guard: a finished trial that is not a result)
 <run>/failed.json     reason and traceback when the trial failed
 <run>/done            completion marker, written last: size and sha256 of result.json
 
 A trial is done only when its outputs check out (`RunDir.problem()`): result.json parses, names the trial
 of config.json, and every file it lists (with size and sha256 recorded at completion) is unchanged; a
 trial's ERM reference (and its out-of-fold models) still has the margins it used. Anything else is not trusted (rerun).
+Statuses: done, diverged (both FINISHED: never rerun), failed, incomplete, absent.
 """
 from __future__ import annotations
 
@@ -44,6 +46,7 @@ def _atomic_write(path: Path, data: bytes | Callable[[BinaryIO], object]) -> Non
         raise
 
 
+FINISHED = ("done", "diverged")   # sealed outcomes: a sweep never reruns them
 CHECKPOINT_FORMAT = "molere-bench-checkpoint/1"
 # Types beyond torch's weights_only defaults that a checkpoint may hold: none (trainer states are
 # tensors, containers and Python scalars only), so `torch.load(weights_only=True)` never runs a global.
@@ -122,7 +125,7 @@ class RunDir:
     @property
     def status(self) -> str:
         if self.file("done").exists() and self.problem() is None:
-            return "done"
+            return "diverged" if self.result().get("status") == "diverged" else "done"
         if self.file("failed.json").exists():
             return "failed"
         return "incomplete" if self.file("config.json").exists() or self.file("done").exists() else "absent"

@@ -196,6 +196,10 @@ class TrialLogger(Callback):
             from molere.margins import bin_by_reference, paired_deltas
 
             self.run.summary.update({f"final/{k}": v for k, v in _scalars(result["metrics"]).items()})
+            self.run.summary["status"] = result.get("status", "done")
+            if result.get("status") == "diverged":   # not a result: no gain over ERM is logged
+                self.run.summary.update(diverged_epoch=result["diverged_epoch"], diverged_reason=result["diverged_reason"])
+                erm = None
             media = {}
             if "test_margins" in margins:
                 media["test/margin_hist"] = wandb.Histogram(np.asarray(margins["test_margins"]))
@@ -219,7 +223,7 @@ class TrialLogger(Callback):
                 self._log(media, self.step if self.step > self.last else self.last + 1)
         except Exception as exc:  # noqa: BLE001
             _warn("summary", exc)
-        self.store_artifact(store_dir, "done")
+        self.store_artifact(store_dir, result.get("status", "done"))
 
     def store_artifact(self, store_dir: str | os.PathLike | None, status: str) -> None:
         """The trial's store files (result.json, metrics, margins, ...) as a `trial-result` artifact."""
