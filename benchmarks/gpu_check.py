@@ -10,7 +10,6 @@ trial.txt and the trial's run directory. Exit 0 only when both steps succeeded.
 """
 from __future__ import annotations
 
-import argparse
 import os
 import subprocess
 import sys
@@ -18,6 +17,9 @@ import time
 
 import numpy as np
 
+from benchmarks.cli import Parser, bad_input_exits, check_device, writable_dir
+
+PROG = "benchmarks.gpu_check"
 PERF_TIMEOUT_S, TRIAL_TIMEOUT_S = 360, 90   # with start-up, under 8 minutes in all
 
 
@@ -56,18 +58,14 @@ def run_step(name: str, cmd: list[str], log: str, timeout: float) -> bool:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="benchmarks.gpu_check", description=__doc__.splitlines()[0])
+    p = Parser(prog=PROG, description=__doc__.splitlines()[0])
     p.add_argument("--out", default="gpu_check")
     p.add_argument("--device", default="cuda", choices=["cuda", "cpu"])
     p.add_argument("--tiny", action="store_true", help="toy sizes (for a CPU run of the same steps)")
     a = p.parse_args(argv)
-    if a.device == "cuda":
-        import torch
-        if not torch.cuda.is_available():
-            print("benchmarks.gpu_check: --device cuda: no CUDA device is visible", file=sys.stderr)
-            return 2
-    out = os.path.abspath(a.out)
-    os.makedirs(out, exist_ok=True)
+    with bad_input_exits(PROG):
+        check_device(a.device, "--device", instead="--device cpu --tiny")
+        out = os.path.abspath(writable_dir(a.out, "--out"))
     py = [sys.executable, "-m"]
     if a.tiny:
         perf_args = ["--settings", "vit_tiny", "--image-size", "32", "--batch-size", "4", "--classes", "10",

@@ -3,7 +3,6 @@
 With a NAME: its description and every option with its default, allowed values and meaning."""
 from __future__ import annotations
 
-import argparse
 import inspect
 import json
 import shutil
@@ -12,7 +11,9 @@ import textwrap
 from molere.config import describe_fields
 
 from . import catalog
-from .cli import bad_input_exits
+from .cli import Parser, bad_input_exits
+
+PROG = "benchmarks.list"
 
 
 def _options(obj):
@@ -45,18 +46,19 @@ def show(kind: str, name: str, reg, width: int) -> None:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="benchmarks.list", description=__doc__)
+    p = Parser(prog=PROG, description=__doc__)
     p.add_argument("kind", nargs="?", choices=["methods", "datasets", "models"])
     p.add_argument("name", nargs="?", help="one entry: its options with defaults, allowed values and meaning")
     p.add_argument("--plugin", action="append", default=[])
     a = p.parse_args(argv)
-    catalog.load_plugins(a.plugin)
+    with bad_input_exits(PROG):
+        catalog.import_plugins(a.plugin, "--plugin")
     registries = {"methods": catalog.METHODS, "datasets": catalog.DATASETS, "models": catalog.MODELS}
     width = shutil.get_terminal_size((100, 24)).columns
     if a.name:
         if not a.kind:
             p.error("NAME needs a kind first, e.g. `benchmarks.list methods mwn`")
-        with bad_input_exits("benchmarks.list"):
+        with bad_input_exits(PROG):
             show(a.kind, a.name, registries[a.kind], width)
         return 0
     for kind, reg in registries.items():

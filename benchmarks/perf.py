@@ -30,13 +30,16 @@ from contextlib import nullcontext
 import numpy as np
 import torch
 
-from molere.config import TrainConfig
+from molere.config import ConfigError, TrainConfig
 from molere.data import ExampleSet, TaskData
 from molere.registry import METHODS
 from molere.trainer import RunContext
 
 from . import catalog  # noqa: F401
+from .cli import Parser, at_least, bad_input_exits, check_device, positive_float, writable_file
 from .models import model_factory
+
+PROG = "benchmarks.perf"
 
 SETTINGS = {  # name -> (model, input shape, training examples)
     "cnn-digits": ("cnn", (1, 8, 8), 1280),
@@ -262,34 +265,33 @@ def print_image_table(name: str, results: dict, precisions: list[str]) -> None:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="benchmarks.perf", description=__doc__.splitlines()[0])
+    p = Parser(prog=PROG, description=__doc__.splitlines()[0])
     p.add_argument("--settings", nargs="+", default=None, choices=sorted(SETTINGS) + sorted(IMAGE_MODELS),
                    help="default: cnn-digits mlp-digits cnn-fashion on CPU, resnet50 vit_b16 on CUDA")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-    p.add_argument("--batch-size", type=int, default=128)
-    p.add_argument("--rounds", type=int, default=60, help="interleaved timed steps per method")
-    p.add_argument("--epoch-repeats", type=int, default=5)
-    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--batch-size", type=at_least(1), default=128)
+    p.add_argument("--rounds", type=at_least(1), default=60, help="interleaved timed steps per method")
+    p.add_argument("--epoch-repeats", type=at_least(1), default=5)
+    p.add_argument("--threads", type=at_least(1), default=2)
     p.add_argument("--no-memory", action="store_true")
     p.add_argument("--json", help="also write the results to this file")
     g = p.add_argument_group("image settings")
     g.add_argument("--precisions", nargs="+", default=["fp32", "bf16"], choices=["fp32", "bf16", "fp16"])
-    g.add_argument("--image-size", type=int, default=224)
-    g.add_argument("--classes", type=int, default=1000)
+    g.add_argument("--image-size", type=at_least(8), default=224)
+    g.add_argument("--classes", type=at_least(2), default=1000)
     g.add_argument("--methods", nargs="+", default=None, help="only these methods' rows (and ERM's)")
-    g.add_argument("--warmup-epochs", type=int, default=1, help="untimed epochs per trainer first")
-    g.add_argument("--time-limit", type=float, default=None, help="seconds per image setting: no new timed "
-                                                                 "round starts after it (one always runs)")
+    g.add_argument("--warmup-epochs", type=at_least(0), default=1, help="untimed epochs per trainer first")
+    g.add_argument("--time-limit", type=positive_float, default=None, help="seconds per image setting: no new timed "
+                                                                          "round starts after it (one always runs)")
     a = p.parse_args(argv)
-    if a.device == "cuda" and not torch.cuda.is_available():
-        print("benchmarks.perf: --device cuda: no CUDA device is visible", file=sys.stderr)
-        return 2
-    device = a.device if a.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
-    if a.methods is not None:
-        unknown = sorted(set(a.methods) - set(METHODS.names()))
+    with bad_input_exits(PROG):
+        check_device(a.device, "--device", instead="auto or cpu")
+        unknown = sorted(set(a.methods or ()) - set(METHODS.names()))
         if unknown:
-            print(f"benchmarks.perf: --methods: unknown {unknown}; allowed: {METHODS.names()}", file=sys.stderr)
-            return 2
+            raise ConfigError(f"--methods: unknown {', '.join(unknown)}; allowed: {', '.join(METHODS.names())}")
+        if a.json:
+            writable_file(a.json, "--json")
+    device = a.device if a.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
     settings = a.settings or (["resnet50", "vit_b16"] if device == "cuda" else ["cnn-digits", "mlp-digits", "cnn-fashion"])
     torch.set_num_threads(a.threads)
     report = {"device": device, "threads": a.threads, "batch_size": a.batch_size, "torch": torch.__version__,

@@ -19,7 +19,7 @@ import yaml
 from molere.config import ConfigError
 
 from . import catalog
-from .cli import bad_input_exits
+from .cli import Parser, bad_input_exits
 from benchmarks.data.datasets.common import DataMissingError
 from benchmarks.trial.store import RunDir, _atomic_write, write_json
 from benchmarks.sweep.schema import Sweep, expand_trials, load_sweep, missing_data, parse_only, select
@@ -31,8 +31,7 @@ PROG = "benchmarks.run"
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog=PROG, description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = Parser(prog=PROG, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("sweep", help="sweep file, e.g. sweeps/quickstart.yaml")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a field before validation (YAML value), e.g. train.epochs=2, "
@@ -167,6 +166,16 @@ def check_resources(sweep: Sweep, have: dict[str, float], where: str) -> None:
                           f"{short[0]} (--set resources.{short[0]}=...) or use a machine that has them")
 
 
+def check_address(address: str) -> None:
+    """The Ray cluster at `address` answers (else one line, before anything is written)."""
+    from benchmarks.sweep.scheduler import reachable
+    try:
+        reachable(address)
+    except ConnectionError as exc:
+        raise ConfigError(f"--address: cannot reach the Ray cluster at {address} ({str(exc).splitlines()[0]}); "
+                          "check --address / RAY_ADDRESS (host:port of a running Ray head)") from None
+
+
 def local_resources() -> dict[str, float]:
     import torch
     return {"cpu": float(os.cpu_count() or 1), "gpu": float(torch.cuda.device_count())}
@@ -239,7 +248,9 @@ def main(argv=None) -> int:
         print(f"{sweep.name}: {counts(status)}; would run {sum(s != 'done' for s in status.values())}")
         return 0
     with bad_input_exits(PROG):
-        if not (a.address or os.environ.get("RAY_ADDRESS")):
+        if a.address or os.environ.get("RAY_ADDRESS"):
+            check_address(a.address or os.environ["RAY_ADDRESS"])
+        else:
             check_resources(sweep, local_resources(), "this machine")
         writable_results(sweep)
         lock = lock_results(sweep)              # noqa: F841 - held until the process ends

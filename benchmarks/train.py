@@ -9,9 +9,11 @@ import tempfile
 from molere.config import ConfigError, TrainConfig, validate
 
 from benchmarks.sweep import safe_yaml
-from .cli import bad_input_exits
+from .cli import Parser, bad_input_exits, check_device, existing_dir, writable_dir
 from benchmarks.sweep.safe_yaml import excerpt
 from benchmarks.trial.config import TrialConfig
+
+PROG = "benchmarks.train"
 
 
 def _pairs(items: list[str], flag: str) -> dict:
@@ -28,7 +30,7 @@ def _pairs(items: list[str], flag: str) -> dict:
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="benchmarks.train", description=__doc__)
+    p = Parser(prog=PROG, description=__doc__)
     p.add_argument("--dataset", default="digits")
     p.add_argument("--root", default=None, help="dataset root folder (datasets read from disk)")
     p.add_argument("--data-opt", action="append", metavar="K=V", help="dataset option, repeatable")
@@ -70,17 +72,19 @@ def config_from_args(a: argparse.Namespace) -> TrialConfig:
 
 def main(argv=None) -> int:
     a = parse_args(argv)
-    with bad_input_exits("benchmarks.train"):
+    with bad_input_exits(PROG):
         cfg = config_from_args(a)
         from benchmarks.trial.config import resolve
         from benchmarks.data.load import check_dataset
         cfg = resolve(cfg)
         check_dataset(cfg.dataset)
-        if a.out is not None and os.path.exists(a.out) and not os.path.isdir(a.out):
-            raise ConfigError(f"--out: {excerpt(a.out)} is a file; give a folder for the run directory")
+        check_device(cfg.train.device)
+        if a.store is not None:
+            existing_dir(a.store, "--store", "the trials/ folder of a sweep in the result store "
+                                             "(e.g. results/quickstart/trials)")
+        out = writable_dir(a.out, "--out") if a.out is not None else tempfile.mkdtemp(prefix="run-")
     from benchmarks.trial.execute import run_trial
-    out = a.out or tempfile.mkdtemp(prefix="run-")
-    with bad_input_exits("benchmarks.train"):
+    with bad_input_exits(PROG):
         result = run_trial(cfg, out, store_root=a.store)
     shown = {k: round(v, 4) if isinstance(v, float) else v for k, v in sorted(result["metrics"].items())
              if "/" in k and not k.startswith("train/epoch_time")}

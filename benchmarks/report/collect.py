@@ -18,6 +18,7 @@ import pandas as pd
 
 from molere import margins as M
 
+from benchmarks.sweep.stored import read_plan
 from benchmarks.trial.config import MACHINE_FIELDS
 from benchmarks.trial.store import RunDir
 from . import methods as MC
@@ -33,10 +34,8 @@ METRIC_NAMES = {"acc": "acc", "worst_group_acc": "worst-group acc", "F1-macro_al
 
 
 def load_plan(sweep_dir: Path) -> list[dict]:
-    path = Path(sweep_dir) / "plan.json"
-    if not path.exists():
-        raise FileNotFoundError(f"{path}: not a sweep directory (plan.json missing)")
-    return json.loads(path.read_text())
+    """plan.json, checked (a ConfigError names what is wrong with it)."""
+    return read_plan(sweep_dir)
 
 
 def is_acc_column(name: str) -> bool:

@@ -296,11 +296,7 @@ def load_sweep(path: str | os.PathLike, sets: list[str] = (), results: str | Non
         plugins = raw.get("plugins") or []
         if not (isinstance(plugins, list) and all(isinstance(p, str) for p in plugins)):
             raise ConfigError(f"plugins: a list of importable module names (got {excerpt(plugins)})")
-        try:
-            catalog.load_plugins(plugins)
-        except ImportError as exc:
-            raise ConfigError(f"plugins: {excerpt(str(exc), 200)}; make the module importable (PYTHONPATH) "
-                              "or fix it") from None
+        catalog.import_plugins(plugins)
         sweep = validate(Sweep, raw, "")
         _check_names(sweep)
     except (ConfigError, UnknownNameError) as exc:
