@@ -9,4 +9,15 @@ from benchmarks.data import datasets
 from benchmarks import models  # noqa: F401  (register datasets and models)
 from .registry import DATASETS, MODELS
 
-__all__ = ["METHODS", "DATASETS", "MODELS", "load_plugins"]
+__all__ = ["METHODS", "DATASETS", "MODELS", "load_plugins", "import_plugins"]
+
+
+def import_plugins(modules, field: str = "plugins") -> None:
+    """`load_plugins`, where a module that cannot be imported (missing, a syntax error, raising) is bad input."""
+    from molere.config import ConfigError
+    try:
+        load_plugins(modules)
+    except ImportError as exc:
+        text = " ".join(str(exc).split())
+        raise ConfigError(f"{field}: {text[:300]}; give an importable module (on PYTHONPATH) that registers "
+                          "methods, datasets or models") from None

@@ -12,12 +12,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
-import yaml
+from molere.config import ConfigError
 
+from benchmarks.cli import Parser, bad_input_exits
 from benchmarks.report.wandb_reader import read_attempts, run_dirs
+from benchmarks.sweep.stored import read_plan, read_settings
+
+PROG = "benchmarks.dashboard"
 
 GROUPING = ("config.dataset.name", "config.regime", "config.method.name")
 BY_METHOD = "config.method.name"
@@ -207,9 +210,9 @@ def report(spec: dict, entity: str):
 # ---- build, write, publish ----------------------------------------------------------------------------
 def sweep_settings(sweep_dir: Path) -> dict:
     """name, project, entity, mode and wandb dir from SWEEP_DIR/sweep.yaml (written by benchmarks.run)."""
-    raw = yaml.safe_load((sweep_dir / "sweep.yaml").read_text()) if (sweep_dir / "sweep.yaml").exists() else {}
-    w = (raw or {}).get("wandb") or {}
-    return {"name": (raw or {}).get("name") or sweep_dir.name, "project": w.get("project") or "molere-bench",
+    raw = read_settings(sweep_dir)
+    w = raw.get("wandb") or {}
+    return {"name": raw.get("name") or sweep_dir.name, "project": w.get("project") or "molere-bench",
             "entity": w.get("entity"), "mode": w.get("mode") or "auto", "dir": w.get("dir") or str(sweep_dir)}
 
 
@@ -263,22 +266,18 @@ def build_dashboard(sweep_dir: str | Path, settings: dict | None = None, publish
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="benchmarks.dashboard", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = Parser(prog=PROG, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("sweep_dir", help="the sweep's directory in the result store (holds plan.json and wandb/)")
     p.add_argument("--publish", action="store_true", help="save the workspace and report to W&B (needs a login)")
     p.add_argument("--entity", default=None, help="W&B entity (default: the sweep's, else your default entity)")
     p.add_argument("--project", default=None, help="W&B project (default: the sweep's)")
     a = p.parse_args(argv)
-    if not (Path(a.sweep_dir) / "plan.json").exists():
-        print(f"benchmarks.dashboard: error: {a.sweep_dir}: no plan.json (expected a sweep directory of the "
-              "result store, e.g. results/quickstart)", file=sys.stderr)
-        return 2
-    try:
-        out = build_dashboard(a.sweep_dir, {"project": a.project}, publish=a.publish or None, entity=a.entity)
-    except FileNotFoundError as exc:
-        print(f"benchmarks.dashboard: error: {exc}", file=sys.stderr)
-        return 2
+    with bad_input_exits(PROG):
+        read_plan(a.sweep_dir)
+        try:
+            out = build_dashboard(a.sweep_dir, {"project": a.project}, publish=a.publish or None, entity=a.entity)
+        except FileNotFoundError as exc:     # no runs logged: nothing to build a dashboard from
+            raise ConfigError(str(exc)) from None
     for line in out["messages"]:
         print(line)
     return 0

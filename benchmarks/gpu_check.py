@@ -22,6 +22,9 @@ import time
 
 import numpy as np
 
+from benchmarks.cli import Parser, bad_input_exits, check_device, writable_dir
+
+PROG = "benchmarks.gpu_check"
 BUDGET_S = 480                                  # the whole check, start-up included
 PERF_TIMEOUT_S, TRIAL_TIMEOUT_S = 330, 120      # per step; the rest is start-up, the fake folder and the summary
 PERF_SETTING_LIMIT_S = 140                      # per perf setting: no new row starts after it
@@ -133,19 +136,15 @@ def commands(a: argparse.Namespace, out: str) -> tuple[list[str], list[str], tup
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="benchmarks.gpu_check", description=__doc__.splitlines()[0])
+    p = Parser(prog=PROG, description=__doc__.splitlines()[0])
     p.add_argument("--out", default="gpu_check")
     p.add_argument("--device", default="cuda", choices=["cuda", "cpu"])
     p.add_argument("--tiny", action="store_true", help="toy sizes (for a CPU run of the same steps)")
     a = p.parse_args(argv)
     t0 = time.monotonic()
-    if a.device == "cuda":
-        import torch
-        if not torch.cuda.is_available():
-            print("benchmarks.gpu_check: --device cuda: no CUDA device is visible", file=sys.stderr)
-            return 2
-    out = os.path.abspath(a.out)
-    os.makedirs(out, exist_ok=True)
+    with bad_input_exits(PROG):
+        check_device(a.device, "--device", instead="--device cpu --tiny")
+        out = os.path.abspath(writable_dir(a.out, "--out"))
     perf, trial, (classes, train_n, val_n, size) = commands(a, out)
     slack = 3 if a.tiny else 1   # the CPU twin runs on shared, slower CPUs; the 8 minutes are the GPU's
     steps = [run_step("perf", perf, os.path.join(out, "perf.log"), slack * PERF_TIMEOUT_S)]

@@ -3,12 +3,14 @@
 With a NAME: its description and every option with its default, allowed values and meaning."""
 from __future__ import annotations
 
-import argparse
 import inspect
 import json
 import shutil
 import textwrap
 
+from .cli import Parser, bad_input_exits
+
+PROG = "benchmarks.list"
 
 
 def _options(obj):
@@ -42,21 +44,21 @@ def show(kind: str, name: str, reg, width: int) -> None:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="benchmarks.list", description=__doc__)
+    p = Parser(prog=PROG, description=__doc__)
     p.add_argument("kind", nargs="?", choices=["methods", "datasets", "models"])
     p.add_argument("name", nargs="?", help="one entry: its options with defaults, allowed values and meaning")
     p.add_argument("--plugin", action="append", default=[], metavar="MODULE",
                    help="module registering extra methods, datasets or models (repeatable)")
     a = p.parse_args(argv)
     from . import catalog      # imports torch and every registered module: after --help
-    from .cli import bad_input_exits
-    catalog.load_plugins(a.plugin)
+    with bad_input_exits(PROG):
+        catalog.import_plugins(a.plugin, "--plugin")
     registries = {"methods": catalog.METHODS, "datasets": catalog.DATASETS, "models": catalog.MODELS}
     width = shutil.get_terminal_size((100, 24)).columns
     if a.name:
         if not a.kind:
             p.error("NAME needs a kind first, e.g. `benchmarks.list methods mwn`")
-        with bad_input_exits("benchmarks.list"):
+        with bad_input_exits(PROG):
             show(a.kind, a.name, registries[a.kind], width)
         return 0
     for kind, reg in registries.items():

@@ -32,8 +32,11 @@ from contextlib import nullcontext
 import numpy as np
 
 from . import perf_trial
+from .cli import Parser, at_least, bad_input_exits, check_device, positive_float, writable_file
 
 # torch, the registries and the models are imported in the functions that use them: `--help` stays fast
+
+PROG = "benchmarks.perf"
 
 SETTINGS = {  # name -> (model, input shape, training examples)
     "cnn-digits": ("cnn", (1, 8, 8), 1280),
@@ -314,32 +317,31 @@ def print_image_table(name: str, results: dict, precisions: list[str]) -> None:
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="benchmarks.perf", description=__doc__.splitlines()[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = Parser(prog=PROG, description=__doc__.splitlines()[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--settings", nargs="+", default=None,
                    choices=sorted(SETTINGS) + sorted(IMAGE_MODELS) + ["trial", "meta-stream"],
                    help="default: cnn-digits mlp-digits cnn-fashion trial on CPU, resnet50 vit_b16 on CUDA "
                         "(trial: the fixed cost of one sweep trial, benchmarks.perf_trial; meta-stream: "
                         "whether a meta stream keeps up, benchmarks.perf_stream)")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="where to time")
-    p.add_argument("--batch-size", type=int, default=128, help="batch size of every setting")
-    p.add_argument("--rounds", type=int, default=60, help="interleaved timed steps per method")
-    p.add_argument("--epoch-repeats", type=int, default=5, help="timed epochs per method")
-    p.add_argument("--threads", type=int, default=2, help="torch threads")
+    p.add_argument("--batch-size", type=at_least(1), default=128, help="batch size of every setting")
+    p.add_argument("--rounds", type=at_least(1), default=60, help="interleaved timed steps per method")
+    p.add_argument("--epoch-repeats", type=at_least(1), default=5, help="timed epochs per method")
+    p.add_argument("--threads", type=at_least(1), default=2, help="torch threads")
     p.add_argument("--no-memory", action="store_true", help="skip the peak-memory rows")
     p.add_argument("--out", "--json", dest="out", default=None,
                    help="also write the results to this JSON file, after every table (--json: the old name)")
-    p.add_argument("--trial-repeats", type=int, default=4, help="timed trials per W&B mode of the trial setting")
+    p.add_argument("--trial-repeats", type=at_least(1), default=4, help="timed trials per W&B mode of the trial setting")
     g = p.add_argument_group("image settings")
     g.add_argument("--precisions", nargs="+", default=["fp32", "bf16"], choices=["fp32", "bf16", "fp16"],
                    help="precisions timed side by side")
-    g.add_argument("--image-size", type=int, default=224, help="synthetic image side")
-    g.add_argument("--classes", type=int, default=1000, help="classes of the synthetic data")
+    g.add_argument("--image-size", type=at_least(8), default=224, help="synthetic image side")
+    g.add_argument("--classes", type=at_least(2), default=1000, help="classes of the synthetic data")
     g.add_argument("--methods", nargs="+", default=None, help="only these methods' rows (and ERM's)")
-    g.add_argument("--warmup-epochs", type=int, default=1, help="untimed epochs per trainer first")
-    g.add_argument("--time-limit", type=float, default=None, help="seconds per image setting: no new timed "
-                                                                 "round (row, with --resident one) starts after it")
-    p.add_argument("--workers", type=int, default=2, help="meta-stream: the trial's loader workers")
+    g.add_argument("--warmup-epochs", type=at_least(0), default=1, help="untimed epochs per trainer first")
+    g.add_argument("--time-limit", type=positive_float, default=None, help="seconds per image setting: no new "
+                   "timed round (row, with --resident one) starts after it")
+    p.add_argument("--workers", type=at_least(0), default=2, help="meta-stream: the trial's loader workers")
     g.add_argument("--resident", choices=["all", "one"], default=None,
                    help="all trainers built and timed interleaved, or one at a time (built, timed, freed); "
                         "default: one on CUDA (a setting's 34 ViT-B trainers do not fit one GPU), all on CPU")
@@ -350,18 +352,18 @@ def main(argv=None) -> int:
     a = parse_args(argv)
     import torch
 
+    from molere.config import ConfigError
     from molere.registry import METHODS
 
     from . import catalog  # noqa: F401  (registers the methods)
-    if a.device == "cuda" and not torch.cuda.is_available():
-        print("benchmarks.perf: --device cuda: no CUDA device is visible", file=sys.stderr)
-        return 2
-    device = a.device if a.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
-    if a.methods is not None:
-        unknown = sorted(set(a.methods) - set(METHODS.names()))
+    with bad_input_exits(PROG):
+        check_device(a.device, "--device", instead="auto or cpu")
+        unknown = sorted(set(a.methods or ()) - set(METHODS.names()))
         if unknown:
-            print(f"benchmarks.perf: --methods: unknown {unknown}; allowed: {METHODS.names()}", file=sys.stderr)
-            return 2
+            raise ConfigError(f"--methods: unknown {', '.join(unknown)}; allowed: {', '.join(METHODS.names())}")
+        if a.out:
+            writable_file(a.out, "--out")
+    device = a.device if a.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
     settings = a.settings or (["resnet50", "vit_b16"] if device == "cuda" else
                               ["cnn-digits", "mlp-digits", "cnn-fashion", "trial"])
     torch.set_num_threads(a.threads)

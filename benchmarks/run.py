@@ -24,6 +24,8 @@ from molere.config import ConfigError
 from benchmarks.trial.store import FINISHED, RunDir, _atomic_write, write_json
 from benchmarks.sweep.worker import LOG_FILE
 
+from .cli import Parser
+
 if TYPE_CHECKING:
     from benchmarks.sweep.schema import Sweep
 # torch, the registries and W&B are imported where used, after the arguments are parsed (a fast --help)
@@ -32,8 +34,7 @@ PROG = "benchmarks.run"
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog=PROG, description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = Parser(prog=PROG, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("sweep", help="sweep file, e.g. sweeps/quickstart.yaml")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a field before validation (YAML value), e.g. train.epochs=2, "
@@ -110,12 +111,12 @@ def wandb_settings(sweep: Sweep) -> dict:
 
 
 def write_plan(sweep: Sweep, trials, filtered: bool = False) -> list[str]:
-    """Add `trials` to the store's plan (never removes one: benchmarks.sweep.store_plan); sweep.yaml is
+    """Add `trials` to the store's plan (never removes one: benchmarks.sweep.stored); sweep.yaml is
     written by an unfiltered run (or when absent). Returns notes; a filtered run that would change planned
     trials raises ConfigError."""
-    from benchmarks.sweep.store_plan import merge_plan, read_plan
+    from benchmarks.sweep.stored import merge_plan, plan_so_far
     d = sweep.directory
-    plan, notes = merge_plan(read_plan(d), [t.record() for t in trials], filtered=filtered, where=str(d))
+    plan, notes = merge_plan(plan_so_far(d), [t.record() for t in trials], filtered=filtered, where=str(d))
     (d / "trials").mkdir(parents=True, exist_ok=True)
     write_json(d / "plan.json", plan)
     if not filtered or not (d / "sweep.yaml").exists():
@@ -191,6 +192,16 @@ def check_resources(sweep: Sweep, have: dict[str, float], where: str) -> None:
         got = ", ".join(f"{have.get(k, 0):g} {k.upper()}s" for k in asked)
         raise ConfigError(f"resources: each trial asks for {ask} but {where} has {got}; lower resources."
                           f"{short[0]} (--set resources.{short[0]}=...) or use a machine that has them")
+
+
+def check_address(address: str) -> None:
+    """The Ray cluster at `address` answers (else one line, before anything is written)."""
+    from benchmarks.sweep.scheduler import reachable
+    try:
+        reachable(address)
+    except ConnectionError as exc:
+        raise ConfigError(f"--address: cannot reach the Ray cluster at {address} ({str(exc).splitlines()[0]}); "
+                          "check --address / RAY_ADDRESS (host:port of a running Ray head)") from None
 
 
 def local_resources() -> dict[str, float]:
@@ -291,7 +302,9 @@ def main(argv=None) -> int:
               + references.dry_run_note(chosen, sweep.directory))
         return 0
     with bad_input_exits(PROG):
-        if not (a.address or os.environ.get("RAY_ADDRESS")):
+        if a.address or os.environ.get("RAY_ADDRESS"):
+            check_address(a.address or os.environ["RAY_ADDRESS"])
+        else:
             have = local_resources()
             check_resources(sweep, have, "this machine")
             check_host(chosen, sweep.resources.cpu, sweep.resources.gpu, have)   # /dev/shm, loader memory

@@ -16,6 +16,7 @@ import os
 
 from molere.config import ConfigError, TrainConfig, validate
 
+from .cli import Parser
 from benchmarks.sweep.safe_yaml import excerpt
 
 PROG = "benchmarks.train"
@@ -23,8 +24,7 @@ RUNS_DIR = "runs"
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog=PROG, description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = Parser(prog=PROG, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     d = lambda text: text + " (default: %(default)s)"   # noqa: E731
     p.add_argument("--dataset", default="digits", help=d("dataset name (`python -m benchmarks.list datasets`)"))
     p.add_argument("--root", default=None, help=d("dataset root folder, for datasets read from disk"))
@@ -159,7 +159,7 @@ def trial_spec(cfg, out: str, a: argparse.Namespace, cpus: float | None) -> dict
 def main(argv=None) -> int:
     a = parse_args(argv)
     os.environ.setdefault("WANDB_SILENT", "true")
-    from benchmarks.cli import bad_input_exits
+    from benchmarks.cli import bad_input_exits, check_device, existing_dir, writable_dir
     with bad_input_exits(PROG):
         from benchmarks.data.load import check_dataset
         from benchmarks.sweep.schema import regime_label
@@ -169,10 +169,15 @@ def main(argv=None) -> int:
         if a.config and not a.results and os.path.isdir(a.config):   # a sweep trial reuses its store's ERM runs
             a.results = os.path.dirname(os.path.abspath(a.config.rstrip("/")))
         check_dataset(cfg.dataset)
+        check_device(cfg.train.device)
+        if a.results is not None:
+            existing_dir(a.results, "--results", "the trials/ folder of a sweep in the result store "
+                                                 "(e.g. results/quickstart/trials)")
         tid = trial_id(cfg)
         name = f"{cfg.dataset.name}-{regime_label(cfg.regime)}-{cfg.method.name}-seed{cfg.seed}-{tid[:8]}"
         out = a.out or os.path.join(RUNS_DIR, name)
         how = prepare_folder(out, tid, a.force)
+        writable_dir(out, "--out")
         spec = trial_spec(cfg, out, a, a.cpus if a.cpus is not None else threads)
     print(f"run folder: {spec['out_dir']}" + {"new": "", "resume": " (resuming from its checkpoint)",
                                               "restart": " (--force: from scratch)"}[how], flush=True)

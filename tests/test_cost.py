@@ -21,8 +21,8 @@ def test_imagenet_dry_run_prints_per_trial_and_total_gpu_hours(capsys):
     assert run_cli.main([str(ROOT / "sweeps" / "imagenet.yaml"), "--dry-run"]) == 0
     out = capsys.readouterr().out
     rows = [line for line in out.splitlines() if line.endswith("GPU-h")]
-    assert len(rows) == 39                                                   # 36 + erm_train_val for 3 seeds
-    total = next(line for line in out.splitlines() if line.startswith("estimate: 39 trials to run"))
+    assert len(rows) == 51                                       # 36 + erm_train_val and 4 issue-21 baselines, 3 seeds
+    total = next(line for line in out.splitlines() if line.startswith("estimate: 51 trials to run"))
     hours = float(total.split(", ")[1].split(" GPU-hours")[0])
     assert abs(hours - sum(float(r.split()[-2]) for r in rows)) < 0.1        # the total is the trials' sum
     assert "H100" in total and "assumptions:" in out and "timm's RTX 3090" in out and "perf rows used" in out

@@ -171,5 +171,6 @@ def test_wandb_workspaces_objects_offline_and_cli(store, capsys):
     assert "wandb sync" in publish and f"benchmarks.dashboard {sweep.directory} --publish" in publish
     assert dashboard.main([str(sweep.directory)]) == 0
     assert "dashboard/spec.json (offline; to publish, see" in capsys.readouterr().out
-    assert dashboard.main([str(sweep.directory / "trials")]) == 2
-    assert "no plan.json" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exc:
+        dashboard.main([str(sweep.directory / "trials")])
+    assert exc.value.code == 2 and "no plan.json" in capsys.readouterr().err

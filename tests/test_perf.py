@@ -87,8 +87,9 @@ def test_a_row_out_of_gpu_memory_is_reported_and_the_others_go_on():
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="a CUDA device is visible")
 def test_cuda_without_a_gpu_stops_with_a_clear_error(capsys):
-    assert perf.main(["--device", "cuda"]) == 2
-    assert "no CUDA device" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exc:
+        perf.main(["--device", "cuda"])
+    assert exc.value.code == 2 and "no CUDA device" in capsys.readouterr().err
 
 
 @pytest.mark.slow

@@ -306,4 +306,6 @@ def test_partial_stores_and_cli(tmp_path, capsys):
     build_store(tmp_path / "b", groups=[("toy", "clean")], methods=("erm",))
     r = build_report(tmp_path / "b")
     assert any("skipped" in n for n in r["notes"]) and Path(r["index"]).exists()
-    assert report_main([str(tmp_path / "nowhere")]) == 2
+    with pytest.raises(SystemExit) as exc:
+        report_main([str(tmp_path / "nowhere")])
+    assert exc.value.code == 2

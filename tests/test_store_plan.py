@@ -11,7 +11,7 @@ import yaml
 from benchmarks import run
 from benchmarks.report.__main__ import main as report_main
 from benchmarks.sweep import scheduler
-from benchmarks.sweep.store_plan import merge_plan
+from benchmarks.sweep.stored import merge_plan
 from benchmarks.trial.store import RunDir
 from tests.fakes import finish_synthetic
 

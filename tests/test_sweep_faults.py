@@ -5,18 +5,22 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import subprocess
+import tempfile
 import time
 from pathlib import Path
 
 from benchmarks.report import build_report
 from benchmarks.trial.store import RunDir, read_jsonl
-from tests.test_sweep_run import PY, ROOT, env, plan, sweep, sweep_file  # noqa: F401  (env is a fixture)
+from tests.test_sweep_run import PY, ROOT, env, kill_ours, ours, plan, sweep, sweep_file  # noqa: F401 (env: a fixture)
 
 FAULTS = '''
 import hashlib
 import os
 import signal
+import subprocess
+import sys
 import time
 from molere.registry import register_method
 from molere.trainer import Trainer
@@ -43,6 +47,18 @@ class Exit(Trainer):
     """Leaves without a word (os._exit)."""
     def on_epoch_start(self, epoch):
         os._exit(3)
+
+
+@register_method("test_crawl")
+class Crawl(Trainer):
+    """ERM that starts a new-session sleeper in its first epoch and sleeps 2 s after every epoch."""
+    def on_epoch_start(self, epoch):
+        if epoch == 0:
+            subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"], start_new_session=True)
+
+    def on_epoch_end(self, epoch):
+        time.sleep(2)
+        return {}
 
 
 @register_method("test_secret")
@@ -119,6 +135,46 @@ def test_time_limit_and_worker_deaths_are_recorded_once(tmp_path, env):
     assert (tmp_path / "attempts").read_text().count("attempt") == 1      # no silent retries
     sleeper = json.loads(runs["test_sleep"].file("placement.json").read_text())["pid"]
     assert not Path(f"/proc/{sleeper}").exists()                          # the overrunning trial is stopped
+
+
+def _cmdlines(pids: list[int]) -> list[str]:
+    out = []
+    for pid in pids:
+        try:
+            out.append(Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()[:120])
+        except OSError:
+            pass
+    return out
+
+
+def test_killed_driver_leaves_no_process_and_a_rerun_records_every_epoch_once(tmp_path, env):
+    path = with_faults(tmp_path, methods={"test_crawl": {}}, seeds=[0, 1], train={"epochs": 4},
+                       store={"checkpoint": True})
+    driver = subprocess.Popen([PY, "-m", "benchmarks.run", str(path)], env=env, cwd=ROOT,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    tdir = tmp_path / "results" / "s" / "trials"
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and not any(len(read_jsonl(p)) for p in tdir.glob("*/metrics.jsonl")):
+        time.sleep(0.2)
+    assert any("time.sleep(600)" in c for c in _cmdlines(ours(env["RAY_TMPDIR"]))), "no trial under way"
+    driver.kill()                                   # SIGKILL: no cleanup of its own
+    driver.wait()
+    again = dict(env, RAY_TMPDIR=tempfile.mkdtemp(prefix="rt", dir="/tmp"))
+    try:
+        rerun = subprocess.Popen([PY, "-m", "benchmarks.run", str(path)], env=again, cwd=ROOT, text=True,
+                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE)   # at once
+        time.sleep(10)
+        left = _cmdlines(ours(env["RAY_TMPDIR"]))
+        assert left == [], left
+        out, err = rerun.communicate(timeout=600)
+        assert rerun.returncode == 0, err
+    finally:
+        kill_ours(again["RAY_TMPDIR"])
+        shutil.rmtree(again["RAY_TMPDIR"], ignore_errors=True)
+    assert len(list(tdir.iterdir())) == 2
+    for d in tdir.iterdir():
+        assert RunDir(d).status == "done"
+        assert [row["epoch"] for row in read_jsonl(d / "metrics.jsonl")] == [1, 2, 3, 4]
 
 
 def test_second_sweep_on_a_busy_folder_exits_with_one_line(tmp_path, env):

@@ -258,7 +258,10 @@ def test_unreachable_address_is_a_clear_error(tmp_path, env, capsys, monkeypatch
     from benchmarks import run
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
     path = sweep_file(tmp_path, plugins=[])
-    assert run.main([str(path), "--address", f"127.0.0.1:{_free_port()}"]) == 2
-    assert "cannot reach the Ray cluster" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exc:
+        run.main([str(path), "--address", f"127.0.0.1:{_free_port()}"])
+    err = capsys.readouterr().err
+    assert exc.value.code == 2 and "--address: cannot reach the Ray cluster" in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "results").exists()                  # refused before anything was written
     import ray
     assert not ray.is_initialized()

@@ -18,12 +18,9 @@ __all__ = ["build_report"]
 
 
 def sweep_name(sweep_dir: Path) -> str:
-    try:
-        import yaml
-        name = (yaml.safe_load((sweep_dir / "sweep.yaml").read_text()) or {}).get("name")
-        return str(name) if name else sweep_dir.name
-    except (OSError, ValueError, AttributeError, ImportError):
-        return sweep_dir.name
+    from benchmarks.sweep.stored import read_settings
+    name = read_settings(sweep_dir).get("name")
+    return str(name) if name else sweep_dir.name
 
 
 def _figures(df, cell_frame, deltas, bins, sweep_dir: Path, fig_dir: Path, notes: list) -> list[dict]:

@@ -3,10 +3,10 @@
 table and the report's path."""
 from __future__ import annotations
 
-import argparse
-import json
-import sys
 from pathlib import Path
+
+from benchmarks.cli import Parser, bad_input_exits, fail, writable_dir
+from benchmarks.sweep.stored import read_plan, read_settings
 
 from . import build_report
 
@@ -14,9 +14,10 @@ PROG = "benchmarks.report"
 ONLY_KEYS = ("method", "dataset", "regime", "seed")
 
 
-def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog=PROG, description=__doc__.split(":", 1)[1].strip(),
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+def parse_args(argv=None):
+    import argparse
+    p = Parser(prog=PROG, description=__doc__.split(":", 1)[1].strip(),
+               formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("sweep_dir", help="the sweep's directory in the result store (holds plan.json and trials/)")
     p.add_argument("--out", default=None, help="output folder (default: SWEEP_DIR/report, or SWEEP_DIR/report-<filter> "
                                                "with --only)")
@@ -33,45 +34,22 @@ def parse_args(argv=None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def parse_only(items: list[str]) -> dict[str, set[str]]:
-    only: dict[str, set[str]] = {}
-    for item in items:
-        key, sep, values = item.partition("=")
-        if not sep or key not in ONLY_KEYS or not values:
-            raise ValueError(f"--only: expected KEY=V1,V2 with KEY one of {', '.join(ONLY_KEYS)} (got {item!r})")
-        only.setdefault(key, set()).update(v for v in values.split(",") if v)
-    return only
-
-
-def _error(text: str) -> int:
-    print(f"{PROG}: error: {' '.join(text.split())}", file=sys.stderr)
-    return 2
-
-
 def main(argv=None) -> int:
     a = parse_args(argv)
-    plan = Path(a.sweep_dir) / "plan.json"
-    if not plan.exists():
-        return _error(f"{a.sweep_dir}: no plan.json (expected a sweep directory of the result store)")
-    try:
-        json.loads(plan.read_text())
-    except (OSError, ValueError) as exc:
-        return _error(f"{a.sweep_dir}/plan.json: unreadable ({type(exc).__name__}: {str(exc)[:120]}); rerun the "
-                      "sweep to rewrite it")
-    try:
-        only = parse_only(a.only)
-        from .collect import load_plan, subset
-        subset(load_plan(Path(a.sweep_dir)), only) if only else None    # unknown values: one line, nothing written
-    except ValueError as exc:
-        return _error(str(exc))
-    from molere.config import ConfigError
+    with bad_input_exits(PROG):   # every check before any work: one line, exit 2
+        plan = read_plan(a.sweep_dir)
+        read_settings(a.sweep_dir)
+        from benchmarks.sweep.schema import parse_only
 
-    from .readme import check_readme, write_readme
-    try:
+        from .collect import subset
+        only = parse_only(a.only)
+        if only:
+            subset(plan, only)    # unknown values: one line, nothing written
+        from .readme import check_readme, write_readme
         if a.readme:
-            check_readme(a.readme)     # the markers, before any work
-    except ConfigError as exc:
-        return _error(str(exc))
+            check_readme(a.readme)     # the markers
+        from . import default_out
+        writable_dir(a.out or default_out(Path(a.sweep_dir), only or None), "--out")
     wb = None if a.wandb_mode is None else {"mode": a.wandb_mode, "project": a.wandb_project}
     r = build_report(a.sweep_dir, a.out, wb, selection_epoch=a.select_epoch, only=only or None)
     for n in r["notes"][1:]:
@@ -82,13 +60,11 @@ def main(argv=None) -> int:
         from .summary import plain_text
         print(f"\n{r['summary'].title}\n{plain_text(r['summary'])}\n{r['summary'].legend}\n")
         if a.readme:
-            try:
+            with bad_input_exits(PROG):
                 write_readme(a.readme, summary_block(r["summary"], a.sweep_dir, r["counts"]))
-            except ConfigError as exc:
-                return _error(str(exc))
             print(f"summary written to {a.readme}")
     elif a.readme:
-        return _error(f"--readme: {a.sweep_dir} has no summary yet (no method with a finished reference)")
+        fail(PROG, f"--readme: {a.sweep_dir} has no summary yet (no method with a finished reference)")
     print(f"report: {r['index']}")
     return 0
 

@@ -18,6 +18,9 @@ import pandas as pd
 
 from molere import margins as M
 
+from molere.config import ConfigError
+
+from benchmarks.sweep.stored import read_plan
 from benchmarks.trial.config import MACHINE_FIELDS
 from benchmarks.trial.store import RunDir
 from . import methods as MC
@@ -33,10 +36,8 @@ METRIC_NAMES = {"acc": "acc", "worst_group_acc": "worst-group acc", "F1-macro_al
 
 
 def load_plan(sweep_dir: Path) -> list[dict]:
-    path = Path(sweep_dir) / "plan.json"
-    if not path.exists():
-        raise FileNotFoundError(f"{path}: not a sweep directory (plan.json missing)")
-    return json.loads(path.read_text())
+    """plan.json, checked (a ConfigError names what is wrong with it)."""
+    return read_plan(sweep_dir)
 
 
 def is_acc_column(name: str) -> bool:
@@ -110,12 +111,12 @@ def _load_margins(path: str, mtime_ns: int, split: str):
 
 def subset(plan: list[dict], only: dict[str, set[str]]) -> list[dict]:
     """The plan entries matching every filter ({"method": {"mwn"}, "seed": {"0"}, ...}); a method filter keeps
-    the reference method (what gains are measured against). Unknown values raise ValueError (one line)."""
+    the reference method (what gains are measured against). Unknown values raise ConfigError (one line)."""
     MC.use(plan)
     for key, values in only.items():
         known = {str(e["labels"].get(key)) for e in plan}
         if values - known:
-            raise ValueError(f"--only {key}: {', '.join(sorted(values - known))} not in this store "
+            raise ConfigError(f"--only {key}: {', '.join(sorted(values - known))} not in this store "
                              f"(it has {', '.join(sorted(known))})")
     keep = lambda e, k, v: str(e["labels"].get(k)) in v or (k == "method" and MC.is_reference(e["labels"]["method"]))
     return [e for e in plan if all(keep(e, k, v) for k, v in only.items())]

@@ -46,13 +46,16 @@ def worker_env() -> dict[str, str]:
     return env
 
 
-def _reachable(address: str) -> None:
+def reachable(address: str) -> None:
     """Fail fast (ConnectionError) when a host:port address does not answer; Ray would retry for minutes."""
     host, sep, port = address.removeprefix("ray://").rpartition(":")
     if not sep or not port.isdigit():
         return   # "auto", "local", ...: left to Ray
-    with socket.create_connection((host, int(port)), timeout=5):
-        pass
+    try:
+        with socket.create_connection((host, int(port)), timeout=5):
+            pass
+    except (OSError, OverflowError, ValueError) as exc:   # refused, unknown host, timeout, port out of range
+        raise ConnectionError(str(exc) or type(exc).__name__) from None
 
 
 def start_ray(address: str | None) -> None:
@@ -60,7 +63,7 @@ def start_ray(address: str | None) -> None:
     common = dict(log_to_driver=False, logging_level=logging.WARNING, runtime_env={"env_vars": env})
     address = address or os.environ.get("RAY_ADDRESS")
     if address:
-        _reachable(address)
+        reachable(address)
         ray.init(address=address, **common)
     else:
         ray.init(num_cpus=os.cpu_count(), include_dashboard=False, _node_ip_address="127.0.0.1", **common)

@@ -60,8 +60,9 @@ class SearchConfig(Strict):
 class Resources(Strict):
     cpu: float = Field(1.0, gt=0, description="CPUs per trial (also the trial's torch threads)")
     gpu: float = Field(0.0, ge=0, description="GPUs per trial; fractions pack trials on one GPU")
-    time_limit_s: float = Field(24 * 3600, gt=0, description="wall-clock limit of one trial (then: failed, "
-                                "'time limit'); each shipped sweep sets its own")
+    time_limit_s: float | None = Field(None, gt=0, description="wall-clock limit of one trial (then: killed with "
+                                       "everything it started, failed, 'time limit'); default: 20 x its ERM "
+                                       "trial's wall time, at least 600 s; 2 h per epoch while unmeasured")
 
     @field_validator("gpu")
     @classmethod
@@ -262,11 +263,7 @@ def load_sweep(path: str | os.PathLike, sets: list[str] = (), results: str | Non
         plugins = raw.get("plugins") or []
         if not (isinstance(plugins, list) and all(isinstance(p, str) for p in plugins)):
             raise ConfigError(f"plugins: a list of importable module names (got {excerpt(plugins)})")
-        try:
-            catalog.load_plugins(plugins)
-        except ImportError as exc:
-            raise ConfigError(f"plugins: {excerpt(str(exc), 200)}; make the module importable (PYTHONPATH) "
-                              "or fix it") from None
+        catalog.import_plugins(plugins)
         expand_all_methods(raw)
         sweep = validate(Sweep, raw, "")
         _check_names(sweep)

@@ -3,8 +3,9 @@
 
 `run_one(spec)` never raises for a failing trial: the failure is written to the trial's directory
 (failed.json with reason and traceback) and returned, so one bad trial never stops the sweep. The trial
-runs in a child process of the worker, so a trial that overruns its time limit is stopped and one that
-dies (a signal, `os._exit`, the out-of-memory killer) is recorded with its cause by the surviving parent.
+runs in a process tree under a leader child of the worker (`proctree`): a trial that overruns its time
+limit is killed with everything it started, one that dies (a signal, `os._exit`, the out-of-memory killer)
+is recorded with its cause by the surviving worker, and none outlives the worker.
 """
 from __future__ import annotations
 
@@ -19,13 +20,17 @@ import time
 import traceback
 from pathlib import Path
 
+from benchmarks.sweep.proctree import TrialLock, exit_as, kill_tree, lead
 from benchmarks.trial.store import FINISHED, RunDir, write_json
 
 LOG_FILE = "trial.log"      # every attempt's stdout/stderr, appended
 # Imported once by the worker's fork server, so no trial process pays for them: the trial code, the W&B
 # modules `wandb.init` imports on first use, and the data loaders' packages (benchmarks.perf, setting "trial").
 TRIAL_IMPORTS = ["benchmarks.trial.execute", "benchmarks.trial.wandb_log", "benchmarks.report.wandb_reader", "wandb",
-                 "wandb.sdk.launch.inputs.internal", "sklearn.datasets", "mnist1d.data"]
+                 "wandb.sdk.launch.inputs.internal", "sklearn.datasets", "mnist1d.data", "benchmarks.sweep.proctree"]
+ERM_FACTOR = 20             # a derived time limit: 20 x the wall time of the trial's ERM reference,
+MIN_LIMIT_S = 600           # at least 10 minutes;
+UNMEASURED_S_PER_EPOCH = 7200   # 2 hours per epoch for ERM trials and trials with no finished ERM trial
 
 
 def trial_spec(planned, sweep, wandb_settings: dict | None) -> dict:
@@ -98,10 +103,36 @@ def death_cause(exitcode: int, oom_before: int | None) -> str:
     return f"trial process exited with code {exitcode} before recording a result"
 
 
-def _child(spec: dict, placement: dict | None, secrets: dict) -> None:
-    os.setpgrp()                          # its own process group: a time limit stops everything it started
+def _child(spec: dict, placement: dict | None, secrets: dict, worker_pid: int) -> None:
+    """The trial's leader: waits for an earlier run of the same trial to end, then runs it (see proctree)."""
+    os.setpgrp()
+    run = RunDir(spec["out_dir"])
+    TrialLock(run.path).acquire(lambda holder: _note(
+        run, f"=== trial {spec['trial_id']} is still running elsewhere ({holder}); waiting for it to end"))
+    if run.status in FINISHED:
+        _note(run, f"=== trial {spec['trial_id']} was completed by that run; not run again")
+        os._exit(0)
     os.environ.update(secrets)
+    exit_as(lead(lambda: _trial_process(spec, placement), worker_pid))
+
+
+def _trial_process(spec: dict, placement: dict | None) -> int:
     run_logged(spec, placement)
+    return 0
+
+
+def time_limit(spec: dict) -> float:
+    """The trial's time limit: resources.time_limit_s, else derived (docs/sweeps.md, "Failures"):
+    ERM_FACTOR x its ERM trial's wall time (at least MIN_LIMIT_S), or UNMEASURED_S_PER_EPOCH per epoch."""
+    if spec.get("time_limit_s"):
+        return float(spec["time_limit_s"])
+    erm = RunDir(spec["erm_dir"])
+    if spec["erm_dir"] != spec["out_dir"] and erm.status == "done":
+        try:
+            return max(MIN_LIMIT_S, ERM_FACTOR * float(erm.result()["wall_time_s"]))
+        except (OSError, ValueError, KeyError, TypeError):
+            pass
+    return UNMEASURED_S_PER_EPOCH * max(1, int(spec["config"]["train"]["epochs"]))
 
 
 def run_one(spec: dict, placement: dict | None = None, secrets: dict | None = None) -> dict:
@@ -110,21 +141,18 @@ def run_one(spec: dict, placement: dict | None = None, secrets: dict | None = No
     included) go to <trial>/trial.log, and so does the cause of a time limit or a death."""
     run = RunDir(spec["out_dir"])
     run.path.mkdir(parents=True, exist_ok=True)
-    limit = float(spec.get("time_limit_s") or 24 * 3600)
+    limit = time_limit(spec)
     ctx = multiprocessing.get_context("forkserver")
     # in a Ray worker each child would otherwise import ray again (the worker's main module imports it)
     ctx.set_forkserver_preload(TRIAL_IMPORTS + ["ray"] * ("ray" in sys.modules))
     oom_before = _oom_kills()
-    proc = ctx.Process(target=_child, args=(spec, placement, dict(secrets or {})), daemon=False)
+    proc = ctx.Process(target=_child, args=(spec, placement, dict(secrets or {}), os.getpid()), daemon=False)
     run.file("failed.json").unlink(missing_ok=True)   # a failure left by an earlier run is not this one's
     t0 = time.monotonic()
     proc.start()
     proc.join(limit)
     if proc.exitcode is None:             # over the limit: stop it and whatever it started
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
+        kill_tree(proc.pid)
         proc.join()
         _note(run, f"=== trial {spec['trial_id']} stopped: time limit of {limit:g} s exceeded")
         run.fail_with(f"TimeLimitExceeded: time limit of {limit:g} s exceeded (stopped after "

@@ -41,10 +41,7 @@ def resolve(cfg: TrialConfig) -> TrialConfig:
     """Check every name against the registries and fill the method's default hyperparameters."""
     from benchmarks import catalog
     from benchmarks.models import parse_model_name
-    try:
-        catalog.load_plugins(cfg.plugins)
-    except ImportError as exc:
-        raise ConfigError(f"plugins: {str(exc)[:200]}") from None
+    catalog.import_plugins(cfg.plugins)
     method_cls = catalog.METHODS.get(cfg.method.name)
     hp = validate(method_cls.Hparams, cfg.method.hparams, prefix="method.hparams")
     catalog.DATASETS.get(cfg.dataset.name)

@@ -9,10 +9,12 @@
                       "diverged_reason" (molere.guard: a finished trial that is not a result)
 <run>/failed.json     reason and traceback when the trial failed
 <run>/done            completion marker, written last: size and sha256 of result.json
+<run>/.lock           held by the processes of a running trial (benchmarks/sweep/proctree.py)
 
 A trial is done only when its outputs check out (`RunDir.problem()`): result.json parses, names the trial
-of config.json, and every file it lists (with size and sha256 recorded at completion) is unchanged; a
-trial's ERM reference (and its out-of-fold models) still has the margins it used. Anything else is not trusted (rerun).
+of config.json, every file it lists (with size and sha256 recorded at completion) is unchanged, its
+metrics.jsonl holds epochs 1..E once each in order, and a trial's ERM reference (and its out-of-fold models)
+still has the margins it used. Anything else is not trusted (rerun).
 Statuses: done, diverged (both FINISHED: never rerun), failed, incomplete, absent.
 """
 from __future__ import annotations
@@ -92,6 +94,15 @@ def _fsync_path(path: Path) -> None:
             os.fsync(f.fileno())
 
 
+def epoch_disorder(rows: list[dict]) -> str | None:
+    """Why the epoch rows of metrics.jsonl are not 1, 2, ..., E once each (two runs wrote them?), or None."""
+    epochs = [r.get("epoch") for r in rows]
+    if epochs == list(range(1, len(epochs) + 1)):
+        return None
+    shown = ", ".join(map(str, epochs[:12])) + (", …" if len(epochs) > 12 else "")
+    return f"metrics.jsonl has epoch rows [{shown}], not 1..{len(epochs)} once each in order"
+
+
 def fingerprint(path: Path) -> dict:
     """Size and sha256 of a file (what completion records and verification compares)."""
     h = hashlib.sha256()
@@ -150,6 +161,9 @@ class RunDir:
                     return f"{name} changed since completion (size or sha256 differs)"
             if set(RECORDED) - set(result.get("files") or {}):
                 return "result.json lists no outputs"
+            disorder = epoch_disorder(self.metrics())
+            if disorder:
+                return disorder
             ref = result.get("reference")
             if ref:
                 why = _reference_changed(self.path.parent / ref["trial_id"], ref)
