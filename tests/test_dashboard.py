@@ -64,7 +64,7 @@ def test_spec_names_only_keys_the_offline_runs_contain(store):
     spec = json.loads((sweep.directory / "dashboard" / "spec.json").read_text())
     assert spec == out["spec"]
     runs = runs_by_kind(sweep)
-    assert len(runs["trials"]) == 6 and len(runs["summary"]) == 1
+    assert len(runs["trials"]) == 8 and len(runs["summary"]) == 1   # 3 methods + erm_train_val, 2 regimes
     logged = {kind: metric_keys(rs) for kind, rs in runs.items()}
     config = {f"config.{k}" for r in runs["trials"] for k in flat(r["config"])}
     values = {k: {v for r in runs["trials"] for v in vals(r["config"], k)} for k in ("dataset.name", "regime")}

@@ -11,6 +11,8 @@ import torch
 import yaml
 from PIL import Image
 
+from molere.data import normalized
+
 from benchmarks import run
 from benchmarks.data.datasets.common import DataMissingError
 from benchmarks.data.datasets.imagenet100 import CMC_LIST, read_wnids
@@ -111,7 +113,11 @@ def test_pretrained_data_config_sets_the_transforms(tmp_path):
     p = task.test.positions[0]
     raw = torch.as_tensor(np.array(Image.open(task.test.source.paths[p]).convert("RGB")), dtype=torch.float32)
     expect = (raw.permute(2, 0, 1) / 255 - 0.5) / 0.5          # the weights' mean/std, not ImageNet's
-    assert torch.allclose(task.test.eval_source[p][0], expect, atol=1e-5)
+    src = task.test.eval_source
+    item = src[p][0]
+    if item.dtype == torch.uint8:   # uint8 on the wire, normalised on arrival (molere.data.normalized)
+        item = normalized(item[None], *src.normalize)[0]
+    assert torch.allclose(item, expect, atol=1e-5)
 
 
 # ---- ImageNet-100 ------------------------------------------------------------------------------------

@@ -141,6 +141,7 @@ def test_a_trial_makes_one_end_of_trial_pass_per_split(tmp_path, monkeypatch, me
     sizes = {"train": len(task.train), "val": len(task.val), "test": len(task.test),
              "selection": len(task.selection)}
     expected = list(sizes.values())   # ERM too: its out-of-fold models are jobs of their own, when planned
+    expected.append(min(TrainConfig().guard.examples, len(task.train)))   # the divergence guard's sample, per epoch
     assert sorted(passes) == sorted(expected), (passes, expected)
     assert {"test/acc", "val/acc", "train/acc_observed"} <= set(result["metrics"])
     if method == "erm":   # the pool margins come from the train and val passes, in pool order

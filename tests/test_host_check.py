@@ -27,7 +27,8 @@ def imagenet_trials(tmp_path, **train):
 
 
 def test_loader_need_counts_uint8_batches_in_flight(tmp_path):
-    erm, mwn = [t for t in imagenet_trials(tmp_path, batch_size=128) if t.labels["seed"] == 0]
+    erm, mwn = [t for t in imagenet_trials(tmp_path, batch_size=128)
+                if t.labels["seed"] == 0 and t.labels["method"] in ("erm", "mwn")]   # not erm_train_val
     assert host.loader_need(erm, cpus=8) == (7, 2 * 7 * (128 + 512) * 3 * 224 * 224)   # ~1.35 GB
     workers, _ = host.loader_need(mwn, cpus=8)
     assert workers == 7                                    # streams share the trial's workers, never more

@@ -150,23 +150,26 @@ def legends(monkeypatch):
     return seen
 
 
+CLASS_W = "Class-W (observed-label meta set, val split)"   # the label states the declared meta set
+
+
 def check_report(root, out, seen):
     build_report(root, out)
     results = pd.read_csv(out / "tables" / "results.csv").set_index("method")
-    assert results.loc["class_weights", "label"] == "Class-W"
+    assert results.loc["class_weights", "label"] == CLASS_W
     assert results.loc["class_weights", "gain over ERM (pts) [95% CI], p"].startswith("+5.00 [")
     assert results.loc["erm", "gain over ERM (pts) [95% CI], p"] == "reference"
     meta = pd.read_csv(out / "tables" / "meta_effect.csv").set_index("method")
     row = meta.loc["class_weights"]
-    assert (row["label"], row["control"], row["control label"]) == ("Class-W", "class_weights_control",
+    assert (row["label"], row["control"], row["control label"]) == (CLASS_W, "class_weights_control",
                                                                     "ERM, meta set withheld")
     assert row["method − control (pts)"].startswith("+6.00 [")
     gains = seen["gains.png"]["Other baselines and same-split ERM controls"]
-    assert gains == ["ERM (train+val)", "Class-W", "ERM, meta set withheld"]
-    assert seen["training_curves.png"]["rows"] == ["ERM", "ERM (train+val)", "Class-W", "ERM, meta set withheld"]
+    assert gains == ["ERM (train+val)", CLASS_W, "ERM, meta set withheld"]
+    assert seen["training_curves.png"]["rows"] == ["ERM", "ERM (train+val)", CLASS_W, "ERM, meta set withheld"]
     same = pd.read_csv(out / "tables" / "same_data.csv").set_index("method")
     assert same.loc["class_weights", "same-data reference"] == "ERM (train+val)"
-    assert {"Class-W − ERM", "ERM, meta set withheld − ERM"} <= set(seen["margin_deltas_digits_clean.png"]["panels"])
+    assert {f"{CLASS_W} − ERM", "ERM, meta set withheld − ERM"} <= set(seen["margin_deltas_digits_clean.png"]["panels"])
     assert F.color("class_weights") == F.color("class_weights_control") == "#7f7f7f"
 
 

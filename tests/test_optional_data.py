@@ -16,7 +16,8 @@ TESTS = Path(__file__).resolve().parent
 MARKER = "needs_fashion_mnist"
 # tests that name the data set without reading the installed copy (why)
 NO_DATA_READ = {"test_cli.py::test_list_shows_every_registry": "checks the name in `benchmarks.list`",
-                "test_sweep_schema.py::test_full_data_override_of_fashion_mnist_sweep": "plans the sweep only"}
+                "test_sweep_schema.py::test_full_data_override_of_fashion_mnist_sweep": "plans the sweep only",
+                "test_stability.py::test_the_stability_sweeps_cover_every_registered_method": "loads the sweep only"}
 OWN_COPY = ("fake_fashion", "root")   # a call or keyword that gives the loader its own (fake) copy
 
 

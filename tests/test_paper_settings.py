@@ -276,7 +276,7 @@ def test_iwildcam_macro_f1_in_the_report_of_a_fake_wilds_store(tmp_path):
     import pandas as pd
     table = pd.read_csv(out["tables"]["accuracy_test_F1-macro_all"]["csv"])
     erm = [f1[("erm", s)] for s in (0, 1)]
-    assert table["erm"].item().startswith(f"{100 * np.mean(erm):.2f} ± ")
+    assert table["erm"].item().startswith(f"{100 * np.mean(erm):.2f} [")   # mean [95% CI]
     trials = pd.read_csv(out["trials_csv"])
     gain = 100 * (f1[("mwn", 0)] - f1[("erm", 0)])
     from benchmarks.report.collect import collect

@@ -147,7 +147,13 @@ def test_store_and_in_process_out_of_fold_margins_agree_and_the_dependant_record
     from benchmarks.trial.execute import prepare
     task, device, factory = prepare(cfg)
     pool = task.pool()
-    local = crossfit_margins(pool, task, cfg.train, RunContext(seed=0, model_factory=factory), 2, torch.device("cpu"))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)   # a trial's threads (trial_threads: 1 by default), as run_fold and run_trial use
+    try:
+        local = crossfit_margins(pool, task, cfg.train, RunContext(seed=0, model_factory=factory), 2,
+                                 torch.device("cpu"))
+    finally:
+        torch.set_num_threads(threads)
     by_id = dict(zip(stored.ids.tolist(), stored.margins.tolist()))
     assert np.array_equal(np.array([by_id[i] for i in pool.ids.tolist()], dtype=np.float32), local)
     # a dependant records the fold files it used; a changed fold makes it untrusted (rerun)

@@ -110,7 +110,9 @@ def test_report_renders_the_whole_store_or_the_subset_asked(tmp_path, fake_runs,
     assert "2 done" in out and "report-method-mwn_seed-0" in out     # mwn seed 0 with its ERM partner
     trials = (store / "report-method-mwn_seed-0" / "trials.csv").read_text()
     assert trials.count("\n") == 3 and (store / "report" / "index.html").exists()
-    assert report_main([str(store), "--only", "method=nope"]) == 2
+    with pytest.raises(SystemExit) as exc:
+        report_main([str(store), "--only", "method=nope"])
+    assert exc.value.code == 2
     assert "method: nope not in this store" in capsys.readouterr().err
 
 

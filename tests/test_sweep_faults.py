@@ -102,14 +102,14 @@ def test_damaged_outputs_are_rerun_exactly_and_named_by_the_report(tmp_path, env
     assert any(runs["erm", 0].path.name in n and "metrics.jsonl changed" in n for n in untrusted)
     r = sweep(path, env, timeout=600)
     assert r.returncode == 0, r.stderr
-    assert r.stderr.count("not trusting trial") == 3 and "running 3 of 4 trials" in r.stderr
+    assert r.stderr.count("not trusting trial") == 3 and "running 3 of 6 trials" in r.stderr   # 4 + erm_train_val
     after = stamps(runs)
     # redone: exactly the damaged ones; lrw_easy seed 1 kept (its rerun ERM gave the same margins)
     assert {k for k in runs if after[k] != before[k]} == {("lrw_easy", 0), ("erm", 1), ("erm", 0)}
     assert all(run.status == "done" for run in runs.values())
     assert [row["epoch"] for row in runs["erm", 0].metrics()] == [1, 2]
     report = build_report(tmp_path / "results" / "s")
-    assert report["counts"] == {"done": 4} and not [n for n in report["notes"] if "not trusted" in n]
+    assert report["counts"] == {"done": 6} and not [n for n in report["notes"] if "not trusted" in n]
     stale = tmp_path / "results" / "s" / ".ray" / "tune" / "experiment_state.json"   # as a kill leaves it
     stale.parent.mkdir(parents=True)
     stale.write_text('{"trials": [')

@@ -114,10 +114,10 @@ def plan(tmp_path) -> list[dict]:
 def test_sweep_store_rerun_erm_once_and_wandb(tmp_path, env):
     path = sweep_file(tmp_path, methods={"erm": {}, "lrw_easy": {}, "lrw_random": {}, "lrw_hard": {}},
                       seeds=[0, 1], wandb={"mode": "offline", "project": "p", "log_every_steps": 2})
-    r = sweep(path, env, timeout=420)   # 12 Ray trials: 8 and the 2 out-of-fold ERM models of each seed
+    r = sweep(path, env, timeout=420)   # 14 Ray trials: 8, erm_train_val and 2 out-of-fold ERM models per seed
     assert r.returncode == 0, r.stderr
     runs = trials(tmp_path)
-    assert len(runs) == 8 and all(run.status == "done" for run in runs.values())
+    assert len(runs) == 10 and all(run.status == "done" for run in runs.values())   # + erm_train_val x 2
     entries = {e["trial_id"]: e for e in plan(tmp_path)}
     assert set(entries) == set(runs)
     assert (tmp_path / "results" / "s" / "sweep.yaml").exists()
@@ -125,7 +125,7 @@ def test_sweep_store_rerun_erm_once_and_wandb(tmp_path, env):
     erm = [t for t, e in entries.items() if e["labels"]["method"] == "erm"]
     assert len(erm) == 2
     for tid, e in entries.items():
-        if e["labels"]["method"] != "erm":
+        if e["labels"]["method"] not in ("erm", "erm_train_val"):   # the same-data reference uses none
             assert e["erm_trial_id"] in erm
             assert runs[tid].result()["method_info"]["erm_pass"] == "reused"
     # the offline W&B runs: group, job type, tags, final accuracy, margin histogram, gain over ERM
@@ -157,7 +157,7 @@ def test_sweep_store_rerun_erm_once_and_wandb(tmp_path, env):
     # a rerun runs nothing; deleting one completion marker reruns exactly that trial
     stamps = {t: run.file("config.json").stat().st_mtime_ns for t, run in runs.items()}
     r = sweep(path, env)
-    assert r.returncode == 0 and "running" not in r.stderr and "8 trials: 8 done" in r.stdout
+    assert r.returncode == 0 and "running" not in r.stderr and "10 trials: 10 done" in r.stdout
     assert {t: run.file("config.json").stat().st_mtime_ns for t, run in runs.items()} == stamps
     victim = next(t for t, e in entries.items() if e["labels"]["method"] == "lrw_hard")
     runs[victim].file("done").unlink()

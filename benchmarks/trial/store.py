@@ -13,7 +13,7 @@
 
 A trial is done only when its outputs check out (`RunDir.problem()`): result.json parses, names the trial
 of config.json, every file it lists (with size and sha256 recorded at completion) is unchanged, its
-metrics.jsonl holds epochs 1..E once each in order, and a trial's ERM reference (and its out-of-fold models)
+metrics.jsonl holds each epoch once, in order, and a trial's ERM reference (and its out-of-fold models)
 still has the margins it used. Anything else is not trusted (rerun).
 Statuses: done, diverged (both FINISHED: never rerun), failed, incomplete, absent.
 """
@@ -95,12 +95,13 @@ def _fsync_path(path: Path) -> None:
 
 
 def epoch_disorder(rows: list[dict]) -> str | None:
-    """Why the epoch rows of metrics.jsonl are not 1, 2, ..., E once each (two runs wrote them?), or None."""
+    """Why the epoch rows of metrics.jsonl are not strictly increasing (out of order or duplicated: two runs
+    wrote them?), or None."""
     epochs = [r.get("epoch") for r in rows]
-    if epochs == list(range(1, len(epochs) + 1)):
+    if all(isinstance(a, int) and isinstance(b, int) and a < b for a, b in zip(epochs, epochs[1:])):
         return None
     shown = ", ".join(map(str, epochs[:12])) + (", …" if len(epochs) > 12 else "")
-    return f"metrics.jsonl has epoch rows [{shown}], not 1..{len(epochs)} once each in order"
+    return f"metrics.jsonl has epoch rows [{shown}], not strictly increasing (each epoch once, in order)"
 
 
 def fingerprint(path: Path) -> dict:

@@ -9,7 +9,7 @@ from pydantic import Field
 from torchvision.datasets.folder import IMG_EXTENSIONS, make_dataset
 
 from benchmarks.data.datasets.common import DataMissingError
-from benchmarks.data.datasets.files import DEVKIT, ImageNet, _folder_kind
+from benchmarks.data.datasets.files import DEVKIT, ImageNet, _folder_kind, imagenet_meta
 from benchmarks.registry import register_dataset
 from molere.config import ConfigError
 
@@ -56,8 +56,7 @@ class ImageNet100(ImageNet):
                     self._fail(os.path.join(folder, absent[0]), f"a folder for each of the {len(wnids)} listed "
                                f"classes ({len(absent)} missing)", root)
         if os.path.exists(os.path.join(root, DEVKIT)):
-            from torchvision.datasets.imagenet import load_meta_file
-            known = load_meta_file(root)[0]
+            known = imagenet_meta(root)[0]   # the devkit's synsets, ROOT never written
             absent = [w for w in wnids if w not in known]
             if absent:
                 self._fail(os.path.join(root, DEVKIT), f"synsets for the listed classes ({absent[0]} and "
