@@ -4,7 +4,8 @@ After every epoch (`TrainConfig.guard`, `molere.config.GuardConfig`) a trial is 
 `patience` consecutive epochs,
   - its training loss exceeds `loss_ratio` times the first epoch's, or
   - one class takes `collapse_share` of the predictions on a fixed sample of training examples (the guard
-    examples) while holding under half that share of their labels, or
+    examples) while holding under half that share of their labels, after an earlier epoch was `peak_margin`
+    above chance (a model that has not learned yet, e.g. a long tail's first steps, has not collapsed), or
   - its accuracy on the guard examples (observed labels) is within `chance_margin` of chance (the largest
     label share) after an earlier epoch was `peak_margin` above it;
 and at once when a training loss is not finite. Only training data is looked at, never test or selection
@@ -84,10 +85,10 @@ class DivergenceGuard:
             share = np.bincount(preds, minlength=self.num_classes) / len(preds)
             top = int(share.argmax())
             acc = float((preds == self.examples.labels.numpy()).mean())
+            learned = self.best_acc >= self.chance + self.cfg.peak_margin   # at an earlier epoch
             found["collapse"] = bool(share[top] >= self.cfg.collapse_share
-                                     and self.label_share[top] < self.cfg.collapse_share / 2)
-            found["chance"] = bool(acc <= self.chance + self.cfg.chance_margin
-                                   and self.best_acc >= self.chance + self.cfg.peak_margin)
+                                     and self.label_share[top] < self.cfg.collapse_share / 2 and learned)
+            found["chance"] = bool(acc <= self.chance + self.cfg.chance_margin and learned)
             self.best_acc = max(self.best_acc, acc)
             out.update({"guard/top_class_share": float(share[top]), "guard/train_acc_observed": acc})
         for name in CRITERIA:

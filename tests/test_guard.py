@@ -67,6 +67,23 @@ def test_collapse_criterion():
     assert g.divergence.criterion == "collapse" and g.divergence.epoch == 2
 
 
+def test_a_model_that_has_not_learned_yet_has_not_collapsed():
+    """A long tail's first epochs: every prediction is the head class (40% of the labels) before any epoch was
+    above chance; then the model learns. Not diverged (before: stopped at epoch 2 as 'collapse')."""
+    labels = torch.tensor([0] * 80 + [1] * 60 + [2] * 40 + [3] * 20)
+    g, t = guard(labels=labels)
+    t.predict = torch.zeros_like
+    for epoch in (1, 2, 3):
+        g.after_epoch(t, epoch, 2.0 - 0.1 * epoch)
+    assert g.divergence is None
+    t.predict = lambda y: y
+    g.after_epoch(t, 4, 1.0)
+    t.predict = torch.zeros_like   # after learning, the same collapse counts
+    g.after_epoch(t, 5, 1.0)
+    g.after_epoch(t, 6, 1.0)
+    assert g.divergence is not None and g.divergence.criterion == "collapse" and g.divergence.epoch == 6
+
+
 def test_chance_criterion_needs_an_earlier_peak():
     g, t = guard(patience=1)
     g.after_epoch(t, 1, 2.0)
