@@ -12,7 +12,7 @@ from typing import NoReturn
 from molere.config import ConfigError
 from molere.registry import UnknownNameError
 
-from benchmarks.data.datasets.common import DataMissingError
+from benchmarks.data.errors import DataMissingError
 
 BAD_INPUT = (ConfigError, UnknownNameError, DataMissingError)
 MAX_CHARS = 1000
