@@ -9,8 +9,8 @@ import torch
 
 from molere.data import Batch
 from molere.diagnostics import aligned, weight_diagnostics
+from molere.evaluation import Outputs
 from molere.forward import BatchOutputs
-from molere.trainer import Outputs
 
 
 class RecordedWeights:

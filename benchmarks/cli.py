@@ -12,7 +12,9 @@ from typing import NoReturn
 from molere.config import ConfigError
 from molere.registry import UnknownNameError
 
-BAD_INPUT = (ConfigError, UnknownNameError)   # and DataMissingError, looked up when raised (its package imports torch)
+from benchmarks.data.errors import DataMissingError
+
+BAD_INPUT = (ConfigError, UnknownNameError, DataMissingError)
 MAX_CHARS = 1000
 
 
@@ -28,10 +30,7 @@ def bad_input_exits(prog: str):
     """Turn bad-input exceptions into `prog: error: <one line>` and exit status 2."""
     try:
         yield
-    except Exception as exc:  # noqa: BLE001 - anything else is raised again
-        from benchmarks.data.datasets.common import DataMissingError
-        if not isinstance(exc, (*BAD_INPUT, DataMissingError)):
-            raise
+    except BAD_INPUT as exc:
         fail(prog, str(exc))
 
 

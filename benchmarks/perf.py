@@ -10,154 +10,55 @@ Train-twice methods and JTT get fixed reference margins (their ERM pass is a sep
 are timed past their warm-ups (splitter active, probe set filled), MBR past its burn-in, RHO-loss with a
 one-epoch IL model (its set-up, not timed), and every trainer has run its first
 `on_epoch_start` before a step is timed, so each row is the method's steady-state cost.
-
-Image settings (`resnet50`, `vit_b16`, ...; `--device cuda`, synthetic ImageNet-size data kept on the
-device): every method at its defaults (plus head-only and finite_diff rows), fp32 and bf16 trainers
-timed by whole epochs of five batches (one meta step of LRW/MOLERE's Q = 5; MOLERE's pool pass and FSR's
-refill included): training images/s, the epoch's peak memory above what the trainer held before it (CUDA),
-and both as ratios to ERM of the same precision. On CPU all trainers are built side by side and timed
-interleaved; on CUDA one is resident at a time (built, timed, freed: `--resident`).
+Image settings (`resnet50`, `vit_b16`, ...; `--device cuda`): benchmarks/perf_image.py.
 """
 from __future__ import annotations
 
 import argparse
-import gc
 import json
 import os
 import subprocess
 import sys
 import time
-from contextlib import nullcontext
 
 import numpy as np
 
 from . import perf_trial
 from .cli import Parser, at_least, bad_input_exits, check_device, positive_float, writable_file
+from .perf_image import IMAGE_MODELS, image_setting
+from .perf_setup import FD, FD1, SETTINGS, build, stream, sync
 
 # torch, the registries and the models are imported in the functions that use them: `--help` stays fast
 
 PROG = "benchmarks.perf"
 
-SETTINGS = {  # name -> (model, input shape, training examples)
-    "cnn-digits": ("cnn", (1, 8, 8), 1280),
-    "cnn-fashion": ("cnn", (1, 28, 28), 1280),
-    "mlp-digits": ("mlp", (1, 8, 8), 1280),
-    "mlp-fashion": ("mlp", (1, 28, 28), 1280),
-}
 # per-step rows: (label, method, hparams) with the meta update at every step
 STEP_ROWS = [("erm", "erm", {}), ("mwn", "mwn", {}), ("l2rw", "l2rw", {}),
              ("lrw (Q=1)", "lrw", {"meta_every": 1}),
              ("lrw head-only (Q=1)", "lrw", {"meta_every": 1, "lookahead_scope": "head"}),
              ("fsr (head-only)", "fsr", {}), ("molere (Q=1)", "molere", {"meta_every": 1})]
-FD = {"hypergrad": "finite_diff"}                    # central difference
-FD1 = {"hypergrad": "finite_diff", "fd_scheme": "one_sided"}
 STEP_ROWS += [(f"{lbl}, {name}", m, {**hp, **fd}) for name, fd in (("finite_diff", FD), ("one-sided fd", FD1))
               for lbl, m, hp in STEP_ROWS if m in ("mwn", "l2rw", "lrw", "molere")]
 # the reweighting baselines of issue 21 (MBR past its burn-in; RHO-loss selects 128 of 1280 candidates)
 STEP_ROWS += [("mbr", "mbr", {"burn_in": 0.0}), ("rho_loss", "rho_loss", {}), ("maple", "maple", {}),
               ("stablenet", "stablenet", {}), ("bilaw", "bilaw", {}), ("gdw", "gdw", {}), ("jtt", "jtt", {})]
-# set-up knobs every timed trainer starts past: warm-ups and burn-ins done, a one-epoch IL model (RHO-loss)
-STEADY = {"warmup_epochs": 0, "burn_in": 0.0, "il_epochs": 1}
 # per-epoch rows beyond every method's defaults: (label, method, hparams)
 EPOCH_ROWS = [("lrw head-only", "lrw", {"lookahead_scope": "head"}),
               ("lrw, finite_diff", "lrw", FD), ("lrw, one-sided fd", "lrw", FD1),
               ("molere, finite_diff", "molere", FD), ("molere, one-sided fd", "molere", FD1)]
 
 
-# image settings: name -> model; synthetic ImageNet-size data (--image-size, --classes), 5 batches a epoch
-IMAGE_MODELS = {"resnet50": "timm/resnet50", "vit_b16": "timm/vit_base_patch16_224",
-                "resnet18": "timm/resnet18", "vit_tiny": "timm/vit_tiny_patch16_224"}
-HEAD = {"lookahead_scope": "head"}
-IMAGE_EXTRA_ROWS = [("lrw, head-only", "lrw", HEAD), ("mwn, head-only", "mwn", HEAD), ("l2rw, head-only", "l2rw", HEAD),
-                    ("molere, head-only", "molere", HEAD), ("molere, finite_diff", "molere", FD)]
-
-
-def synthetic_task(shape: tuple, n: int, classes: int = 10, seed: int = 0, device: str = "cpu") -> TaskData:
-    import torch
-
-    from molere.data import ExampleSet, TaskData
-    g = torch.Generator().manual_seed(seed)
-
-    def make(m, offset):
-        y = torch.arange(m) % classes
-        return ExampleSet(y, x=torch.rand(m, *shape, generator=g).to(device), ids=torch.arange(m) + offset)
-    return TaskData("perf", train=make(n, 0), val=make(n // 5, n), test=make(256, 2 * n),
-                    num_classes=classes, input_shape=shape)
-
-
-class FixedReference:
-    """Stands in for a stored ERM run: fixed random margins, so no ERM pass is timed or trained."""
-
-    def __init__(self, task: TaskData):
-        import torch
-        ids = torch.cat([task.train.ids, task.val.ids]).numpy()
-        self.margins = (ids, np.random.default_rng(0).uniform(-1, 1, len(ids)))
-
-    def pool_margins(self):
-        from molere.reference import ReferenceMargins
-        return ReferenceMargins(*self.margins)
-
-    def oof_margins(self, folds: int):
-        from molere.reference import ReferenceMargins
-        return ReferenceMargins(*self.margins)
-
-    def test_outputs(self):
-        return None
-
-
-def build(method: str, hparams: dict, setting: str, batch_size: int, epochs: int = 1000, device: str = "cpu",
-          precision: str = "fp32", task: TaskData | None = None, factory=None):
-    """A trainer on a synthetic task of the setting's shape (or the given task and model factory);
-    MOLERE starts past its warm-up."""
-    import torch
-
-    from molere.config import TrainConfig
-    from molere.registry import METHODS
-    from molere.trainer import RunContext
-
-    from . import catalog  # noqa: F401  (registers the methods)
-    from .models import model_factory
-    if task is None:
-        arch, shape, n = SETTINGS[setting]
-        task = synthetic_task(shape, n, device=device)
-        factory = model_factory(arch, task.num_classes, shape, {})
-    torch.manual_seed(0)
-    cls = METHODS.get(method)
-    hparams = {**STEADY, **hparams}
-    hp = cls.Hparams.model_validate({k: v for k, v in hparams.items() if k in cls.Hparams.model_fields})
-    cfg = TrainConfig(epochs=epochs, batch_size=batch_size, lr=0.05, schedule="constant", device=device,
-                      precision=precision)
-    context = RunContext(seed=0, device=device, model_factory=factory, reference=FixedReference(task))
-    with torch.device(device) if device.startswith("cuda") else nullcontext():   # initialise on the GPU
-        model = factory()
-    trainer = cls(model, task, cfg, hp, context)
-    trainer.on_epoch_start(0)   # steady state before any step is timed (e.g. FSR's probe set, MOLERE's split)
-    return trainer
-
-
-def _stream(trainer):
-    while True:
-        yield from trainer.train_set.batches(trainer.cfg.batch_size, shuffle=True, generator=trainer.generator,
-                                             drop_last=True)
-
-
-def _sync(trainer) -> None:
-    if trainer.device.type == "cuda":
-        import torch
-        torch.cuda.synchronize(trainer.device)
-
-
 def time_steps(trainers: dict, rounds: int, warmup: int = 5) -> dict[str, float]:
     """Median ms per real step, interleaved across trainers."""
-    streams = {k: _stream(t) for k, t in trainers.items()}
+    streams = {k: stream(t) for k, t in trainers.items()}
     times = {k: [] for k in trainers}
     for r in range(warmup + rounds):
         for k, t in trainers.items():
             batch = next(streams[k])
-            _sync(t)
+            sync(t)
             t0 = time.perf_counter()
             t.train_step(batch)
-            _sync(t)
+            sync(t)
             if r >= warmup:
                 times[k].append(time.perf_counter() - t0)
     return {k: 1e3 * float(np.median(v)) for k, v in times.items()}
@@ -168,10 +69,10 @@ def time_epochs(trainers: dict, repeats: int) -> dict[str, float]:
     times = {k: [] for k in trainers}
     for _ in range(repeats):
         for k, t in trainers.items():
-            _sync(t)
+            sync(t)
             t0 = time.perf_counter()
             t.train_epoch()
-            _sync(t)
+            sync(t)
             times[k].append(time.perf_counter() - t0)
     return {k: float(np.median(v)) for k, v in times.items()}
 
@@ -204,116 +105,6 @@ def peak_memory_mb(method: str, hparams: dict, setting: str, batch_size: int, de
             f"print(step_peak_mb({method!r}, {hparams!r}, {setting!r}, {batch_size}))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     return float(out.stdout.strip().splitlines()[-1])
-
-
-def image_builders(name: str, a: argparse.Namespace, device: str) -> dict[tuple[str, str], object]:
-    """(precision, row) -> a function building its trainer: every method of the image setting `name`, one task
-    and initial weights; ERM first, each row's precisions next to each other."""
-    from molere.registry import METHODS
-
-    from .models import model_factory
-    shape = (3, a.image_size, a.image_size)
-    task = synthetic_task(shape, 5 * a.batch_size, a.classes, device=device)
-    factory = model_factory(IMAGE_MODELS[name], a.classes, shape, {})
-    rows = [(m, m, {}) for m in ["erm"] + [m for m in METHODS.names() if m != "erm"]] + IMAGE_EXTRA_ROWS
-    rows = [r for r in rows if a.methods is None or r[1] in a.methods or r[1] == "erm"]
-    return {(prec, lbl): (lambda m=m, hp=hp, prec=prec: build(m, hp, name, a.batch_size, device=device, precision=prec,
-                                                           task=task, factory=factory))
-            for lbl, m, hp in rows for prec in a.precisions}
-
-
-def image_trainers(name: str, a: argparse.Namespace, device: str) -> dict[tuple[str, str], object]:
-    """(precision, row) -> trainer, all built (for timing them interleaved)."""
-    return {k: make() for k, make in image_builders(name, a, device).items()}
-
-
-def time_one_at_a_time(builders: dict, repeats: int, warmup: int, time_limit: float | None) -> dict:
-    """`time_image_epochs` row by row: each trainer is built, timed and freed (GPU memory emptied) before the
-    next, so one is resident at a time. After `time_limit` seconds no new row starts (reported skipped)."""
-    import torch
-    deadline = None if time_limit is None else time.monotonic() + time_limit
-    out = {}
-    for k, make in builders.items():
-        if deadline is not None and time.monotonic() > deadline:
-            out[k] = {"error": "skipped (time limit)"}
-            continue
-        try:
-            out[k] = time_image_epochs({k: make()}, repeats, warmup, None)[k]
-        except torch.cuda.OutOfMemoryError:   # while building it
-            out[k] = {"error": "out of memory"}
-        gc.collect()
-        if torch.cuda.is_available():
-            torch.cuda.empty_cache()
-    return out
-
-
-def time_image_epochs(trainers: dict, repeats: int, warmup: int, time_limit: float | None) -> dict:
-    """Per trainer: median training images/s over whole epochs (interleaved), epoch seconds and the
-    epochs' peak memory above what the trainer held before (CUDA; None on CPU). A trainer that runs out
-    of GPU memory is reported as such and dropped; the others go on. After `time_limit` seconds no new
-    round starts once one has been timed."""
-    import torch
-    deadline = None if time_limit is None else time.monotonic() + time_limit
-    secs, images, peaks, failed = {k: [] for k in trainers}, {}, {}, {}
-    for r in range(warmup + repeats):
-        for k, t in list(trainers.items()):
-            cuda = t.device.type == "cuda"
-            try:
-                _sync(t)
-                if cuda:
-                    torch.cuda.reset_peak_memory_stats(t.device)
-                    held = torch.cuda.memory_allocated(t.device)
-                t0 = time.perf_counter()
-                t.train_epoch()
-                _sync(t)
-            except torch.cuda.OutOfMemoryError:
-                failed[k] = "out of memory"
-            if k in failed:
-                trainers.pop(k)
-                t = None
-                gc.collect()
-                torch.cuda.empty_cache()
-                continue
-            if r >= warmup:
-                secs[k].append(time.perf_counter() - t0)
-                images[k] = len(t.train_set)
-                if cuda:
-                    peak = (torch.cuda.max_memory_allocated(t.device) - held) / 2**20
-                    peaks[k] = max(peaks.get(k, 0.0), peak)
-        if deadline is not None and r >= warmup and time.monotonic() > deadline:
-            break
-    out = {}
-    for k in secs:
-        if k in failed:
-            out[k] = {"error": failed[k]}
-        elif secs[k]:
-            sec = float(np.median(secs[k]))
-            out[k] = {"images_per_s": images[k] / sec, "epoch_s": sec, "peak_mb": peaks.get(k), "epochs": len(secs[k])}
-    return out
-
-
-def print_image_table(name: str, results: dict, precisions: list[str]) -> None:
-    rows = list(dict.fromkeys(lbl for _, lbl in results))
-    cols = "".join(f" | {p} img/s | x ERM | {p} +peak MB | x ERM" for p in precisions)
-    speed = " | bf16/fp32 img/s" if {"fp32", "bf16"} <= set(precisions) else ""
-    print(f"\n| {name} row{cols}{speed} |\n|---{'|---' * (4 * len(precisions) + bool(speed))}|")
-    for lbl in rows:
-        cells = []
-        for p in precisions:
-            r, erm = results.get((p, lbl), {}), results.get((p, "erm"), {})
-            if "images_per_s" not in r:
-                cells += [r.get("error", "-"), "", "", ""]
-                continue
-            ips, mem = r["images_per_s"], r["peak_mb"]
-            ratio = f"{erm['images_per_s'] / ips:.2f}" if "images_per_s" in erm else "-"
-            mem_s = "-" if mem is None else f"{mem:.0f}"
-            mem_r = f"{mem / erm['peak_mb']:.2f}" if mem is not None and erm.get("peak_mb") else "-"
-            cells += [f"{ips:.1f}", ratio, mem_s, mem_r]
-        if speed:
-            a, b = results.get(("fp32", lbl), {}), results.get(("bf16", lbl), {})
-            cells.append(f"{b['images_per_s'] / a['images_per_s']:.2f}"
-                         if "images_per_s" in a and "images_per_s" in b else "-")
-        print(f"| {lbl} | " + " | ".join(cells) + " |")
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -376,23 +167,7 @@ def main(argv=None) -> int:
                 json.dump(report, f, indent=2)
     for setting in settings:
         if setting in IMAGE_MODELS:
-            resident = a.resident or ("one" if device == "cuda" else "all")
-            if resident == "one":
-                results = time_one_at_a_time(image_builders(setting, a, device), a.epoch_repeats, a.warmup_epochs,
-                                             a.time_limit)
-            else:
-                results = time_image_epochs(image_trainers(setting, a, device), a.epoch_repeats, a.warmup_epochs,
-                                            a.time_limit)
-            report["settings"][setting] = {
-                "model": IMAGE_MODELS[setting], "image_size": a.image_size, "classes": a.classes,
-                "train_images": 5 * a.batch_size, "resident": resident,
-                "rows": {f"{lbl} [{prec}]": r for (prec, lbl), r in results.items()}}
-            print(f"\n## {setting} ({IMAGE_MODELS[setting]}, {a.image_size}px, {a.classes} classes, batch "
-                  f"{a.batch_size}, {device}{', ' + report['gpu'] if report['gpu'] else ''})")
-            print_image_table(setting, results, a.precisions)
-            gc.collect()
-            if device == "cuda":
-                torch.cuda.empty_cache()   # the next setting starts from an empty device
+            report["settings"][setting] = image_setting(setting, a, device, report["gpu"])
         elif setting == "meta-stream":   # benchmarks/perf_stream.py: does a meta stream keep up?
             from .perf_stream import meta_stream_setting
             report["settings"][setting] = meta_stream_setting(a, device)

@@ -29,7 +29,8 @@ MODES = ("offline", "disabled")
 
 def _specs(folder: Path, mode: str, n: int) -> list[dict]:
     from benchmarks.run import wandb_settings
-    from benchmarks.sweep.schema import expand_trials, load_sweep
+    from benchmarks.sweep.plan import expand_trials
+    from benchmarks.sweep.schema import load_sweep
     from benchmarks.sweep.worker import trial_spec
     path = folder / f"{mode}.yaml"
     path.write_text(SWEEP % (list(range(n)), mode))

@@ -141,7 +141,8 @@ def prepare_folder(out: str, tid: str, force: bool) -> str:
 def trial_spec(cfg, out: str, a: argparse.Namespace, cpus: float | None) -> dict:
     """The sweep worker's spec of this run (same W&B logging, store, checkpoints and thread policy as a sweep
     trial)."""
-    from benchmarks.sweep.schema import hparams_id, regime_label
+    from benchmarks.data.regimes import regime_label
+    from benchmarks.sweep.plan import hparams_id
     from benchmarks.trial.config import erm_reference_config, trial_id
     from benchmarks.trial.wandb_log import git_commit, resolve_mode
     tid, out = trial_id(cfg), os.path.abspath(out)
@@ -162,7 +163,7 @@ def main(argv=None) -> int:
     from benchmarks.cli import bad_input_exits, check_device, existing_dir, writable_dir
     with bad_input_exits(PROG):
         from benchmarks.data.load import check_dataset
-        from benchmarks.sweep.schema import regime_label
+        from benchmarks.data.regimes import regime_label
         from benchmarks.trial.config import resolve, trial_id
         cfg, threads = from_trial(a.config) if a.config else (config_from_args(a), None)
         cfg = resolve(cfg)

@@ -20,9 +20,10 @@ from pydantic import Field
 from .config import ConfigError, Strict
 from .data import Batch, ExampleSet, TaskData
 from .diagnostics import aligned, relative_displacement, weight_diagnostics
+from .evaluation import Outputs
 from .forward import BatchOutputs
 from .lookahead import DetachedWeightsError, Hypergradient, LookAhead
-from .trainer import Outputs, Trainer
+from .trainer import Trainer
 
 
 class MetaHparams(Strict):

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import abc
 import time
-from contextlib import nullcontext
 from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -37,10 +36,9 @@ from torch import nn
 from .budget import data_counts, steps_per_epoch
 from .config import ConfigError, NoHparams, Strict, TrainConfig
 from .data import Batch, ExampleSet, Loading, Stream, TaskData, name_key
-from .evaluation import due_splits, eval_interval, mask_to
+from .evaluation import Outputs, due_splits, eval_interval, split_metrics, split_outputs
 from .forward import BatchOutputs, head_inputs
 from .guard import DivergenceGuard, NonFiniteLossError
-from .margins import probabilistic_margin
 from .optim import make_optimizer, make_schedule, per_step  # noqa: F401  (make_optimizer: re-exported)
 from .precision import autocast, prepare
 from .reference import Reference, ReferenceNeeds, ReferenceService
@@ -69,18 +67,6 @@ class RunContext:
     callbacks: list = field(default_factory=list)
     run_config: dict = field(default_factory=dict)   # the resolved trial config, for reference-run keys
     cpus: float | None = None        # CPUs the trial was given (default DataLoader workers); None = all visible
-
-
-@dataclass
-class Outputs:
-    """Per-example evaluation outputs of one split."""
-    ids: np.ndarray
-    labels: np.ndarray
-    preds: np.ndarray
-    margins: np.ndarray
-    groups: np.ndarray | None = None
-    observed_margins: np.ndarray | None = None   # against the observed labels (= margins when asked for those)
-    statistics: dict[str, np.ndarray] = field(default_factory=dict)   # the method's `pass_statistics`, if asked
 
 
 class Trainer(abc.ABC):
@@ -316,37 +302,10 @@ class Trainer(abc.ABC):
         self.model.train(was_training)
         return torch.cat(out) if out else torch.empty(0, self.data.num_classes)
 
-    @torch.no_grad()
     def outputs(self, examples: ExampleSet, true_labels: bool = True, batch_size: int = 512,
                 classes=None, statistics: bool = False) -> Outputs:
-        """Predictions and probabilistic margins (against true labels unless told otherwise; against the
-        observed ones too), batch by batch: the host keeps O(len(examples)) scalars, never the logits.
-        With `classes`, over those classes only (the other logits masked to -inf, the subset-class protocol)."""
-        was_training = self.model.training
-        self.model.eval()
-        preds, margins, observed, stats = [], [], [], defaultdict(list)
-        for b in examples.batches(batch_size, train=False, loading=self.loading):
-            b = b.to(self.device)
-            with head_inputs(self.model) if statistics else nullcontext([]) as feats:
-                z = self.eval_logits(b)
-            if statistics:
-                out = BatchOutputs(z, F.cross_entropy(z, b.y, reduction="none"), feats[0] if feats else None)
-                for k, v in self.pass_statistics(b, out).items():
-                    stats[k].append(v.float().cpu())
-            if classes is not None:
-                z = mask_to(z, classes)
-            y_obs = b.y.to(self.device)
-            m_obs = probabilistic_margin(z, y_obs)
-            preds.append(z.argmax(1).cpu())
-            observed.append(m_obs.cpu())
-            margins.append(probabilistic_margin(z, b.y_true.to(self.device)).cpu() if true_labels else observed[-1])
-        self.model.train(was_training)
-        y = examples.true_labels if true_labels else examples.labels
-        cat = lambda parts, dtype: (torch.cat(parts) if parts else torch.empty(0, dtype=dtype)).numpy()  # noqa: E731
-        return Outputs(ids=examples.ids.numpy(), labels=y.numpy(), preds=cat(preds, torch.long),
-                       margins=cat(margins, torch.float), observed_margins=cat(observed, torch.float),
-                       statistics={k: torch.cat(v).numpy() for k, v in stats.items()},
-                       groups=None if examples.groups is None else examples.groups.numpy())
+        """Per-example predictions and margins of `examples` (`molere.evaluation.split_outputs`)."""
+        return split_outputs(self, examples, true_labels, batch_size, classes, statistics)
 
     def eval_splits(self) -> dict[str, ExampleSet]:
         """The task's evaluation splits, without val where it is training data (no held-out val/* then)."""
@@ -360,17 +319,7 @@ class Trainer(abc.ABC):
                 continue
             observed = name == "selection"   # model selection sees the labels a user has (maybe noisy)
             o = outs[name] = self.outputs(ex, true_labels=not observed, classes=self.data.class_subsets.get(name))
-            correct = o.preds == o.labels
-            metrics[f"{name}/acc"] = float(correct.mean())
-            if observed:
-                metrics[f"{name}/acc_true"] = float((o.preds == ex.true_labels.numpy()).mean())
-            metrics[f"{name}/margin_mean"] = float(o.margins.mean())
-            if o.groups is not None:
-                accs = [correct[o.groups == g].mean() for g in np.unique(o.groups)]
-                metrics[f"{name}/worst_group_acc"] = float(min(accs))
-            if self.data.evaluator is not None and not observed:
-                for k, v in self.data.evaluator(name, torch.as_tensor(o.preds), ex).items():
-                    metrics[f"{name}/{k}"] = float(v)
+            metrics.update(split_metrics(name, o, ex, self.data.evaluator, observed))
         return metrics, outs
 
     # ---- checkpoints -------------------------------------------------------------------------

@@ -11,7 +11,8 @@ import yaml
 from benchmarks import catalog  # noqa: F401  (registers everything)
 from benchmarks import run as run_cli
 from benchmarks.sweep import cost
-from benchmarks.sweep.schema import expand_trials, load_sweep
+from benchmarks.sweep.plan import expand_trials
+from benchmarks.sweep.schema import load_sweep
 from benchmarks.sweep.sizes import Sizes, split_sizes
 
 ROOT = Path(__file__).resolve().parents[1]

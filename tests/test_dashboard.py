@@ -11,7 +11,8 @@ import yaml
 from benchmarks import dashboard
 from benchmarks.report import build_report
 from benchmarks.run import wandb_settings, write_plan
-from benchmarks.sweep.schema import expand_trials, load_sweep
+from benchmarks.sweep.plan import expand_trials
+from benchmarks.sweep.schema import load_sweep
 from benchmarks.sweep.worker import run_one, trial_spec
 from benchmarks.report.wandb_reader import read_attempts, run_dirs
 

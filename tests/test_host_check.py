@@ -7,7 +7,8 @@ import yaml
 
 from benchmarks import run as run_cli
 from benchmarks.sweep import host
-from benchmarks.sweep.schema import expand_trials, load_sweep
+from benchmarks.sweep.plan import expand_trials
+from benchmarks.sweep.schema import load_sweep
 from molere.config import ConfigError
 from tests import fakes
 

@@ -16,7 +16,8 @@ import benchmarks.catalog  # noqa: F401  (registers everything)
 from benchmarks.data.load import DatasetConfig, load_task
 from benchmarks.data.regimes import RegimeConfig
 from benchmarks.models import build_model
-from benchmarks.sweep.schema import expand_trials, load_sweep
+from benchmarks.sweep.plan import expand_trials
+from benchmarks.sweep.schema import load_sweep
 from molere.config import ConfigError, TrainConfig
 from molere.registry import METHODS
 from molere.trainer import RunContext, Trainer

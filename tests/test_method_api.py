@@ -15,7 +15,8 @@ from benchmarks.models import build_model
 from benchmarks.report import build_report
 from benchmarks.report import figures as F
 from benchmarks.trial.store import RunDir, write_json
-from benchmarks.sweep.schema import expand_trials, load_sweep
+from benchmarks.sweep.plan import expand_trials
+from benchmarks.sweep.schema import load_sweep
 from molere.config import ConfigError, TrainConfig
 from molere.registry import METHODS, MethodCard, load_plugins
 from molere.lookahead import DetachedWeightsError

@@ -253,7 +253,8 @@ def test_train_transform_equals_timms_for_the_pretrained_config(imagenet, arch):
 def test_iwildcam_macro_f1_in_the_report_of_a_fake_wilds_store(tmp_path):
     from benchmarks.report import build_report
     from benchmarks.run import write_plan
-    from benchmarks.sweep.schema import expand_trials, load_sweep
+    from benchmarks.sweep.plan import expand_trials
+    from benchmarks.sweep.schema import load_sweep
     from benchmarks.trial.execute import run_trial
     wroot = tmp_path / "wilds"
     fakes.make_fake_iwildcam(wroot, size=16)

@@ -9,7 +9,8 @@ import yaml
 
 from benchmarks import run
 from benchmarks.report.paper_numbers import result_names
-from benchmarks.sweep.schema import expand_trials, load_sweep
+from benchmarks.sweep.plan import expand_trials
+from benchmarks.sweep.schema import load_sweep
 from molere.config import ConfigError
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -9,7 +9,7 @@ import torch
 from molere.registry import METHODS
 from molere.reweighting import MetaTrainer
 
-from benchmarks import perf
+from benchmarks import perf, perf_image
 
 
 @pytest.mark.parametrize("label,method,hparams", [r for r in perf.STEP_ROWS if r[1] != "erm"],
@@ -61,7 +61,7 @@ def test_image_settings_time_every_precision_side_by_side(tmp_path, capsys):
 def test_image_trainers_share_weights_and_differ_in_precision():
     import argparse
     a = argparse.Namespace(image_size=32, batch_size=4, classes=10, methods=["lrw"], precisions=["fp32", "bf16"])
-    trainers = perf.image_trainers("vit_tiny", a, "cpu")
+    trainers = perf_image.image_trainers("vit_tiny", a, "cpu")
     assert {k[0] for k in trainers} == {"fp32", "bf16"}
     assert {t.cfg.precision for (p, _), t in trainers.items() if p == "bf16"} == {"bf16"}
     first = [next(t.model.parameters()) for t in trainers.values()]
@@ -81,7 +81,7 @@ def test_a_row_out_of_gpu_memory_is_reported_and_the_others_go_on():
             if self.fail:
                 raise torch.cuda.OutOfMemoryError("CUDA out of memory")
 
-    out = perf.time_image_epochs({"a": Fake(False), "b": Fake(True)}, repeats=2, warmup=0, time_limit=None)
+    out = perf_image.time_image_epochs({"a": Fake(False), "b": Fake(True)}, repeats=2, warmup=0, time_limit=None)
     assert out["b"] == {"error": "out of memory"} and out["a"]["epochs"] == 2
 
 
@@ -159,10 +159,10 @@ def test_one_trainer_is_resident_at_a_time_and_rows_past_the_limit_are_skipped()
         alive.append(weakref.ref(t))
         return t
     builders = {"a": make, "b": lambda: make(fail=True), "c": make}
-    out = perf.time_one_at_a_time(builders, repeats=2, warmup=1, time_limit=None)
+    out = perf_image.time_one_at_a_time(builders, repeats=2, warmup=1, time_limit=None)
     assert out["a"]["epochs"] == 2 and out["b"] == {"error": "out of memory"} and out["c"]["epochs"] == 2
     assert max(most) == 1                                     # never two trainers alive
-    out = perf.time_one_at_a_time({"a": make, "b": make}, repeats=1, warmup=0, time_limit=0.0)
+    out = perf_image.time_one_at_a_time({"a": make, "b": make}, repeats=1, warmup=0, time_limit=0.0)
     assert out["a"] == {"error": "skipped (time limit)"} and out["b"] == out["a"]
 
 

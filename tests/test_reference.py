@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from benchmarks.sweep import references
-from benchmarks.sweep.schema import expand_trials, load_sweep
+from benchmarks.sweep.plan import expand_trials
+from benchmarks.sweep.schema import load_sweep
 from benchmarks.trial.config import TrialConfig, erm_reference_config, resolve, trial_id
 from benchmarks.trial.execute import Checkpointer, run_trial
 from benchmarks.trial.reference import StoreReference, oof_dir, run_fold

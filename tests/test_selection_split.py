@@ -16,7 +16,8 @@ from benchmarks.data.load import DatasetConfig, carve_selection, load_task
 from benchmarks.models import build_model
 from benchmarks.data.regimes import RegimeConfig
 from benchmarks.trial.store import RunDir
-from benchmarks.sweep.schema import expand_trials, load_sweep
+from benchmarks.sweep.plan import expand_trials
+from benchmarks.sweep.schema import load_sweep
 from benchmarks.trial.execute import run_trial
 from molere.config import ConfigError, TrainConfig
 from molere.registry import METHODS

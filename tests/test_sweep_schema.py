@@ -9,7 +9,8 @@ import yaml
 
 from benchmarks import run
 from benchmarks.sweep.search_space import expand
-from benchmarks.sweep.schema import apply_override, expand_trials, load_sweep, parse_only, select
+from benchmarks.sweep.plan import expand_trials, parse_only, select
+from benchmarks.sweep.schema import apply_override, load_sweep
 from molere.config import ConfigError
 
 ROOT = Path(__file__).resolve().parents[1]

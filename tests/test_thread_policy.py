@@ -10,7 +10,8 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.sweep.schema import expand_trials, load_sweep
+from benchmarks.sweep.plan import expand_trials
+from benchmarks.sweep.schema import load_sweep
 from benchmarks.sweep.worker import run_one, trial_spec
 from benchmarks.trial.store import RunDir
 from tests.test_sweep_schema import with_, write

@@ -14,7 +14,8 @@ import yaml
 
 from benchmarks.run import wandb_settings, write_plan
 from benchmarks.trial.store import RunDir
-from benchmarks.sweep.schema import expand_trials, load_sweep
+from benchmarks.sweep.plan import expand_trials
+from benchmarks.sweep.schema import load_sweep
 from benchmarks.sweep.worker import LOG_FILE, run_logged, run_one, trial_spec
 from benchmarks.report.wandb_reader import read_attempts, run_dirs
 from molere.registry import register_method

@@ -63,6 +63,14 @@ class RegimeConfig(Strict):
         return imbalance
 
 
+def regime_label(r: RegimeConfig) -> str:
+    """The regime as it appears in trial labels and tables: clean, symmetric-0.4, longtail-100, ..."""
+    if r.kind == "clean":
+        return "clean"
+    value = r.imbalance if r.kind == "longtail" else r.rate
+    return f"{r.kind}-{value:g}"
+
+
 def regime_rng(seed: int, kind: str, part: str) -> np.random.Generator:
     return np.random.default_rng([seed, _STREAM[kind], _PART[part]])
 

@@ -129,7 +129,7 @@ def calibrate_cpu(trial, sizes, threads: int) -> tuple[float, float]:
     import torch
 
     from benchmarks.models import model_factory
-    from benchmarks.perf import synthetic_task
+    from benchmarks.perf_setup import synthetic_task
     from molere.config import TrainConfig
     from molere.trainer import Trainer
     cfg = trial.config

@@ -2,7 +2,7 @@
 
 Every planned trial carries what its method declares it needs from the reference of its key
 (`PlannedTrial.needs`): the reference trial (pool margins, test outputs; added to the plan by
-`schema.with_references`) and out-of-fold models (`fold_jobs`: exactly K per key and fold count K, none
+`plan.with_references`) and out-of-fold models (`fold_jobs`: exactly K per key and fold count K, none
 when no planned method asks). Those run first; a trial waits for the ones of its key that run now.
 """
 from __future__ import annotations
@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from benchmarks.sweep.schema import PlannedTrial
+from benchmarks.sweep.plan import PlannedTrial
 from benchmarks.sweep.worker import trial_spec
 from benchmarks.trial.config import TrialConfig, erm_reference_config
 from benchmarks.trial.reference import FOLD_JOB, fold_job_id, oof_dir

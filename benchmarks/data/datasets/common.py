@@ -10,9 +10,7 @@ from pydantic import Field
 
 from molere.config import Strict
 
-
-class DataMissingError(FileNotFoundError):
-    """A dataset root or file is missing; the message names the path and how to obtain the data."""
+from benchmarks.data.errors import DataMissingError  # noqa: F401  (raised by every dataset module)
 
 
 def cache_dir(*parts: str) -> str:
