@@ -244,7 +244,10 @@ def finish_synthetic(run, result: dict) -> None:
     (metrics.jsonl, margins.npz) exists before `finish` seals them."""
     import numpy as np
     if not run.file("metrics.jsonl").exists():
-        run.append_metrics({"epoch": result.get("metrics", {}).get("epoch", 1), **result.get("metrics", {})})
+        last = result.get("metrics", {}).get("epoch", 1)
+        for epoch in range(1, last):
+            run.append_metrics({"epoch": epoch})
+        run.append_metrics({**result.get("metrics", {}), "epoch": last})
     if not run.file("margins.npz").exists():
         run.save_margins({"test_ids": np.arange(2), "test_margins": np.zeros(2), "test_labels": np.zeros(2, int),
                           "test_preds": np.zeros(2, int)})

@@ -49,7 +49,8 @@ def build(root, effects=EFFECTS, reproduces="figure1", extra=None):
                 acc = erm_acc if method == "erm" else erm_acc + (gain + _rng(tid).normal(0, noise)) / 100
                 run = RunDir(root / "trials" / tid)
                 run.start({"trial_id": tid, "config": cfg})
-                run.append_metrics({"epoch": 3, "test/acc": acc})
+                for epoch in (1, 2, 3):
+                    run.append_metrics({"epoch": epoch, "test/acc": acc})
                 m = np.clip(erm_m + shift + _rng("d", tid).normal(0, 0.01, N_TEST) * (method != "erm"), -1, 1)
                 run.save_margins({"test_ids": ids, "test_margins": m, "test_labels": ids % 3, "test_preds": ids % 3})
                 metrics = {"epoch": 3, "test/acc": acc, **({f"{extra}/acc": acc - 0.3} if extra else {})}

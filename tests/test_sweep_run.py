@@ -163,7 +163,7 @@ def test_sweep_store_rerun_erm_once_and_wandb(tmp_path, env):
     runs[victim].file("done").unlink()
     r = sweep(path, env)
     assert r.returncode == 0, r.stderr
-    assert "running 1 of 8 trials" in r.stderr
+    assert "running 1 of 10 trials" in r.stderr
     changed = {t for t, run in runs.items() if run.file("config.json").stat().st_mtime_ns != stamps[t]}
     assert changed == {victim} and runs[victim].status == "done"
 

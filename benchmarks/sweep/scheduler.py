@@ -18,6 +18,8 @@ import ray
 from ray import tune
 from ray.tune.search import Searcher
 
+from benchmarks.sweep import daemon_reaper
+
 RAY_ENV = {"RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "disabled",
            "RAY_AIR_NEW_OUTPUT": "0", "WANDB_SILENT": "true"}   # silent Ray; our own progress line
 FORWARD = ("WANDB_", "HF_", "TORCH_HOME", "OMP_NUM_THREADS")
@@ -66,6 +68,7 @@ def start_ray(address: str | None) -> None:
         reachable(address)
         ray.init(address=address, **common)
     else:
+        daemon_reaper.start()      # what this driver starts here dies with it, however it ends
         ray.init(num_cpus=os.cpu_count(), include_dashboard=False, _node_ip_address="127.0.0.1", **common)
 
 

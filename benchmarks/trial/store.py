@@ -95,13 +95,12 @@ def _fsync_path(path: Path) -> None:
 
 
 def epoch_disorder(rows: list[dict]) -> str | None:
-    """Why the epoch rows of metrics.jsonl are not strictly increasing (out of order or duplicated: two runs
-    wrote them?), or None."""
+    """Why the epoch rows of metrics.jsonl are not 1, 2, ..., E once each (two runs wrote them?), or None."""
     epochs = [r.get("epoch") for r in rows]
-    if all(isinstance(a, int) and isinstance(b, int) and a < b for a, b in zip(epochs, epochs[1:])):
+    if epochs == list(range(1, len(epochs) + 1)):
         return None
     shown = ", ".join(map(str, epochs[:12])) + (", …" if len(epochs) > 12 else "")
-    return f"metrics.jsonl has epoch rows [{shown}], not strictly increasing (each epoch once, in order)"
+    return f"metrics.jsonl has epoch rows [{shown}], not 1..{len(epochs)} once each in order"
 
 
 def fingerprint(path: Path) -> dict:
