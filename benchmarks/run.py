@@ -102,7 +102,7 @@ def counts(status: dict[str, str]) -> str:
 
 
 def wandb_settings(sweep: Sweep) -> dict:
-    from benchmarks.trial.wandb_log import git_commit, resolve_mode
+    from benchmarks.wandb_io.log import git_commit, resolve_mode
     w = sweep.wandb
     return {"project": w.project, "entity": w.entity, "mode": resolve_mode(w.mode),
             "dir": str(sweep.directory.resolve() if w.dir is None else w.dir),
@@ -242,7 +242,7 @@ def dashboard(sweep: Sweep, settings: dict) -> None:
     if settings["mode"] == "disabled" or not sweep.wandb.dashboard:
         return
     try:
-        from .dashboard import build_dashboard
+        from benchmarks.wandb_io.dashboard import build_dashboard
         out = build_dashboard(sweep.directory, settings)
         for line in out["messages"]:
             print(line)
@@ -252,7 +252,7 @@ def dashboard(sweep: Sweep, settings: dict) -> None:
 
 
 def check_wandb() -> None:
-    from benchmarks.trial.wandb_log import check_wandb as check
+    from benchmarks.wandb_io.log import check_wandb as check
     check()
 
 
@@ -265,7 +265,7 @@ def main(argv=None) -> int:
     from benchmarks.sweep.per_dataset import models_of
     from benchmarks.sweep.plan import expand_trials, parse_only, select
     from benchmarks.sweep.schema import load_sweep, missing_data
-    from benchmarks.trial.wandb_log import resolve_mode
+    from benchmarks.wandb_io.log import resolve_mode
     from .cli import bad_input_exits
     from .weights import check_pretrained
     with bad_input_exits(PROG):

@@ -144,7 +144,7 @@ def trial_spec(cfg, out: str, a: argparse.Namespace, cpus: float | None) -> dict
     from benchmarks.data.regimes import regime_label
     from benchmarks.sweep.plan import hparams_id
     from benchmarks.trial.config import erm_reference_config, trial_id
-    from benchmarks.trial.wandb_log import git_commit, resolve_mode
+    from benchmarks.wandb_io.log import git_commit, resolve_mode
     tid, out = trial_id(cfg), os.path.abspath(out)
     store = os.path.abspath(a.results) if a.results else None
     labels = {"dataset": cfg.dataset.name, "regime": regime_label(cfg.regime), "method": cfg.method.name,

@@ -9,12 +9,13 @@ import pytest
 import yaml
 
 from benchmarks import dashboard
+from benchmarks.wandb_io import dashboard as wandb_dashboard
 from benchmarks.report import build_report
 from benchmarks.run import wandb_settings, write_plan
 from benchmarks.sweep.plan import expand_trials
 from benchmarks.sweep.schema import load_sweep
 from benchmarks.sweep.worker import run_one, trial_spec
-from benchmarks.report.wandb_reader import read_attempts, run_dirs
+from benchmarks.wandb_io.reader import read_attempts, run_dirs
 
 
 @pytest.fixture(scope="module")
@@ -61,7 +62,7 @@ def metric_keys(runs) -> set:
 
 def test_spec_names_only_keys_the_offline_runs_contain(store):
     sweep, settings = store
-    out = dashboard.build_dashboard(sweep.directory, settings)
+    out = wandb_dashboard.build_dashboard(sweep.directory, settings)
     spec = json.loads((sweep.directory / "dashboard" / "spec.json").read_text())
     assert spec == out["spec"]
     runs = runs_by_kind(sweep)
@@ -80,7 +81,7 @@ def test_spec_names_only_keys_the_offline_runs_contain(store):
             if p.get("x") not in (None, "Step"):
                 assert p["x"] in logged[p["runset"]]
     assert named > 20
-    assert set(spec["grouping"]) <= config and spec["grouping"] == list(dashboard.GROUPING)
+    assert set(spec["grouping"]) <= config and spec["grouping"] == list(wandb_dashboard.GROUPING)
     for col in spec["columns"]:
         section, key = col.split(":", 1)
         assert (f"config.{key.removesuffix('.value')}" in config) if section == "config" else (
@@ -105,7 +106,7 @@ def vals(cfg: dict, dotted: str):
 
 def test_spec_has_the_promised_panels(store):
     sweep, settings = store
-    spec = dashboard.build_dashboard(sweep.directory, settings)["spec"]
+    spec = wandb_dashboard.build_dashboard(sweep.directory, settings)["spec"]
     panels = {s["name"]: s["panels"] for s in spec["sections"]}
     assert list(panels) == ["Gain over ERM", "Ordering check", "Margin deltas vs ERM", "Training curves",
                             "Reweighting diagnostics", "Tables and figures"]
@@ -136,18 +137,18 @@ def test_panels_follow_the_keys_present(store):
     """Reweighting diagnostics (diag/*) get panels only when runs logged them; no margin-delta panels without
     ERM partners."""
     sweep, _ = store
-    keys = dashboard.logged_keys(sweep.directory, "dash")
-    base = dashboard.build_spec("dash", keys, "proj")
+    keys = wandb_dashboard.logged_keys(sweep.directory, "dash")
+    base = wandb_dashboard.build_spec("dash", keys, "proj")
     keys["trials"]["history"] |= {"diag/hard_fraction"}
     keys["trials"]["summary"] |= {"final/diag/weight_gini"}
-    more = dashboard.build_spec("dash", keys, "proj")
+    more = wandb_dashboard.build_spec("dash", keys, "proj")
     diag = lambda spec: [p for s in spec["sections"] if s["name"] == "Reweighting diagnostics" for p in s["panels"]]
     added = [p for p in diag(more) if p not in diag(base)]
     assert [(p["kind"], (p.get("y") or p.get("metrics"))[0]) for p in added] == [
         ("line", "diag/hard_fraction"), ("bar", "final/diag/weight_gini")]
     for kind in ("history", "summary"):
         keys["trials"][kind] = {k for k in keys["trials"][kind] if "margin_delta" not in k and "gain" not in k}
-    bare = dashboard.build_spec("dash", keys, "proj")
+    bare = wandb_dashboard.build_spec("dash", keys, "proj")
     names = {s["name"]: s["panels"] for s in bare["sections"]}
     assert all(p["runset"] == "summary" or p["kind"] == "histogram" and p["y"] == ["test/margin_hist"]
                for p in names["Margin deltas vs ERM"])
@@ -156,7 +157,7 @@ def test_panels_follow_the_keys_present(store):
 
 def test_wandb_workspaces_objects_offline_and_cli(store, capsys):
     sweep, settings = store
-    spec = dashboard.build_dashboard(sweep.directory, settings)["spec"]
+    spec = wandb_dashboard.build_dashboard(sweep.directory, settings)["spec"]
     view = json.loads((sweep.directory / "dashboard" / "workspace.json").read_text())
     sections = view["spec"]["section"]["panelBankConfig"]["sections"]
     assert [s["name"] for s in sections] == [s["name"] for s in spec["sections"]]
@@ -164,7 +165,7 @@ def test_wandb_workspaces_objects_offline_and_cli(store, capsys):
     n = lambda *kinds: sum(p["kind"] in kinds for s in spec["sections"] for p in s["panels"])
     assert types.count("Run History Line Plot") == n("line", "histogram") and types.count("Bar Chart") == n("bar")
     assert types.count("Vega2") == n("chart") and types.count("Weave") == n("table")
-    report = dashboard.report(spec, "someone")
+    report = wandb_dashboard.report(spec, "someone")
     grids = [b for b in report.blocks if type(b).__name__ == "PanelGrid"]
     assert len(grids) == 1 + len(spec["report"]["grids"])
     assert grids[1].runsets[0].groupby == ["config.method.name"] and "digits" in grids[1].runsets[0].filters

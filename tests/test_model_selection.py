@@ -109,7 +109,7 @@ def test_tables_show_the_selected_draw_and_gains_pair_it_with_selected_erm(repor
 
 
 def test_wandb_summary_names_the_rule_and_logs_the_selected_table(report):
-    from benchmarks.report.wandb_reader import load_table, read_run
+    from benchmarks.wandb_io.reader import load_table, read_run
     _, result = report
     assert result["wandb"]["logged"], result["wandb"]
     run = read_run(result["wandb"]["run_dir"])

@@ -260,7 +260,7 @@ def test_html_references_every_figure_and_they_exist(report):
 
 
 def test_wandb_summary_run_holds_the_tables(report):
-    from benchmarks.report.wandb_reader import load_table, read_run
+    from benchmarks.wandb_io.reader import load_table, read_run
     _, result = report
     assert result["wandb"]["logged"], result["wandb"]
     run_dir = result["wandb"]["run_dir"]

@@ -17,7 +17,7 @@ import pytest
 import yaml
 
 from benchmarks.trial.store import RunDir, read_jsonl
-from benchmarks.report.wandb_reader import find_runs, load_table, read_run
+from benchmarks.wandb_io.reader import find_runs, load_table, read_run
 
 ROOT = Path(__file__).resolve().parents[1]
 PY = sys.executable

@@ -79,7 +79,7 @@ def test_an_interrupted_run_resumes_from_its_checkpoint_to_the_same_result(tmp_p
 
 
 def test_logs_a_wandb_run_like_a_sweep_trial(tmp_path, monkeypatch):
-    from benchmarks.report.wandb_reader import find_runs, read_run
+    from benchmarks.wandb_io.reader import find_runs, read_run
     monkeypatch.setenv("WANDB_MODE", "offline")
     out = tmp_path / "run"
     assert train.main([*ARGS, "--out", str(out)]) == 0

@@ -17,7 +17,7 @@ from benchmarks.trial.store import RunDir
 from benchmarks.sweep.plan import expand_trials
 from benchmarks.sweep.schema import load_sweep
 from benchmarks.sweep.worker import LOG_FILE, run_logged, run_one, trial_spec
-from benchmarks.report.wandb_reader import read_attempts, run_dirs
+from benchmarks.wandb_io.reader import read_attempts, run_dirs
 from molere.registry import register_method
 from molere.trainer import Callback, Trainer
 
@@ -184,11 +184,11 @@ def test_failing_trial_log_has_traceback_and_wandb_failures_are_visible(tmp_path
 
 def test_old_wandb_is_a_clear_error_before_anything_starts(tmp_path, monkeypatch, capsys):
     from benchmarks import run
-    from benchmarks.trial import wandb_log
+    from benchmarks.wandb_io import log
     with pytest.raises(ValueError, match=r"wandb 0\.18\.7 is installed, the W&B logging needs wandb>=0\.19\.10"):
-        wandb_log.check_wandb("0.18.7")
-    wandb_log.check_wandb("0.19.10")
-    monkeypatch.setattr(run, "check_wandb", lambda: wandb_log.check_wandb("0.18.7"))
+        log.check_wandb("0.18.7")
+    log.check_wandb("0.19.10")
+    monkeypatch.setattr(run, "check_wandb", lambda: log.check_wandb("0.18.7"))
     path = tmp_path / "s.yaml"
     path.write_text(yaml.safe_dump({"name": "x", "datasets": [{"name": "digits"}], "methods": {"erm": {}},
                                     "results_dir": str(tmp_path), "wandb": {"mode": "offline"}}))
@@ -201,7 +201,7 @@ def test_old_wandb_is_a_clear_error_before_anything_starts(tmp_path, monkeypatch
 def test_reader_keeps_nested_config_keys():
     from wandb.proto import wandb_internal_pb2 as pb
 
-    from benchmarks.report.wandb_reader import _config
+    from benchmarks.wandb_io.reader import _config
     items = [pb.ConfigItem(key="lr", value_json="0.1"),
              pb.ConfigItem(nested_key=["env", "git", "commit"], value_json='"abc"'),
              pb.ConfigItem(nested_key=["env", "host"], value_json='"h"'),

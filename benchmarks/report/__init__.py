@@ -4,8 +4,8 @@
     build_report(sweep_dir, out_dir=None, wandb_settings=None, only=None) -> dict
     python -m benchmarks.report SWEEP_DIR [--out DIR] [--only KEY=V1,V2 ...]
 
-pandas, matplotlib and W&B are imported when a report is built, not when this package is (the trial
-processes import `benchmarks.report.wandb_reader`; `--help` stays fast).
+pandas, matplotlib and W&B are imported when a report is built, not when this package is (`--help` stays
+fast); the summary run is logged by `benchmarks.wandb_io.summary`.
 """
 from __future__ import annotations
 
@@ -140,7 +140,7 @@ def build_report(sweep_dir, out_dir=None, wandb_settings: dict | None = None, se
     if wandb_settings is not None:
         frames = {"trials": trials_csv(df) if len(df) else df, "margin_bins": bins, "margin_deltas": dsum,
                   "numeric": {"results": cell_frame, "ordering": order, "meta_effect": meta}}
-        from .wandb_summary import log_summary
+        from benchmarks.wandb_io.summary import log_summary
         result["wandb"] = log_summary(name, ([summary] if summary else []) + tables, frames, figs, fig_dir,
                                       wandb_settings, extra_config={"model_selection": rule})
         if result["wandb"]["error"]:

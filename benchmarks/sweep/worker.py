@@ -26,7 +26,7 @@ from benchmarks.trial.store import FINISHED, RunDir, write_json
 LOG_FILE = "trial.log"      # every attempt's stdout/stderr, appended
 # Imported once by the worker's fork server, so no trial process pays for them: the trial code, the W&B
 # modules `wandb.init` imports on first use, and the data loaders' packages (benchmarks.perf, setting "trial").
-TRIAL_IMPORTS = ["benchmarks.trial.execute", "benchmarks.trial.wandb_log", "benchmarks.report.wandb_reader", "wandb",
+TRIAL_IMPORTS = ["benchmarks.trial.execute", "benchmarks.wandb_io.log", "benchmarks.wandb_io.reader", "wandb",
                  "wandb.sdk.launch.inputs.internal", "sklearn.datasets", "mnist1d.data", "benchmarks.sweep.proctree"]
 ERM_FACTOR = 20             # a derived time limit: 20 x the wall time of the trial's ERM reference,
 MIN_LIMIT_S = 600           # at least 10 minutes;
@@ -201,7 +201,7 @@ def _run(spec: dict, run: RunDir, where: dict, callbacks: tuple = (), reraise: b
     from benchmarks.trial.config import TrialConfig
     from benchmarks.trial.execute import run_trial
     from benchmarks.trial.reference import FOLD_JOB, run_fold_spec
-    from benchmarks.trial.wandb_log import TrialLogger
+    from benchmarks.wandb_io.log import TrialLogger
 
     write_json(run.file("placement.json"), where)
     logger = TrialLogger(spec.get("wandb"), trial_id=spec["trial_id"], sweep=spec["sweep"],

@@ -123,7 +123,7 @@ class TrialLogger(Callback):
             return
         try:
             import wandb
-            from benchmarks.report.wandb_reader import last_step
+            from benchmarks.wandb_io.reader import last_step
             check_wandb(wandb.__version__)
             run_dir = Path(settings["dir"])
             self.last = last_step(run_dir, trial_id)
