@@ -267,7 +267,7 @@ def main(argv=None) -> int:
     from benchmarks.sweep.schema import load_sweep, missing_data
     from benchmarks.wandb_io.log import resolve_mode
     from .cli import bad_input_exits
-    from .weights import check_pretrained
+    from .pretrained import check_pretrained
     with bad_input_exits(PROG):
         sweep = load_sweep(a.sweep, a.set, a.results)
         only = parse_only(a.only)

@@ -3,6 +3,7 @@ report (results, meta-effect table, gain figure) with no edit of the repository.
 from __future__ import annotations
 
 import copy
+import json
 import math
 import sys
 
@@ -14,6 +15,7 @@ import torch
 from benchmarks.models import build_model
 from benchmarks.report import build_report
 from benchmarks.report import figures as F
+from benchmarks.report.methods import Methods
 from benchmarks.trial.store import RunDir, write_json
 from benchmarks.sweep.plan import expand_trials
 from benchmarks.sweep.schema import load_sweep
@@ -171,7 +173,8 @@ def check_report(root, out, seen):
     same = pd.read_csv(out / "tables" / "same_data.csv").set_index("method")
     assert same.loc["class_weights", "same-data reference"] == "ERM (train+val)"
     assert {f"{CLASS_W} − ERM", "ERM, meta set withheld − ERM"} <= set(seen["margin_deltas_digits_clean.png"]["panels"])
-    assert F.color("class_weights") == F.color("class_weights_control") == "#7f7f7f"
+    mc = Methods.from_plan(json.loads((root / "plan.json").read_text()))
+    assert F.color("class_weights", mc) == F.color("class_weights_control", mc) == "#7f7f7f"
 
 
 def test_plugin_card_reaches_every_table_and_figure_and_renders_without_the_plugin(tmp_path, monkeypatch):

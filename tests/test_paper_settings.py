@@ -17,7 +17,7 @@ from benchmarks.data.load import DatasetConfig, load_task
 from benchmarks.models import build_model, pretrained_data_config
 from benchmarks.data.regimes import RegimeConfig
 from benchmarks.registry import DATASETS
-from benchmarks.weights import check_pretrained
+from benchmarks.pretrained import check_pretrained
 from molere.config import ConfigError, TrainConfig, validate
 from molere.data import normalized
 from molere.trainer import Trainer
@@ -282,7 +282,7 @@ def test_iwildcam_macro_f1_in_the_report_of_a_fake_wilds_store(tmp_path):
     gain = 100 * (f1[("mwn", 0)] - f1[("erm", 0)])
     from benchmarks.report.collect import collect
     from benchmarks.report.stats import cells
-    c = cells(collect(sweep.directory))
+    c = cells(*collect(sweep.directory))
     row = c[c["method"] == "mwn"].iloc[0]
     assert row["gain[test/F1-macro_all] n"] == 2
     assert row["gain[test/F1-macro_all] mean"] == pytest.approx(

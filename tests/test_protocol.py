@@ -48,7 +48,7 @@ def test_meta_set_description(hparams, expected):
 
 
 def test_labels_show_the_declared_meta_set():
-    MC.use([{"labels": {"method": "l2rw"}}, {"labels": {"method": "erm"}}])
-    MC.declare({"l2rw": MC.meta_set({"meta_labels": "true", "meta_source": "train_per_class", "meta_per_class": 10}),
+    mc = MC.Methods.from_plan([{"labels": {"method": "l2rw"}}, {"labels": {"method": "erm"}}])
+    mc.declare({"l2rw": MC.meta_set({"meta_labels": "true", "meta_source": "train_per_class", "meta_per_class": 10}),
                 "erm": ""})
-    assert MC.label("l2rw") == "L2RW (clean meta set, 10/class of train)" and MC.label("erm") == "ERM"
+    assert mc.label("l2rw") == "L2RW (clean meta set, 10/class of train)" and mc.label("erm") == "ERM"

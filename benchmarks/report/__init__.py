@@ -23,19 +23,19 @@ def sweep_name(sweep_dir: Path) -> str:
     return str(name) if name else sweep_dir.name
 
 
-def _figures(df, cell_frame, deltas, bins, sweep_dir: Path, fig_dir: Path, notes: list) -> list[dict]:
+def _figures(df, cell_frame, deltas, bins, sweep_dir: Path, fig_dir: Path, notes: list, mc) -> list[dict]:
     from . import figures as F
     from .collect import acc_columns, ood_datasets
     ood = ood_datasets(df)
     main, shifted = cell_frame[~cell_frame["dataset"].isin(ood)], cell_frame[cell_frame["dataset"].isin(ood)]
-    jobs = [lambda: F.gain_bars(F.gain_frame(main, ["test/acc"]), fig_dir, "gains.png",
-                                "Gain over ERM in test accuracy (selected draws)", notes) if len(main) else [],
-            lambda: F.gain_bars(F.gain_frame(shifted, acc_columns(df)), fig_dir, "gains_ood.png",
+    jobs = [lambda: F.gain_bars(F.gain_frame(main, ["test/acc"], mc), fig_dir, "gains.png",
+                                "Gain over ERM in test accuracy (selected draws)", notes, mc) if len(main) else [],
+            lambda: F.gain_bars(F.gain_frame(shifted, acc_columns(df), mc), fig_dir, "gains_ood.png",
                                 "Gain over ERM, datasets with OOD / group test splits (selected draws)",
-                                notes) if ood else [],
-            lambda: F.training_curves(df, sweep_dir, fig_dir, notes),
-            lambda: F.margin_histograms(deltas, fig_dir, notes),
-            lambda: F.margin_bins(bins, fig_dir, notes)]
+                                notes, mc) if ood else [],
+            lambda: F.training_curves(df, sweep_dir, fig_dir, notes, mc),
+            lambda: F.margin_histograms(deltas, fig_dir, notes, mc),
+            lambda: F.margin_bins(bins, fig_dir, notes, mc)]
     out = []
     for job in jobs:
         try:
@@ -87,7 +87,7 @@ def build_report(sweep_dir, out_dir=None, wandb_settings: dict | None = None, se
     out = Path(out_dir) if out_dir else default_out(sweep_dir, only)
     tab_dir, fig_dir = out / "tables", out / "figures"
     out.mkdir(parents=True, exist_ok=True)
-    df = collect(sweep_dir, only)
+    df, mc = collect(sweep_dir, only)   # mc: this store's method cards, passed to every part
     rule = S.rule(selection_epoch)
     notes = [rule[0].upper() + rule[1:] + "; every table, check and figure uses the selected draws; the oracle "
              "(best by test) appears only in the selection table"]
@@ -108,32 +108,33 @@ def build_report(sweep_dir, out_dir=None, wandb_settings: dict | None = None, se
         warnings.append(f"trial {r.trial_id} ({r.dataset}/{r.regime}/{r.method}/seed {r.seed}) {r.failure}; "
                         "its results are left out (rerun the sweep to redo it)")
     trials_csv(df).to_csv(out / "trials.csv", index=False) if len(df) else (out / "trials.csv").write_text("")
-    sel = S.selected_frame(df) if len(df) else df
-    cell_frame = S.add_selection_means(cells(sel), sel) if len(sel) else pd.DataFrame()
-    order = ordering(sel) if len(sel) else pd.DataFrame()
-    meta = meta_effect(sel) if len(sel) else pd.DataFrame()
-    sizes, like = L.tables(sel, df, sweep_dir) if len(df) else ([], [])   # like-for-like: sizes, counts, budgets
+    sel = S.selected_frame(df, mc) if len(df) else df
+    cell_frame = S.add_selection_means(cells(sel, mc), sel) if len(sel) else pd.DataFrame()
+    order = ordering(sel, mc) if len(sel) else pd.DataFrame()
+    meta = meta_effect(sel, mc) if len(sel) else pd.DataFrame()
+    sizes, like = L.tables(sel, df, sweep_dir, mc) if len(df) else ([], [])   # like-for-like: sizes, counts, budgets
     notes[:0] = sizes
-    pairs = L.same_data_pairs(sel, L.read_results(sel, sweep_dir), L.pooled_methods(sweep_dir)) if len(sel) else None
-    summary = summary_table(cell_frame, order, meta, sel, sweep_dir, pairs) if len(cell_frame) else None
-    tables = build_tables(cell_frame, order, meta, selection_note=S.short_rule(selection_epoch))
+    results = L.read_results(sel, sweep_dir) if len(sel) else {}
+    pairs = L.same_data_pairs(sel, results, mc, L.pooled_methods(sweep_dir)) if len(sel) else None
+    summary = summary_table(cell_frame, order, meta, sel, sweep_dir, mc, pairs) if len(cell_frame) else None
+    tables = build_tables(cell_frame, order, meta, mc, selection_note=S.short_rule(selection_epoch))
     tables[1:1] = like
-    tables += diagnostic_tables(sel, sweep_dir) + ([S.selection_table(df, selection_epoch)] if len(df) else [])
+    tables += diagnostic_tables(sel, sweep_dir) + ([S.selection_table(df, mc, selection_epoch)] if len(df) else [])
     written = {t.name: t.write(tab_dir) for t in ([summary] if summary else []) + tables}
-    deltas = margin_deltas(sel, sweep_dir) if len(sel) else {}
+    deltas = margin_deltas(sel, sweep_dir, mc) if len(sel) else {}
     bins, dsum = delta_bins(deltas), delta_summary(deltas)
     tab_dir.mkdir(parents=True, exist_ok=True)
     bins.to_csv(tab_dir / "margin_bins.csv", index=False)
     dsum.to_csv(tab_dir / "margin_deltas.csv", index=False)
-    figs = _figures(sel, cell_frame, deltas, bins, sweep_dir, fig_dir, notes) if len(sel) else []
+    figs = _figures(sel, cell_frame, deltas, bins, sweep_dir, fig_dir, notes, mc) if len(sel) else []
     name = sweep_name(sweep_dir)
     (out / "report.md").write_text(f"# Sweep report: {name}\n\n" + "\n".join(t.markdown() for t in
                                    ([summary] if summary else []) + tables) + "\n## Notes\n\n" +
                                    "".join(f"- {n}\n" for n in warnings + notes))
     page = Page(out, name, counts, summary, tables, figs, warnings + notes, sweep_text(sweep_dir),
-                versions_of(_configs(sweep_dir, df.get("trial_id", []))), warnings)
+                versions_of(_configs(sweep_dir, df.get("trial_id", []))), warnings, mc)
     index = write_index(page)
-    paper = write_paper_pages(sweep_dir, out, sel, cell_frame, order, dsum, index, warnings + notes)   # verdict
+    paper = write_paper_pages(sweep_dir, out, sel, cell_frame, order, dsum, index, warnings + notes, mc)   # verdict
     result = {"out_dir": str(out), "index": str(index), "trials_csv": str(out / "trials.csv"), "tables": written,
               "figures": [str(fig_dir / f["file"]) for f in figs], "notes": warnings + notes, "counts": counts,
               "wandb": None, "selection_rule": rule, "summary": summary, "paper_pages": paper}

@@ -23,7 +23,7 @@ from molere.config import ConfigError
 from benchmarks.sweep.stored import read_plan
 from benchmarks.trial.config import MACHINE_FIELDS
 from benchmarks.trial.store import RunDir
-from . import methods as MC
+from .methods import Methods, meta_set
 
 LABELS = ("dataset", "regime", "method", "seed", "hparams_id")
 ACC_SPLITS_SKIP = ("train", "val", "selection")                     # not test accuracies
@@ -112,24 +112,24 @@ def _load_margins(path: str, mtime_ns: int, split: str):
 def subset(plan: list[dict], only: dict[str, set[str]]) -> list[dict]:
     """The plan entries matching every filter ({"method": {"mwn"}, "seed": {"0"}, ...}); a method filter keeps
     the reference method (what gains are measured against). Unknown values raise ConfigError (one line)."""
-    MC.use(plan)
+    mc = Methods.from_plan(plan)
     for key, values in only.items():
         known = {str(e["labels"].get(key)) for e in plan}
         if values - known:
             raise ConfigError(f"--only {key}: {', '.join(sorted(values - known))} not in this store "
                              f"(it has {', '.join(sorted(known))})")
-    keep = lambda e, k, v: str(e["labels"].get(k)) in v or (k == "method" and MC.is_reference(e["labels"]["method"]))
+    keep = lambda e, k, v: str(e["labels"].get(k)) in v or (k == "method" and mc.is_reference(e["labels"]["method"]))
     return [e for e in plan if all(keep(e, k, v) for k, v in only.items())]
 
 
-def collect(sweep_dir: str | Path, only: dict[str, set[str]] | None = None) -> pd.DataFrame:
+def collect(sweep_dir: str | Path, only: dict[str, set[str]] | None = None) -> tuple[pd.DataFrame, Methods]:
     """The long-form table: labels, hyperparameters, status, accuracies, gains and margin summaries (of the
-    plan entries matching `only`, default all)."""
+    plan entries matching `only`, default all), and the cards of its methods (what the report passes on)."""
     sweep_dir = Path(sweep_dir)
     rows = []
     plan = load_plan(sweep_dir)
     plan = subset(plan, only) if only else plan
-    MC.use(plan)
+    mc = Methods.from_plan(plan)
     for i, entry in enumerate(plan):
         lab = entry["labels"]
         row = {"trial_id": entry["trial_id"], **{k: lab.get(k) for k in LABELS}, "plan_index": i,
@@ -140,17 +140,17 @@ def collect(sweep_dir: str | Path, only: dict[str, set[str]] | None = None) -> p
         rows.append(row)
     df = pd.DataFrame(rows)
     if df.empty:
-        return df
+        return df, mc
     df["seed"] = df["seed"].astype(int)
     df["hparams_id"] = df["hparams_id"].fillna("").astype(str)
     if "test/acc" not in df:
         df["test/acc"] = np.nan
     df["variant"] = _variants(df)
-    MC.declare({v: MC.meta_set(json.loads(h)) for v, h in zip(df["variant"], df["hparams"])})
-    _add_partners(df)
+    mc.declare({v: meta_set(json.loads(h)) for v, h in zip(df["variant"], df["hparams"])})
+    _add_partners(df, mc)
     _add_gains(df)
     _add_margin_summaries(df, sweep_dir)
-    return df
+    return df, mc
 
 
 def _variants(df: pd.DataFrame) -> list[str]:
@@ -160,10 +160,10 @@ def _variants(df: pd.DataFrame) -> list[str]:
     return [f"{m} [{h}]" if m in several else m for m, h in zip(df["method"], df["hparams_id"])]
 
 
-def _add_partners(df: pd.DataFrame) -> None:
+def _add_partners(df: pd.DataFrame, mc: Methods) -> None:
     """Columns erm_trial / control_trial: the trial ids of each row's ERM partner and same-split control."""
-    erm = {k: t for k, t, m in zip(df["key"], df["trial_id"], df["method"]) if MC.is_reference(m)}
-    df["erm_trial"] = [None if MC.is_reference(m) else p if isinstance(p, str) and p else erm.get(k)
+    erm = {k: t for k, t, m in zip(df["key"], df["trial_id"], df["method"]) if mc.is_reference(m)}
+    df["erm_trial"] = [None if mc.is_reference(m) else p if isinstance(p, str) and p else erm.get(k)
                        for k, m, p in zip(df["key"], df["method"], df["planned_erm"])]
     del df["planned_erm"]
     controls = {}
@@ -171,7 +171,7 @@ def _add_partners(df: pd.DataFrame) -> None:
         controls.setdefault((r.key, r.method), []).append(r)
     picked = []
     for r in df.itertuples():
-        cands = controls.get((r.key, MC.control_of(r.method)), [])
+        cands = controls.get((r.key, mc.control_of(r.method)), [])
         delta = json.loads(r.hparams).get("delta")
         same = [c for c in cands if json.loads(c.hparams).get("delta", delta) == delta] or cands
         picked.append(same[0].trial_id if same else None)

@@ -21,7 +21,7 @@ import yaml
 from scipy import stats as sps
 
 from benchmarks.trial.store import RunDir
-from . import methods as MC
+from .methods import Methods
 from .collect import collect
 
 CLAIMS = Path(__file__).with_name("fidelity_claims.yaml")
@@ -77,7 +77,7 @@ def verdict(mean: float, lo: float, n: int) -> str:
     return "not reproduced" if mean <= 0 else "not reproduced (CI includes 0)"
 
 
-def rows_for(name: str, claim: dict, store: Path, df: pd.DataFrame) -> list[dict]:
+def rows_for(name: str, claim: dict, store: Path, df: pd.DataFrame, mc: Methods) -> list[dict]:
     fn, what, digits = MEASURES[claim["measure"]]
     out = []
     sel = df[(df["method"] == claim["method"]) & (df["regime"] == claim["regime"])]
@@ -93,8 +93,8 @@ def rows_for(name: str, claim: dict, store: Path, df: pd.DataFrame) -> list[dict
         f = f"{{:+.{digits}f}}"
         measured = f"{f.format(mean)} [{f.format(lo)}, {f.format(hi)}] (n={n})" if n >= 2 else \
             (f"{f.format(mean)} (n={n})" if n else "no finished seeds")
-        out.append({"claim": name, "method": MC.label(sub["variant"].iloc[0]) + (
-                        f" vs {MC.card(claim['versus']).label}" if claim.get("versus") else ""),
+        out.append({"claim": name, "method": mc.label(sub["variant"].iloc[0]) + (
+                        f" vs {mc.card(claim['versus']).label}" if claim.get("versus") else ""),
                     "dataset": dataset, "measure": what, "measured": measured + "".join(
                         f"; {c} {s}" for s, c in bad.items()), "verdict": v, "note": note})
     if sel.empty:
@@ -105,7 +105,7 @@ def rows_for(name: str, claim: dict, store: Path, df: pd.DataFrame) -> list[dict
 
 
 def render(stores: list[Path], claims: dict[str, dict]) -> str:
-    frames = {s.name: (s, collect(s)) for s in stores}
+    frames = {s.name: (s, *collect(s)) for s in stores}   # each store with its own cards
     lines = ["# Baseline fidelity (generated)", "",
              "Each baseline's own paper's headline claim, re-measured at CPU scale in its own paper's protocol "
              "(docs/protocol.md), beside the paper's number. Effects are paired by seed: mean with 95% t-interval "
@@ -120,8 +120,8 @@ def render(stores: list[Path], claims: dict[str, dict]) -> str:
             lines.append(f"| {name} | {claim['method']} | {claim['paper']} | {claim['paper_result']} | — | "
                          f"store {claim['store']} not given | not measured |")
             continue
-        store, df = frames[claim["store"]]
-        rows = rows_for(name, claim, store, df)
+        store, df, mc = frames[claim["store"]]
+        rows = rows_for(name, claim, store, df, mc)
         for r in rows:
             lines.append(f"| {name}: {claim['claim']} | {r['method']} | {claim['paper']} | {claim['paper_result']} | "
                          f"{r['dataset']} | {r['measure']}: {r['measured']} | **{r['verdict']}** |")

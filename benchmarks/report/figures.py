@@ -21,19 +21,18 @@ import pandas as pd  # noqa: E402
 from molere import margins as M  # noqa: E402
 
 from benchmarks.trial.store import read_jsonl  # noqa: E402
-from . import methods as MC  # noqa: E402
+from .methods import Methods  # noqa: E402
 from .collect import METRIC_NAMES  # noqa: E402
-from .methods import is_control, label  # noqa: E402
 
 _PALETTE = plt.get_cmap("tab20").colors
 plt.rcParams.update({"font.size": 10, "axes.titlesize": 11, "figure.dpi": 110})
 
 
-def color(method: str):
+def color(method: str, mc: Methods):
     """The method card's colour; a control without one shares its method's; else one from the name."""
-    c = MC.card(method)
+    c = mc.card(method)
     if c.color is None and c.control_of is not None:
-        return color(c.control_of)
+        return color(c.control_of, mc)
     return c.color if c.color is not None else _PALETTE[(zlib.crc32(method.encode()) % 10) * 2 + 1]
 
 
@@ -57,10 +56,10 @@ def _grid(n: int, ncols: int, w: float = 4.2, h: float = 3.3, share: bool = Fals
     return fig, list(axes.flat[:n])
 
 
-def gain_frame(cells: pd.DataFrame, metrics: list[str]) -> pd.DataFrame:
+def gain_frame(cells: pd.DataFrame, metrics: list[str], mc: Methods) -> pd.DataFrame:
     """Long form of gains over ERM for plotting: one row per (dataset x regime [x metric], variant)."""
     rows = []
-    for _, r in cells[~cells["method"].map(MC.is_reference)].iterrows():
+    for _, r in cells[~cells["method"].map(mc.is_reference)].iterrows():
         for m in metrics:
             pre = "gain" if m == "test/acc" else f"gain[{m}]"
             if f"{pre} n" not in r or pd.isna(r[f"{pre} n"]):
@@ -74,21 +73,21 @@ def gain_frame(cells: pd.DataFrame, metrics: list[str]) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["group", "variant", "method", "mean", "lo", "hi", "n", "diverged"])
 
 
-def gain_bars(gains: pd.DataFrame, folder: Path, name: str, title: str, notes: list) -> list[dict]:
+def gain_bars(gains: pd.DataFrame, folder: Path, name: str, title: str, notes: list, mc: Methods) -> list[dict]:
     """Grouped bars of mean gain over ERM per group with 95% CI whiskers, one panel per card panel (e.g. LRW
     variants + MOLERE, then the rest), panels in the display order of their first method."""
     if gains.empty or gains["n"].fillna(0).sum() == 0:
         notes.append(f"{title}: no method with a finished ERM partner, figure skipped")
         return []
     groups = list(dict.fromkeys(gains["group"]))
-    panel_of = gains["method"].map(lambda m: MC.card(m).panel)
-    titles = sorted(set(panel_of), key=lambda t: min(MC.rank(m) for m in gains.loc[panel_of == t, "method"]))
+    panel_of = gains["method"].map(lambda m: mc.card(m).panel)
+    titles = sorted(set(panel_of), key=lambda t: min(mc.rank(m) for m in gains.loc[panel_of == t, "method"]))
     panels = [(t, gains[panel_of == t]) for t in titles]
     per_group = max(1.5, 0.3 * max(p["variant"].nunique() for _, p in panels))
     width_in = max(5.0, 1.0 + len(groups) * per_group)
     fig, axes = plt.subplots(len(panels), 1, figsize=(width_in, 3.4 * len(panels)), squeeze=False)
     for ax, (ptitle, p) in zip(axes[:, 0], panels):
-        variants = sorted(p["variant"].unique(), key=lambda v: MC.rank(p.loc[p["variant"] == v, "method"].iloc[0]))
+        variants = sorted(p["variant"].unique(), key=lambda v: mc.rank(p.loc[p["variant"] == v, "method"].iloc[0]))
         bw = 0.8 / len(variants)
         for j, v in enumerate(variants):
             xs, ys, lo, hi = [], [], [], []
@@ -106,9 +105,9 @@ def gain_bars(gains: pd.DataFrame, folder: Path, name: str, title: str, notes: l
                 xs.append(x), ys.append(m)
                 lo.append(m - a if np.isfinite(a) else 0), hi.append(b - m if np.isfinite(b) else 0)
             meth = p.loc[p["variant"] == v, "method"].iloc[0]
-            ax.bar(xs, ys, bw, yerr=[lo, hi], capsize=3, color=color(meth), label=label(v), edgecolor="black",
-                   linewidth=0.4, error_kw={"elinewidth": 1}, hatch="//" if is_control(meth) else None,
-                   alpha=0.6 if is_control(meth) else 1.0)
+            ax.bar(xs, ys, bw, yerr=[lo, hi], capsize=3, color=color(meth, mc), label=mc.label(v), edgecolor="black",
+                   linewidth=0.4, error_kw={"elinewidth": 1}, hatch="//" if mc.is_control(meth) else None,
+                   alpha=0.6 if mc.is_control(meth) else 1.0)
         ax.axhline(0, color="black", linewidth=0.8)
         ax.set_xticks(range(len(groups)), groups)
         ax.set_xlim(-0.6, len(groups) - 0.4)
@@ -124,20 +123,20 @@ def gain_bars(gains: pd.DataFrame, folder: Path, name: str, title: str, notes: l
                         "seeds whose trial diverged (molere.guard), left out of the bar."}]
 
 
-def margin_histograms(deltas: dict, folder: Path, notes: list) -> list[dict]:
+def margin_histograms(deltas: dict, folder: Path, notes: list, mc: Methods) -> list[dict]:
     """Per dataset x regime: histograms of paired test-margin deltas (method - ERM), one panel per method on
     shared axes; the mean and median are lines (legend outside the panels) with their values in the titles."""
     out = []
     for dataset, regime in dict.fromkeys((d, r) for d, r, _ in deltas):
-        keys = sorted((k for k in deltas if k[:2] == (dataset, regime)), key=lambda k: MC.rank(k[2].split(" ")[0]))
+        keys = sorted((k for k in deltas if k[:2] == (dataset, regime)), key=lambda k: mc.rank(k[2].split(" ")[0]))
         fig, axes = _grid(len(keys), 4, 3.2, 2.5, share=True)
         for ax, k in zip(axes, keys):
             d = deltas[k][1]
             counts, edges = M.histogram(d, bins=40)
-            ax.stairs(counts / max(len(d), 1), edges, fill=True, color=color(k[2].split(" ")[0]), alpha=0.8)
+            ax.stairs(counts / max(len(d), 1), edges, fill=True, color=color(k[2].split(" ")[0], mc), alpha=0.8)
             ax.axvline(d.mean(), color="black", linestyle="-", linewidth=1.2, label="mean")
             ax.axvline(np.median(d), color="red", linestyle="--", linewidth=1.2, label="median")
-            ax.set_title(f"{label(k[2])} − ERM\nmean {d.mean():+.3f}, median {np.median(d):+.3f}", fontsize=9)
+            ax.set_title(f"{mc.label(k[2])} − ERM\nmean {d.mean():+.3f}, median {np.median(d):+.3f}", fontsize=9)
             ax.grid(alpha=0.3)
         _outer_labels(axes, "Test margin delta (probability)", "Fraction of test examples")
         handles = axes[0].get_lines()[:2]
@@ -172,13 +171,13 @@ def ci_half(sem, count):
     return np.asarray(sem, dtype=float) * t
 
 
-def margin_bins(bins: pd.DataFrame, folder: Path, notes: list) -> list[dict]:
+def margin_bins(bins: pd.DataFrame, folder: Path, notes: list, mc: Methods) -> list[dict]:
     """Per dataset x regime: mean margin delta per ERM-margin bin with 95% CIs, for the methods whose card asks
     for it (LRW-Easy/Hard, MOLERE); shared axes, one legend outside the panels."""
-    chosen = [m for m in MC.methods() if MC.card(m).margin_bins]
+    chosen = [m for m in mc.methods() if mc.card(m).margin_bins]
     b = bins[bins["method"].isin(chosen)]
     if b.empty:
-        notes.append("Binned margin figure skipped: none of " + (", ".join(map(label, chosen)) or "the methods")
+        notes.append("Binned margin figure skipped: none of " + (", ".join(map(mc.label, chosen)) or "the methods")
                      + " has paired test margins")
         return []
     groups = list(dict.fromkeys(zip(b["dataset"], b["regime"])))
@@ -190,12 +189,12 @@ def margin_bins(bins: pd.DataFrame, folder: Path, notes: list) -> list[dict]:
             s = g[g["method"] == m]
             x = s["center"].to_numpy() + (j - (len(present) - 1) / 2) * 0.03
             ax.errorbar(x, s["mean"], yerr=np.nan_to_num(ci_half(s["sem"], s["count"])), marker="o", ms=4,
-                        capsize=3, color=color(m), label=label(m))
+                        capsize=3, color=color(m, mc), label=mc.label(m))
         ax.axhline(0, color="black", linewidth=0.8)
         ax.set_xticks(np.linspace(-0.8, 0.8, 5))
         ax.set_title(f"{dataset} / {regime}")
         ax.grid(alpha=0.3)
-        missing = [label(m) for m in chosen if m not in present]
+        missing = [mc.label(m) for m in chosen if m not in present]
         if missing:
             ax.set_title(f"{dataset} / {regime}\n(no data: {', '.join(missing)})", fontsize=9)
     _outer_labels(axes, "ERM test margin (bin centre)", "Mean margin delta vs ERM")
@@ -233,7 +232,7 @@ def _mean_ci(series: list) -> tuple:
     return mean, np.nan_to_num(half)
 
 
-def training_curves(df: pd.DataFrame, sweep_dir: Path, folder: Path, notes: list) -> list[dict]:
+def training_curves(df: pd.DataFrame, sweep_dir: Path, folder: Path, notes: list, mc: Methods) -> list[dict]:
     """Small multiples: one row per method, one column per dataset x regime; each panel the method's mean test
     accuracy per epoch with its 95% CI band, and the reference (ERM) mean in grey; y shared per column. A
     diverged trial is a dotted line ending in x, never in a mean."""
@@ -247,21 +246,21 @@ def training_curves(df: pd.DataFrame, sweep_dir: Path, folder: Path, notes: list
         return []
     cells = list(curves)
     variants = sorted({mv for by in (*curves.values(), *diverged.values()) for mv in by},
-                      key=lambda mv: (MC.rank(mv[0]), mv[1]))
+                      key=lambda mv: (mc.rank(mv[0]), mv[1]))
     fig, grid = plt.subplots(len(variants), len(cells), figsize=(2.6 * len(cells) + 1, 1.5 * len(variants) + 0.8),
                              squeeze=False, sharex=True, sharey="col")
     for j, cell in enumerate(cells):
-        ref = next((s for (m, _), s in curves[cell].items() if MC.is_reference(m)), None)
+        ref = next((s for (m, _), s in curves[cell].items() if mc.is_reference(m)), None)
         for i, (method, variant) in enumerate(variants):
             ax = grid[i, j]
-            if ref is not None and not MC.is_reference(method):
+            if ref is not None and not mc.is_reference(method):
                 ax.plot(*_xy(_mean_ci(ref)[0]), color="grey", linewidth=1, linestyle="--")
             if (method, variant) in curves[cell]:
                 mean, half = _mean_ci(curves[cell][(method, variant)])
-                ax.plot(mean.index, mean, color=color(method), linewidth=1.4)
-                ax.fill_between(mean.index, mean - half, mean + half, color=color(method), alpha=0.2)
+                ax.plot(mean.index, mean, color=color(method, mc), linewidth=1.4)
+                ax.fill_between(mean.index, mean - half, mean + half, color=color(method, mc), alpha=0.2)
             for s in diverged.get(cell, {}).get((method, variant), []):   # one seed each, not in the mean
-                ax.plot(s.index, s, color=color(method), linestyle=":", linewidth=1, marker="x",
+                ax.plot(s.index, s, color=color(method, mc), linestyle=":", linewidth=1, marker="x",
                         markevery=[len(s) - 1])
             ax.xaxis.set_major_locator(MaxNLocator(integer=True, nbins=4))
             ax.grid(alpha=0.3)
@@ -269,7 +268,7 @@ def training_curves(df: pd.DataFrame, sweep_dir: Path, folder: Path, notes: list
             if i == 0:
                 ax.set_title(f"{cell[0]} / {cell[1]}", fontsize=9)
             if j == 0:
-                ax.set_ylabel(label(variant), fontsize=8, rotation=0, ha="right", va="center")
+                ax.set_ylabel(mc.label(variant), fontsize=8, rotation=0, ha="right", va="center")
     fig.supxlabel("Epoch", fontsize=9)
     fig.suptitle("Test accuracy (%) per epoch: mean over seeds, 95% CI band; grey dashed: ERM", fontsize=10)
     fig.tight_layout(rect=(0, 0, 1, 1 - 0.45 / fig.get_figheight()))

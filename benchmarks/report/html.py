@@ -12,7 +12,7 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import methods as MC
+from .methods import Methods
 
 STYLE = """body{font-family:system-ui,sans-serif;margin:1.5em auto;max-width:1400px;padding:0 1em;color:#222}
 h1{margin:.2em 0 .1em;font-size:26px}h2{margin:1.4em 0 .4em;border-bottom:1px solid #ddd}
@@ -36,6 +36,7 @@ class Page:
     sweep_config: str
     versions: dict
     warnings: list[str] = field(default_factory=list)   # notes important enough for the top
+    methods: Methods = field(default_factory=Methods)   # the store's method cards (labels)
 
 
 def table_html(t, css: str = "") -> str:
@@ -77,7 +78,8 @@ def figures(page: Page) -> str:
 def detail_tables(page: Page) -> str:
     out = ['<h2 id="tables">Detail tables</h2>']
     if not any(t.name == "ordering" for t in page.tables):
-        members = " / ".join(MC.label(m) for m in MC.ordering_members()) or "the ordering check's methods"
+        mc = page.methods
+        members = " / ".join(mc.label(m) for m in mc.ordering_members()) or "the ordering check's methods"
         out.append(f"<h3>Ordering check</h3><p>Fewer than two of {html.escape(members)} finished.</p>")
     return "".join(out + [table_html(t) for t in page.tables])
 

@@ -18,7 +18,7 @@ import pandas as pd
 
 from benchmarks.sweep.same_data import POOLED_REFERENCE
 from benchmarks.trial.store import RunDir
-from . import methods as MC
+from .methods import Methods
 from .stats import TEST_NAME, paired
 from .tables import Table, num, stat
 
@@ -62,12 +62,12 @@ def _closeness(a: dict, b: dict) -> tuple:
     return len(differences(a, b)), abs(np.log(max(a["seen"], 1) / max(b["seen"], 1)))
 
 
-def same_data_pairs(sel: pd.DataFrame, results: dict, pooled: set[str] = frozenset()) -> pd.DataFrame:
+def same_data_pairs(sel: pd.DataFrame, results: dict, mc: Methods, pooled: set[str] = frozenset()) -> pd.DataFrame:
     """Per selected trial: its same-data reference (method, trial) among the selected ERM and erm_train_val
     trials of its seed (the one whose counts match best; without counts, erm_train_val for the methods in
     `pooled`, which the plan gave one) and the differences."""
     refs = {(r.key, r.method): r.trial_id for r in sel.itertuples()
-            if MC.is_reference(r.method) or r.method == POOLED_REFERENCE}
+            if mc.is_reference(r.method) or r.method == POOLED_REFERENCE}
     rows = []
     for r in sel.itertuples():
         mine = counts_of(results.get(r.trial_id))
@@ -104,16 +104,16 @@ def _mean_count(tids, results, key: str) -> str:
     return num(float(np.mean(v)), 0) if v else "n/a"
 
 
-def same_data_table(sel: pd.DataFrame, results: dict, pooled: set[str] = frozenset()) -> Table | None:
+def same_data_table(sel: pd.DataFrame, results: dict, mc: Methods, pooled: set[str] = frozenset()) -> Table | None:
     """Per dataset x regime x method: gain against its same-data reference first, then over ERM, with marks."""
     if sel.empty:
         return None
-    pairs = same_data_pairs(sel, results, pooled).set_index("trial_id")
+    pairs = same_data_pairs(sel, results, mc, pooled).set_index("trial_id")
     done = sel[sel["status"] == "done"].set_index("trial_id")["test/acc"]
     rows = []
     for (dataset, regime, variant), sub in sel.groupby(["dataset", "regime", "variant"], sort=False):
         method = sub["method"].iloc[0]
-        if MC.is_reference(method):
+        if mc.is_reference(method):
             continue
         p = pairs.loc[sub["trial_id"]]
         ref = p["ref_method"].dropna()
@@ -121,7 +121,7 @@ def same_data_table(sel: pd.DataFrame, results: dict, pooled: set[str] = frozens
         seen = lambda tids: _mean_count(tids, results, "seen")      # noqa: E731
         steps = lambda tids: _mean_count(tids, results, "steps")    # noqa: E731
         rows.append({"dataset": dataset, "regime": regime, "method": variant,
-                     "same-data reference": MC.label(ref.iloc[0]) if len(ref) else "none planned",
+                     "same-data reference": mc.label(ref.iloc[0]) if len(ref) else "none planned",
                      "gain vs same-data reference (pts) [95% CI], p": _marked(
                          paired(own, p["ref_trial"].map(done).to_numpy(float)), p["ref_diff"]),
                      "gain over ERM (pts) [95% CI], p": _marked(
@@ -165,7 +165,7 @@ def counts_table(sel: pd.DataFrame, results: dict) -> Table | None:
                  "the reference's steps. Means over finished seeds.", pd.DataFrame(rows))
 
 
-def budget_table(df: pd.DataFrame, plan: list[dict]) -> Table | None:
+def budget_table(df: pd.DataFrame, plan: list[dict], mc: Methods) -> Table | None:
     """Per dataset x method: how many draws it got, what was searched, its trials."""
     spaces = {(e["labels"]["dataset"], e["labels"]["method"]): e.get("search_space") or {} for e in plan}
     rows = []
@@ -173,7 +173,7 @@ def budget_table(df: pd.DataFrame, plan: list[dict]) -> Table | None:
         own = sub[~sub["reference_only"].astype(bool)]
         part = own if len(own) else sub
         space = spaces.get((dataset, method), {})
-        rows.append({"dataset": dataset, "method": method, "label": MC.label(method),
+        rows.append({"dataset": dataset, "method": method, "label": mc.label(method),
                      "draws": str(part["hparams_id"].nunique()),
                      "searched": ", ".join(sorted(space)) or "nothing (base configuration)",
                      "trials done / planned": f"{int((part['status'] == 'done').sum())} / {len(part)}",
@@ -216,11 +216,11 @@ def pooled_methods(sweep_dir) -> set[str]:
     return {e["labels"]["method"] for e in _plan(sweep_dir) if e.get("same_data_trial_id") and "labels" in e}
 
 
-def tables(sel: pd.DataFrame, df: pd.DataFrame, sweep_dir) -> tuple[list[str], list[Table]]:
+def tables(sel: pd.DataFrame, df: pd.DataFrame, sweep_dir, mc: Methods) -> tuple[list[str], list[Table]]:
     """(header lines, [same-data gains, counts, budgets]) of the report."""
     if sel.empty:
         return [], []
     results = read_results(sel, sweep_dir)
     plan, pooled = _plan(sweep_dir), pooled_methods(sweep_dir)
-    found = (same_data_table(sel, results, pooled), counts_table(sel, results), budget_table(df, plan))
+    found = (same_data_table(sel, results, mc, pooled), counts_table(sel, results), budget_table(df, plan, mc))
     return header(sel, results), [t for t in found if t is not None]

@@ -9,16 +9,16 @@ import pandas as pd
 
 from molere import margins as M
 
-from . import methods as MC
+from .methods import Methods
 from .collect import test_margins
 
 
-def margin_deltas(df: pd.DataFrame, sweep_dir: Path) -> dict[tuple, tuple[np.ndarray, np.ndarray]]:
+def margin_deltas(df: pd.DataFrame, sweep_dir: Path, mc: Methods) -> dict[tuple, tuple[np.ndarray, np.ndarray]]:
     """{(dataset, regime, variant): (ERM margins, deltas)} pooled over the seeds where both runs finished."""
     done = set(df.loc[df["status"] == "done", "trial_id"])
     out: dict[tuple, list] = {}
     for r in df.itertuples():
-        if MC.is_reference(r.method) or r.trial_id not in done or r.erm_trial not in done:
+        if mc.is_reference(r.method) or r.trial_id not in done or r.erm_trial not in done:
             continue
         own, ref = test_margins(sweep_dir, r.trial_id), test_margins(sweep_dir, r.erm_trial)
         if own is None or ref is None:

@@ -11,6 +11,7 @@ import pandas as pd
 
 from . import paper_numbers as P
 from .paper_view import paper_view, reproduces
+from .methods import Methods
 from .tables import Table
 from .verdict import verdict_frame, verdict_tables
 
@@ -47,12 +48,12 @@ def link_from_index(index: Path, links: dict[str, str]) -> None:
 
 
 def write_paper_pages(sweep_dir, out_dir, sel: pd.DataFrame, cells: pd.DataFrame, order: pd.DataFrame,
-                      deltas: pd.DataFrame, index: Path, notes: list[str]) -> dict:
+                      deltas: pd.DataFrame, index: Path, notes: list[str], mc: Methods) -> dict:
     """Write the verdict page (and the paper view when the sweep names its result); returns {page: paths}."""
     out_dir, pages, links = Path(out_dir), {}, {}
     if len(sel):
         try:
-            frame = verdict_frame(sel, order, sweep_dir)
+            frame = verdict_frame(sel, order, sweep_dir, mc)
             (out_dir / "tables").mkdir(parents=True, exist_ok=True)
             frame.to_csv(out_dir / "tables" / "verdict_numbers.csv", index=False)
             intro = [f"Each claim of {P.load()['paper']} that this store can test, judged from the store alone."]
@@ -60,7 +61,7 @@ def write_paper_pages(sweep_dir, out_dir, sel: pd.DataFrame, cells: pd.DataFrame
                 intro.append("This store runs none of the methods the paper's claims compare (MOLERE, two of "
                              "LRW-Easy / Random / Hard): there is nothing to judge.")
             pages["verdict"] = write_page(out_dir, "verdict", "Reproduction verdict", intro,
-                                          verdict_tables(frame, sel, sweep_dir))
+                                          verdict_tables(frame, sel, sweep_dir, mc))
             links["reproduction verdict"] = "verdict.html"
         except Exception as exc:  # noqa: BLE001 - the rest of the report stands
             notes.append(f"verdict page failed: {type(exc).__name__}: {exc}")
@@ -72,7 +73,7 @@ def write_paper_pages(sweep_dir, out_dir, sel: pd.DataFrame, cells: pd.DataFrame
             intro = [f"This sweep reproduces {spec['title']}. Paper: {spec['provenance']}.",
                      f"The paper's setting: {spec['setting']}."]
             pages["paper"] = write_page(out_dir, f"paper_{name}", f"{spec['title']}: ours beside the paper's", intro,
-                                        paper_view(name, cells, sel, sweep_dir, deltas))
+                                        paper_view(name, cells, sel, sweep_dir, deltas, mc))
             links[f"{name} in the paper's layout"] = f"paper_{name}.html"
         except Exception as exc:  # noqa: BLE001
             notes.append(f"paper view ({name}) failed: {type(exc).__name__}: {exc}")

@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from . import methods as MC
+from .methods import Methods
 from . import paper_numbers as P
 from .scale import scale_line, store_scale
 from .tables import Table, stat
@@ -105,7 +105,7 @@ def _measured(cells: pd.DataFrame, dataset: str, metric: str) -> bool:
     return f"{metric} mean" in sub and sub[f"{metric} mean"].notna().any()
 
 
-def gain_panels(name: str, cells: pd.DataFrame) -> list[Table]:
+def gain_panels(name: str, cells: pd.DataFrame, mc: Methods) -> list[Table]:
     """Figure 1 / 2: one table per panel; per paper method an 'ours' and a 'paper' column."""
     spec, rows = P.result(name), _row_map(name, cells)
     tables = []
@@ -125,15 +125,15 @@ def gain_panels(name: str, cells: pd.DataFrame) -> list[Table]:
                 f"{m} (paper)": f"{f[f['column'] == m]['value'].median():+.2f}" for m in block["methods"]}})
         tables.append(Table(f"paper_{name}_{_slug(panel)}", f"{spec['title']}: {panel}", _caption(spec, "gain"),
                             pd.DataFrame(out).fillna("")))
-    return tables + _also_run(name, cells, {P.method_of(m) for b in spec["panels"].values() for m in b["methods"]})
+    return tables + _also_run(name, cells, mc, {P.method_of(m) for b in spec["panels"].values() for m in b["methods"]})
 
 
-def _also_run(name: str, cells: pd.DataFrame, shown: set) -> list[Table]:
+def _also_run(name: str, cells: pd.DataFrame, mc: Methods, shown: set) -> list[Table]:
     """Methods of the store that the paper's panels do not show (controls, extra baselines), gain over ERM."""
-    extra = [m for m in dict.fromkeys(cells["method"]) if m not in shown and not MC.is_reference(m)]
+    extra = [m for m in dict.fromkeys(cells["method"]) if m not in shown and not mc.is_reference(m)]
     if not extra:
         return []
-    rows = [{"row": f"{ds} [{rg}]", **{MC.label(m): our_gain(cells, ds, rg, m) for m in extra}}
+    rows = [{"row": f"{ds} [{rg}]", **{mc.label(m): our_gain(cells, ds, rg, m) for m in extra}}
             for ds, rg in dict.fromkeys(zip(cells["dataset"], cells["regime"]))]
     return [Table(f"paper_{name}_also_run", "Also run (not in the paper's panels): gain over ERM (pts)",
                   "Ours only; test accuracy, paired by seed (mean [95% CI], p, n).", pd.DataFrame(rows))]
@@ -216,7 +216,7 @@ def table4_view(cells: pd.DataFrame) -> list[Table]:
     return tables
 
 
-def margins_view(cells: pd.DataFrame, deltas: pd.DataFrame) -> list[Table]:
+def margins_view(cells: pd.DataFrame, deltas: pd.DataFrame, mc: Methods) -> list[Table]:
     """Figure 3 (a, b): mean test-margin delta against ERM, ours (pooled over seeds) beside the paper's."""
     spec = P.result("margins")
     out = []
@@ -225,7 +225,7 @@ def margins_view(cells: pd.DataFrame, deltas: pd.DataFrame) -> list[Table]:
         r = {"row": prow or f"{ds} [{rg}] (stand-in)"}
         for method in ("molere", "lrw_hard", "lrw_easy"):
             hit = g[g["method"] == method]
-            r[f"{MC.label(method)} mean Δ (ours)"] = NOT_RUN if hit.empty else \
+            r[f"{mc.label(method)} mean Δ (ours)"] = NOT_RUN if hit.empty else \
                 f"{hit['mean_delta'].iloc[0]:+.4f} ({int(hit['examples'].iloc[0])} examples)"
         r["mean Δ (paper)"] = paper_text(P.value("margins", prow, "mean"), sign=True) if prow else "—"
         out.append(r)
@@ -245,13 +245,15 @@ def _caption(spec: dict, kind: str) -> str:
             "not magnitudes. 'not implemented yet': the harness has no such method.")
 
 
-def paper_view(name: str, cells: pd.DataFrame, sel: pd.DataFrame, sweep_dir, deltas: pd.DataFrame) -> list[Table]:
+def paper_view(name: str, cells: pd.DataFrame, sel: pd.DataFrame, sweep_dir, deltas: pd.DataFrame,
+               mc: Methods) -> list[Table]:
     """The tables of result `name` in the paper's layout, then the scale table."""
-    views = {"figure1": lambda: gain_panels("figure1", cells), "figure2": lambda: gain_panels("figure2", cells),
+    views = {"figure1": lambda: gain_panels("figure1", cells, mc),
+             "figure2": lambda: gain_panels("figure2", cells, mc),
              "table2": lambda: table2_view(cells), "table3": lambda: table3_view(cells),
-             "table4": lambda: table4_view(cells), "margins": lambda: margins_view(cells, deltas)}
+             "table4": lambda: table4_view(cells), "margins": lambda: margins_view(cells, deltas, mc)}
     tables = views[name]()
-    scale = store_scale(sel, sweep_dir)
+    scale = store_scale(sel, sweep_dir, mc)
     rows = [{"dataset": ds, "scale": scale_line(ds, scale, _extra_metric(cells, ds) if name == "figure2" else
                                                 "test/acc")} for ds in scale]
     tables.append(Table(f"paper_{name}_scale", "Scale: this store against the paper",

@@ -7,7 +7,7 @@ from pathlib import Path
 import pandas as pd
 
 from benchmarks.trial.store import RunDir
-from . import methods as MC
+from .methods import Methods
 from . import paper_numbers as P
 from .collect import load_plan
 
@@ -26,10 +26,10 @@ def _model_text(model: dict) -> str:
     return name + (f" {json.dumps(opts, separators=(',', ':'))}" if opts else "")
 
 
-def _train_size(sweep_dir: Path, trials: pd.DataFrame) -> int | None:
+def _train_size(sweep_dir: Path, trials: pd.DataFrame, mc: Methods) -> int | None:
     """Training examples of the dataset's ERM trial (else any finished trial), from its result's class counts."""
     done = trials[trials["status"] == "done"]
-    for tid in sorted(done["trial_id"], key=lambda t: not MC.is_reference(done.set_index("trial_id").at[t, "method"])):
+    for tid in sorted(done["trial_id"], key=lambda t: not mc.is_reference(done.set_index("trial_id").at[t, "method"])):
         try:
             counts = RunDir(Path(sweep_dir) / "trials" / tid).result().get("info", {}).get("train_class_counts")
         except (OSError, ValueError):
@@ -39,7 +39,7 @@ def _train_size(sweep_dir: Path, trials: pd.DataFrame) -> int | None:
     return None
 
 
-def store_scale(sel: pd.DataFrame, sweep_dir) -> dict[str, dict]:
+def store_scale(sel: pd.DataFrame, sweep_dir, mc: Methods) -> dict[str, dict]:
     """{dataset: {"train", "model", "epochs", "seeds"}} of the store's (selected) trials."""
     configs = {e["trial_id"]: e.get("config") or {} for e in load_plan(Path(sweep_dir))}
     out = {}
@@ -47,7 +47,7 @@ def store_scale(sel: pd.DataFrame, sweep_dir) -> dict[str, dict]:
         cfgs = [configs.get(t, {}) for t in g["trial_id"]]
         models = sorted({_model_text(c.get("model") or {}) for c in cfgs})
         epochs = sorted({str((c.get("train") or {}).get("epochs", "?")) for c in cfgs})
-        out[dataset] = {"train": _train_size(sweep_dir, g), "model": " / ".join(models),
+        out[dataset] = {"train": _train_size(sweep_dir, g, mc), "model": " / ".join(models),
                         "epochs": "/".join(epochs), "seeds": int(g["seed"].nunique())}
     return out
 

@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from benchmarks.trial.store import read_jsonl
-from . import methods as MC
+from .methods import Methods
 from .collect import is_acc_column
 
 SELECTION = "selection/acc"
@@ -97,7 +97,7 @@ def _pair_key(df: pd.DataFrame) -> list[str]:
                                                                                 df["seed"], models)]
 
 
-def selected_frame(df: pd.DataFrame) -> pd.DataFrame:
+def selected_frame(df: pd.DataFrame, mc: Methods) -> pd.DataFrame:
     """The trials of the selected draws, one variant per method, re-paired with the selected ERM draw and the
     selected same-split control of the same seed (erm_trial, control_trial, gains recomputed)."""
     sel = df[df["selected"]].copy()
@@ -106,9 +106,9 @@ def selected_frame(df: pd.DataFrame) -> pd.DataFrame:
     sel["variant"] = sel["method"]
     sel["key"] = _pair_key(sel)
     by = {(m, k): t for m, k, t in zip(sel["method"], sel["key"], sel["trial_id"])}
-    ref = next((m for m in sel["method"].unique() if MC.is_reference(m)), None)
+    ref = next((m for m in sel["method"].unique() if mc.is_reference(m)), None)
     sel["erm_trial"] = [None if m == ref else by.get((ref, k)) for m, k in zip(sel["method"], sel["key"])]
-    sel["control_trial"] = [by.get((MC.control_of(m), k)) if MC.control_of(m) else None
+    sel["control_trial"] = [by.get((mc.control_of(m), k)) if mc.control_of(m) else None
                             for m, k in zip(sel["method"], sel["key"])]
     acc = sel.set_index("trial_id")["test/acc"]
     sel["gain_over_erm_pts"] = 100 * (sel["test/acc"] - sel["erm_trial"].map(acc))
@@ -139,14 +139,14 @@ def _draw_text(d: pd.DataFrame, hparams_id: str) -> str:
     return " ".join([hparams_id, *(f"{k}={fmt(own.get(k))}" for k in varied)])
 
 
-def selection_table(df: pd.DataFrame, epoch: str = "last"):
+def selection_table(df: pd.DataFrame, mc: Methods, epoch: str = "last"):
     """Per dataset x regime x method: the selected draw and the oracle draw (best by test, for reference only)."""
     from .tables import Table
     rows = []
     done = df[df["status"] == "done"]
     first = {k: i for i, k in enumerate(dict.fromkeys(zip(df["dataset"], df["regime"])))}
     for (dataset, regime, method), sub in sorted(df.groupby(CELL, sort=False),
-                                                 key=lambda kv: (first[kv[0][:2]], MC.rank(kv[0][2]))):
+                                                 key=lambda kv: (first[kv[0][:2]], mc.rank(kv[0][2]))):
         d = sub[~sub["reference_only"].astype(bool)] if (~sub["reference_only"].astype(bool)).any() else sub
         s, o = d[d["selected"]], d[d["oracle"]]
         if s.empty:
@@ -169,17 +169,17 @@ def selection_table(df: pd.DataFrame, epoch: str = "last"):
                   "to measure what selecting on test would add (oracle gap = oracle − selected test accuracy); never "
                   "bold, never used for any table, check or figure. Draw ids are hparams_id (method hyperparameters "
                   "plus drawn train.* settings; see trials.csv).", frame)
-    return collapse_single_draws(table)
+    return collapse_single_draws(table, mc)
 
 
-def collapse_single_draws(table):
+def collapse_single_draws(table, mc: Methods):
     """On the page, methods with one draw (nothing to select, oracle gap 0) become one line; the files keep
     every row."""
     if table.frame.empty:
         return table
     single = table.frame["draws"] == "1"
     if single.any():
-        names = list(dict.fromkeys(MC.label(m) for m in table.frame.loc[single, "method"]))
+        names = list(dict.fromkeys(mc.label(m) for m in table.frame.loc[single, "method"]))
         table.collapsed = ("Every method has one hyperparameter draw: nothing was selected (oracle gap 0)."
                            if single.all() else
                            f"One draw each, nothing selected (oracle gap 0): {', '.join(names)}.")

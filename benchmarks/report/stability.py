@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from . import methods as MC
+from .methods import Methods
 from .collect import collect
 
 
@@ -34,17 +34,22 @@ def chance(sweep_dir: Path, trial_id: str) -> float:
 
 def judge(sweep_dir: str | Path) -> pd.DataFrame:
     """collect()'s frame plus per trial: chance, erm_acc, and `fell` = "diverged" | "collapsed" | ""."""
+    return judged(sweep_dir)[0]
+
+
+def judged(sweep_dir: str | Path) -> tuple[pd.DataFrame, Methods]:
+    """judge()'s frame and the store's method cards."""
     sweep_dir = Path(sweep_dir)
-    df = collect(sweep_dir)
+    df, mc = collect(sweep_dir)
     if df.empty:
-        return df
+        return df, mc
     acc = df.set_index("trial_id")["test/acc"]
     df["erm_acc"] = df["erm_trial"].map(acc)
     df["chance"] = [chance(sweep_dir, t) if s == "done" else np.nan for t, s in zip(df["trial_id"], df["status"])]
     floor = df["chance"] + (df["erm_acc"] - df["chance"]) / 2
     collapsed = (df["status"] == "done") & (df["test/acc"] < floor)
     df["fell"] = np.where(df["status"] == "diverged", "diverged", np.where(collapsed, "collapsed", ""))
-    return df
+    return df, mc
 
 
 def fallen(df: pd.DataFrame) -> pd.DataFrame:
@@ -52,13 +57,13 @@ def fallen(df: pd.DataFrame) -> pd.DataFrame:
     return df[df["fell"] != ""] if len(df) else df
 
 
-def _cell(sub: pd.DataFrame) -> str:
+def _cell(sub: pd.DataFrame, mc: Methods) -> str:
     done = sub[sub["status"] == "done"]
     parts = []
     if len(done):
         text = f"{100 * done['test/acc'].mean():.1f}"
         gap = done["gain_over_erm_pts"].dropna()
-        if len(gap) and not MC.is_reference(sub["method"].iloc[0]):
+        if len(gap) and not mc.is_reference(sub["method"].iloc[0]):
             text += f" ({gap.mean():+.1f})"
         parts.append(text)
     bad = {k: int(v) for k, v in sub["fell"].value_counts().items() if k}
@@ -67,17 +72,17 @@ def _cell(sub: pd.DataFrame) -> str:
     return f"{' '.join(parts)} [{len(done) - int((sub['fell'] == 'collapsed').sum())}/{len(sub)}]"
 
 
-def table(df: pd.DataFrame) -> str:
+def table(df: pd.DataFrame, mc: Methods) -> str:
     """Markdown: one row per method (display order), one column per dataset x regime."""
     cols = list(dict.fromkeys(zip(df["dataset"], df["regime"])))
     head = ["method", *[f"{d} / {r}" for d, r in cols]]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for method in sorted(df["method"].unique(), key=MC.rank):
+    for method in sorted(df["method"].unique(), key=mc.rank):
         m = df[df["method"] == method]
-        row = [MC.label(m["variant"].iloc[0])]
+        row = [mc.label(m["variant"].iloc[0])]
         for d, r in cols:
             sub = m[(m["dataset"] == d) & (m["regime"] == r)]
-            row.append(_cell(sub) if len(sub) else "")
+            row.append(_cell(sub, mc) if len(sub) else "")
         lines.append("| " + " | ".join(row) + " |")
     return "\n".join(lines)
 
@@ -95,7 +100,7 @@ def render(stores: list[Path]) -> tuple[str, int]:
     """The Markdown page and the number of trials that fell apart."""
     out, total_bad, total, not_run = [], 0, 0, 0
     for store in stores:
-        df = judge(store)
+        df, mc = judged(store)
         bad = fallen(df)
         total_bad, total = total_bad + len(bad), total + len(df)
         not_run += int(df["status"].isin(["missing", "incomplete"]).sum())
@@ -103,7 +108,7 @@ def render(stores: list[Path]) -> tuple[str, int]:
                 f"{int((df['status'] == 'done').sum())} done, {int((df['fell'] == 'diverged').sum())} diverged, "
                 f"{int((df['fell'] == 'collapsed').sum())} collapsed, "
                 f"{int(df['status'].isin(['failed', 'missing', 'incomplete']).sum())} failed or not run.", "",
-                table(df), ""]
+                table(df, mc), ""]
         for _, r in bad.iterrows():
             why = r["failure"] if r["fell"] == "diverged" else \
                 f"test acc {r['test/acc']:.3f}, its ERM {r['erm_acc']:.3f}, chance {r['chance']:.3f}"

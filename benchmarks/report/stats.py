@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats as sps
 
-from . import methods as MC
+from .methods import Methods
 from .collect import acc_columns
 
 TEST_NAME = "paired t-test (scipy.stats.ttest_rel), 95% CI from the t distribution"
@@ -50,7 +50,7 @@ def _pairs(df: pd.DataFrame, partner_col: str, metric: str = "test/acc"):
     return lambda sub: (sub["trial_id"].map(acc).to_numpy(float), sub[partner_col].map(acc).to_numpy(float))
 
 
-def cells(df: pd.DataFrame) -> pd.DataFrame:
+def cells(df: pd.DataFrame, mc: Methods) -> pd.DataFrame:
     """One row per dataset x regime x variant: accuracy mean/std/n per metric, status counts, gain over ERM
     in test accuracy ("gain mean/lo/hi/p/n") and in every other accuracy present ("gain[<metric>] mean", ...)."""
     rows = []
@@ -67,7 +67,7 @@ def cells(df: pd.DataFrame) -> pd.DataFrame:
             row[f"{m} mean"] = float(v.mean()) if len(v) else np.nan
             row[f"{m} std"] = float(v.std(ddof=1)) if len(v) > 1 else np.nan
             row[f"{m} n"] = len(v)
-        if not MC.is_reference(row["method"]):
+        if not mc.is_reference(row["method"]):
             row.update({f"gain {k}": v for k, v in paired(*erm_pairs["test/acc"](sub)).items()})
             for m in metrics[1:]:
                 if row[f"{m} n"]:
@@ -77,7 +77,7 @@ def cells(df: pd.DataFrame) -> pd.DataFrame:
     if out.empty:
         return out
     order = {k: i for i, k in enumerate(dict.fromkeys(zip(df["dataset"], df["regime"])))}
-    out["_o"] = [(order[(d, r)], MC.rank(m), v) for d, r, m, v in
+    out["_o"] = [(order[(d, r)], mc.rank(m), v) for d, r, m, v in
                  zip(out["dataset"], out["regime"], out["method"], out["variant"])]
     return out.sort_values("_o").drop(columns="_o").reset_index(drop=True)
 
@@ -88,7 +88,7 @@ def _by_method(sub: pd.DataFrame, method: str) -> pd.DataFrame:
     return m[m["hparams_id"] == m["hparams_id"].iloc[0]] if len(m) else m
 
 
-def ordering(df: pd.DataFrame) -> pd.DataFrame:
+def ordering(df: pd.DataFrame, mc: Methods) -> pd.DataFrame:
     """Per dataset x regime: means of the ordering members (e.g. Easy/Random/Hard/MOLERE), whether their claimed
     order (e.g. Easy < Random < Hard <= MOLERE) holds, and for each adjacent pair of present members the paired
     gap (later - earlier) with CI and p.
@@ -96,7 +96,7 @@ def ordering(df: pd.DataFrame) -> pd.DataFrame:
     Means, verdict and gaps all use the same paired seeds: the pairing keys every present member finished
     (a seed missing for one member is left out for all; `n` says how many remain)."""
     rows = []
-    members = MC.ordering_members()
+    members = mc.ordering_members()
     for (dataset, regime), sub in df.groupby(["dataset", "regime"], sort=False):
         parts = {m: _by_method(sub, m) for m in members}
         accs = {m: _done_acc(p) for m, p in parts.items()}
@@ -111,7 +111,7 @@ def ordering(df: pd.DataFrame) -> pd.DataFrame:
                "paired seeds": len(common)}
         holds = bool(len(common))
         for lo, hi in zip(present, present[1:]):
-            strict = MC.relation(hi) == "<"
+            strict = mc.relation(hi) == "<"
             s = paired(accs[hi][common].to_numpy(float), accs[lo][common].to_numpy(float))
             ok = bool(s["n"]) and (s["mean"] > 0 if strict else s["mean"] >= 0)
             holds &= ok
@@ -131,14 +131,14 @@ def _done_acc(part: pd.DataFrame) -> pd.Series:
     return done.set_index("key")["test/acc"].dropna()
 
 
-def meta_effect(df: pd.DataFrame) -> pd.DataFrame:
+def meta_effect(df: pd.DataFrame, mc: Methods) -> pd.DataFrame:
     """Per dataset x regime x train-twice variant: its gain over ERM, the control's gain over ERM and the
     variant minus its same-split ERM control (all paired by seed)."""
     rows = []
     erm_pairs, ctl_pairs = _pairs(df, "erm_trial"), _pairs(df, "control_trial")
     for (dataset, regime, variant), sub in df.groupby(["dataset", "regime", "variant"], sort=False):
         method = sub["method"].iloc[0]
-        control = MC.control_of(method)
+        control = mc.control_of(method)
         if control is None:
             continue
         ctl = df[(df["dataset"] == dataset) & (df["regime"] == regime) & (df["method"] == control)]

@@ -10,47 +10,47 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from . import methods as MC
+from .methods import Methods
 from .tables import Table, num
 
 MARK = " *"
 ORDERING, REWEIGHTING, WEIGHTS = "Ordering", "Reweighting (method − same-split control)", "Weights"
 
 
-def reference_of(method: str) -> str:
+def reference_of(method: str, mc: Methods) -> str:
     """The method whose trials `method`'s gain is measured against (the plan's reference: ERM)."""
-    return next((m for m in MC.methods() if MC.is_reference(m)), "erm")
+    return next((m for m in mc.methods() if mc.is_reference(m)), "erm")
 
 
-def _same_data_gains(sel: pd.DataFrame, pairs: pd.DataFrame) -> list[dict]:
+def _same_data_gains(sel: pd.DataFrame, pairs: pd.DataFrame, mc: Methods) -> list[dict]:
     from .stats import paired
     done = sel[sel["status"] == "done"].set_index("trial_id")["test/acc"]
     pairs = pairs.set_index("trial_id")
     rows = []
     for (dataset, regime, variant), sub in sel.groupby(["dataset", "regime", "variant"], sort=False):
         method = sub["method"].iloc[0]
-        if MC.is_reference(method) or not sub["trial_id"].isin(pairs.index).all():
+        if mc.is_reference(method) or not sub["trial_id"].isin(pairs.index).all():
             continue
         p = pairs.loc[sub["trial_id"]]
         refs = p["ref_method"].dropna()
         s = paired(sub["trial_id"].map(done).to_numpy(float), p["ref_trial"].map(done).to_numpy(float))
         rows.append({"dataset": dataset, "regime": regime, "variant": variant, "method": method,
-                     "reference": refs.mode().iloc[0] if len(refs) else reference_of(method),
+                     "reference": refs.mode().iloc[0] if len(refs) else reference_of(method, mc),
                      **{k: s[k] for k in ("mean", "lo", "hi", "n", "zero_var")}})
     return rows
 
 
-def reference_gains(cells: pd.DataFrame, sel: pd.DataFrame | None = None,
+def reference_gains(cells: pd.DataFrame, mc: Methods, sel: pd.DataFrame | None = None,
                     pairs: pd.DataFrame | None = None) -> pd.DataFrame:
     """One row per dataset x regime x non-reference variant: its reference and the paired gain (points) — against
     the same-data reference of `pairs` (per trial, over the selected trials `sel`) when given."""
     columns = ["dataset", "regime", "variant", "method", "reference", "mean", "lo", "hi", "n", "zero_var"]
     if sel is not None and pairs is not None and len(pairs):
-        return pd.DataFrame(_same_data_gains(sel, pairs), columns=columns)
+        return pd.DataFrame(_same_data_gains(sel, pairs, mc), columns=columns)
     rows = []
-    for _, r in cells[~cells["method"].map(MC.is_reference)].iterrows():
+    for _, r in cells[~cells["method"].map(mc.is_reference)].iterrows():
         rows.append({"dataset": r["dataset"], "regime": r["regime"], "variant": r["variant"], "method": r["method"],
-                     "reference": reference_of(r["method"]),
+                     "reference": reference_of(r["method"], mc),
                      **{k: r.get(f"gain {k}", np.nan) for k in ("mean", "lo", "hi", "n", "zero_var")}})
     return pd.DataFrame(rows, columns=["dataset", "regime", "variant", "method", "reference", "mean", "lo", "hi",
                                        "n", "zero_var"])
@@ -83,10 +83,10 @@ def _ordering_row(order: pd.DataFrame) -> dict:
     return out
 
 
-def _reweighting_row(meta: pd.DataFrame) -> dict:
+def _reweighting_row(meta: pd.DataFrame, mc: Methods) -> dict:
     out = {}
     for (dataset, regime), g in meta.groupby(["dataset", "regime"], sort=False):
-        stats = [(MC.label(r["variant"]), r["minus control"]) for _, r in g.iterrows()
+        stats = [(mc.label(r["variant"]), r["minus control"]) for _, r in g.iterrows()
                  if np.isfinite(r["minus control"].get("lo", np.nan))]
         sure = [f"{lbl} {interval(s)}" for lbl, s in stats if excludes_zero(s)]
         out[f"{dataset} / {regime}"] = (("; ".join(sure) + MARK) if sure else
@@ -108,24 +108,24 @@ def _weights_row(sel: pd.DataFrame, sweep_dir) -> dict:
 
 
 def summary_table(cells: pd.DataFrame, order: pd.DataFrame, meta: pd.DataFrame, sel: pd.DataFrame,
-                  sweep_dir, pairs: pd.DataFrame | None = None) -> Table | None:
+                  sweep_dir, mc: Methods, pairs: pd.DataFrame | None = None) -> Table | None:
     """The summary: rows = methods (display order) then the three verdicts; columns = dataset / regime. Gains are
     against each trial's same-data reference (`pairs`, benchmarks.report.like_for_like) when given."""
-    gains = reference_gains(cells, sel, pairs)
+    gains = reference_gains(cells, mc, sel, pairs)
     if gains.empty:
         return None
     columns = list(dict.fromkeys(f"{d} / {r}" for d, r in zip(cells["dataset"], cells["regime"])))
     rows, bold = [], set()
-    for variant, g in sorted(gains.groupby("variant", sort=False), key=lambda kv: MC.rank(kv[1]["method"].iloc[0])):
-        row = {"method": MC.label(variant), "reference": MC.label(g["reference"].iloc[0])}
+    for variant, g in sorted(gains.groupby("variant", sort=False), key=lambda kv: mc.rank(kv[1]["method"].iloc[0])):
+        row = {"method": mc.label(variant), "reference": mc.label(g["reference"].iloc[0])}
         for _, r in g.iterrows():
             col, s = f"{r['dataset']} / {r['regime']}", r.to_dict()
             row[col] = interval(s) + (MARK if excludes_zero(s) else "")
             if excludes_zero(s):
                 bold.add((len(rows), col))
         rows.append(row)
-    verdicts = [(ORDERING + ": " + MC.ordering_claim(), _ordering_row(order) if len(order) else {}),
-                (REWEIGHTING, _reweighting_row(meta) if len(meta) else {}),
+    verdicts = [(ORDERING + ": " + mc.ordering_claim(), _ordering_row(order) if len(order) else {}),
+                (REWEIGHTING, _reweighting_row(meta, mc) if len(meta) else {}),
                 (WEIGHTS + " (what φ learned, training split)", _weights_row(sel, sweep_dir))]
     for name, cells_ in verdicts:
         if cells_:

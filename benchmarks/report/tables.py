@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from . import methods as MC
+from .methods import Methods
 from .collect import METRIC_NAMES, order_metrics
 from scipy import stats as sps
 
@@ -134,16 +134,16 @@ def best_by_selection(g: pd.DataFrame) -> list:
     return [i for i in g.index if g.at[i, SELECTED] == g[SELECTED].max()]
 
 
-def results_table(cells: pd.DataFrame, metrics: list[str]) -> Table:
+def results_table(cells: pd.DataFrame, metrics: list[str], mc: Methods) -> Table:
     """Long form: one row per dataset x regime x method; the best by selection accuracy of each dataset x regime
     marked."""
     rows, bold = [], set()
     for i, r in cells.iterrows():
-        row = {"dataset": r["dataset"], "regime": r["regime"], "method": r["variant"], "label": MC.label(r["variant"])}
+        row = {"dataset": r["dataset"], "regime": r["regime"], "method": r["variant"], "label": mc.label(r["variant"])}
         for m in metrics:
             if m == "test/acc" or r.get(f"{m} n", 0):
                 row[_metric_label(m)] = _acc(r, m)
-        row["gain over ERM (pts) [95% CI], p"] = "reference" if MC.is_reference(r["method"]) else stat(
+        row["gain over ERM (pts) [95% CI], p"] = "reference" if mc.is_reference(r["method"]) else stat(
             {k[5:]: r[k] for k in r.index if k.startswith("gain ")})
         row["trials"] = f"{r['done']}/{r['planned']} done" + (f" ({r['note']})" if r["note"] else "")
         rows.append(row)
@@ -178,18 +178,18 @@ def accuracy_table(cells: pd.DataFrame, metric: str) -> Table:
                  "blank = not planned; unfinished trials counted.", pd.DataFrame(rows), bold, legend=BOLD_SELECTION)
 
 
-def ordering_table(order: pd.DataFrame) -> Table:
-    rows, members = [], MC.ordering_members()
-    claim = MC.ordering_claim(members)
+def ordering_table(order: pd.DataFrame, mc: Methods) -> Table:
+    rows, members = [], mc.ordering_members()
+    claim = mc.ordering_claim(members)
     for _, r in order.iterrows():
         row = {"dataset": r["dataset"], "regime": r["regime"],
-               **{f"{MC.card(m).label} (%)": num(r[f"{m} mean"]) for m in members}, claim: r["holds"],
+               **{f"{mc.card(m).label} (%)": num(r[f"{m} mean"]) for m in members}, claim: r["holds"],
                "paired seeds": str(r.get("paired seeds", ""))}
         for col in r.index:
             if " - " in col and isinstance(r[col], dict):
                 hi, lo = col.split(" - ")
                 s = r[col]
-                row[f"{MC.card(hi).label} − {MC.card(lo).label} (pts)"] = f"{stat(s)}; {lo} {s['relation']} {hi}: " \
+                row[f"{mc.card(hi).label} − {mc.card(lo).label} (pts)"] = f"{stat(s)}; {lo} {s['relation']} {hi}: " \
                                                          f"{'yes' if s['holds'] else 'no'}"
         row["not finished"] = r["note"]
         rows.append(row)
@@ -200,9 +200,9 @@ def ordering_table(order: pd.DataFrame) -> Table:
                  pd.DataFrame(rows).fillna(""))
 
 
-def meta_table(meta: pd.DataFrame) -> Table:
-    rows = [{"dataset": r["dataset"], "regime": r["regime"], "method": r["variant"], "label": MC.label(r["variant"]),
-             "gain over ERM (pts)": stat(r["gain"]), "control": r["control"], "control label": MC.label(r["control"]),
+def meta_table(meta: pd.DataFrame, mc: Methods) -> Table:
+    rows = [{"dataset": r["dataset"], "regime": r["regime"], "method": r["variant"], "label": mc.label(r["variant"]),
+             "gain over ERM (pts)": stat(r["gain"]), "control": r["control"], "control label": mc.label(r["control"]),
              "control − ERM (pts)": stat(r["control gain"]), "method − control (pts)": stat(r["minus control"]),
              "not finished": r["note"]} for _, r in meta.iterrows()]
     return Table("meta_effect", "Meta-learning effect: methods against their same-split control",
@@ -211,17 +211,18 @@ def meta_table(meta: pd.DataFrame) -> Table:
                  f"points, 95% CI, {TEST_NAME}.", pd.DataFrame(rows))
 
 
-def build_tables(cells: pd.DataFrame, order: pd.DataFrame, meta: pd.DataFrame, selection_note: str = "") -> list[Table]:
+def build_tables(cells: pd.DataFrame, order: pd.DataFrame, meta: pd.DataFrame, mc: Methods,
+                 selection_note: str = "") -> list[Table]:
     """The result tables; `selection_note` (the model-selection rule) starts every caption."""
     if cells.empty:
         return []
     metrics = order_metrics(c[:-5] for c in cells.columns if c.endswith(" mean") and not c.startswith("gain"))
-    tables = [results_table(cells, metrics)]
+    tables = [results_table(cells, metrics, mc)]
     tables += [accuracy_table(cells, m) for m in metrics if cells[f"{m} n"].sum() or m == "test/acc"]
     if not order.empty:
-        tables.append(ordering_table(order))
+        tables.append(ordering_table(order, mc))
     if not meta.empty:
-        tables.append(meta_table(meta))
+        tables.append(meta_table(meta, mc))
     if selection_note:
         for t in tables:
             t.caption = f"Selected draws ({selection_note}). {t.caption}"

@@ -15,7 +15,7 @@ import pandas as pd
 
 from molere import margins as M
 
-from . import methods as MC
+from .methods import Methods
 from . import paper_numbers as P
 from .collect import test_margins
 from .scale import scale_line, store_scale
@@ -69,7 +69,7 @@ def _accs(df: pd.DataFrame, method: str) -> pd.Series:
     return done.set_index("key")["test/acc"].dropna()
 
 
-def ordering_claims(order: pd.DataFrame) -> list[dict]:
+def ordering_claims(order: pd.DataFrame, mc: Methods) -> list[dict]:
     """One row per adjacent gap of the ordering check (stats.ordering), and one for the whole chain."""
     rows = []
     for _, r in order.iterrows():
@@ -80,16 +80,16 @@ def ordering_claims(order: pd.DataFrame) -> list[dict]:
                 s = r[col]
                 rel = s.get("relation", "<")
                 links.append({**_row("ordering", r["dataset"], r["regime"],
-                                     f"{MC.label(lo)} {rel} {MC.label(hi)}: {MC.label(hi)} − {MC.label(lo)} > 0", s,
+                                     f"{mc.label(lo)} {rel} {mc.label(hi)}: {mc.label(hi)} − {mc.label(lo)} > 0", s,
                                      PAIRED, "the seeds every ordering member finished",
                                      _paper_gain(r["dataset"], hi, lo)), "_lo": lo})
-        position = {m: i for i, m in enumerate(MC.ordering_members())}
+        position = {m: i for i, m in enumerate(mc.ordering_members())}
         links.sort(key=lambda x: position.get(x["_lo"], 99))
         for x in links:
             del x["_lo"]
         verdicts = {x["verdict"] for x in links}
         chain = CONTRADICTED if CONTRADICTED in verdicts else REPRODUCED if verdicts == {REPRODUCED} else INCONCLUSIVE
-        members = MC.ordering_claim([m for m in MC.ordering_members() if pd.notna(r.get(f"{m} mean"))])
+        members = mc.ordering_claim([m for m in mc.ordering_members() if pd.notna(r.get(f"{m} mean"))])
         rows.append({**_row("ordering", r["dataset"], r["regime"], f"the whole chain {members}", {}, "every gap "
                             "above", "as the gaps"), "verdict": chain, "n": int(r.get("paired seeds", 0))})
         rows += links
@@ -110,7 +110,7 @@ def gain_claims(sel: pd.DataFrame, ref_col: str, reference: str) -> list[dict]:
     return rows
 
 
-def versus_claims(sel: pd.DataFrame) -> list[dict]:
+def versus_claims(sel: pd.DataFrame, mc: Methods) -> list[dict]:
     """MOLERE against every other method (not the reference, not a control), paired by seed."""
     rows = []
     for (dataset, regime), sub in sel.groupby(["dataset", "regime"], sort=False):
@@ -118,17 +118,17 @@ def versus_claims(sel: pd.DataFrame) -> list[dict]:
         if ours.empty:
             continue
         for m in dict.fromkeys(sub["method"]):
-            if m == "molere" or MC.is_reference(m) or MC.is_control(m):
+            if m == "molere" or mc.is_reference(m) or mc.is_control(m):
                 continue
             other = _accs(sub, m)
             common = ours.index.intersection(other.index)
             s = paired(ours[common].to_numpy(float), other[common].to_numpy(float))
-            rows.append(_row("MOLERE ≥ every baseline", dataset, regime, f"MOLERE − {MC.label(m)} > 0", s,
-                             PAIRED, f"{MC.label(m)} on the same seeds", _paper_gain(dataset, "molere", m)))
+            rows.append(_row("MOLERE ≥ every baseline", dataset, regime, f"MOLERE − {mc.label(m)} > 0", s,
+                             PAIRED, f"{mc.label(m)} on the same seeds", _paper_gain(dataset, "molere", m)))
     return rows
 
 
-def margin_claims(sel: pd.DataFrame) -> list[dict]:
+def margin_claims(sel: pd.DataFrame, mc: Methods) -> list[dict]:
     """Mean paired test-margin delta against ERM > 0 (Figure 3 a, b): per seed the trial's mean delta (against its
     ERM partner, as the report's margin tables), then over seeds."""
     rows = []
@@ -141,7 +141,7 @@ def margin_claims(sel: pd.DataFrame) -> list[dict]:
             prow = next((r for r in P.result("margins")["mean_delta"] if P.dataset_of(r)["dataset"] == dataset), None)
             paper_v = P.value("margins", prow, "mean") if prow else None
             paper = f"{paper_v.value:+.3f} ({prow})" if paper_v else "—"
-            rows.append(_row("margin-delta mean > 0", dataset, regime, f"mean PM({MC.label(m)}) − PM(ERM) > 0", s,
+            rows.append(_row("margin-delta mean > 0", dataset, regime, f"mean PM({mc.label(m)}) − PM(ERM) > 0", s,
                              ONE_SAMPLE, ERM_REFERENCE, paper))
     return rows
 
@@ -186,17 +186,17 @@ def _paper_separation(dataset: str) -> str:
     return "—"
 
 
-def verdict_frame(sel: pd.DataFrame, order: pd.DataFrame, sweep_dir) -> pd.DataFrame:
+def verdict_frame(sel: pd.DataFrame, order: pd.DataFrame, sweep_dir, mc: Methods) -> pd.DataFrame:
     """Every testable claim, one row per claim x dataset x regime (x comparison)."""
     ref_col, reference = reference_trial(sel)
-    rows = ordering_claims(order) if len(order) else []
-    rows += gain_claims(sel, ref_col, reference) + versus_claims(sel) + margin_claims(sel)
+    rows = ordering_claims(order, mc) if len(order) else []
+    rows += gain_claims(sel, ref_col, reference) + versus_claims(sel, mc) + margin_claims(sel, mc)
     rows += separation_claims(sel, sweep_dir)
     return pd.DataFrame(rows, columns=["claim", "dataset", "regime", "comparison", "verdict", "effect", "lo", "hi",
                                        "n", "p", "test", "reference", "paper"])
 
 
-def verdict_tables(frame: pd.DataFrame, sel: pd.DataFrame, sweep_dir) -> list[Table]:
+def verdict_tables(frame: pd.DataFrame, sel: pd.DataFrame, sweep_dir, mc: Methods) -> list[Table]:
     """The summary (counts per claim), the verdict table, and the scale of each dataset."""
     if frame.empty:
         return []
@@ -211,7 +211,7 @@ def verdict_tables(frame: pd.DataFrame, sel: pd.DataFrame, sweep_dir) -> list[Ta
         "test": frame["test"], "reference": frame["reference"]})
     summary = frame.groupby("claim", sort=False)["verdict"].value_counts().unstack(fill_value=0)
     summary = summary.reindex(columns=[REPRODUCED, CONTRADICTED, INCONCLUSIVE], fill_value=0).reset_index()
-    scale = store_scale(sel, sweep_dir)
+    scale = store_scale(sel, sweep_dir, mc)
     scale_rows = pd.DataFrame([{"dataset": ds, "scale": scale_line(ds, scale)} for ds in scale])
     caption = ("Judged from this store alone, never from the paper: reproduced = the 95% CI of the effect lies above "
                "0, contradicted = below 0, inconclusive = it spans 0 or fewer than two seeds (or zero variance); "
