@@ -1,13 +1,5 @@
-"""The W&B dashboard of a sweep, built from its logged runs (the CLI: `python -m benchmarks.dashboard`).
-
-Builds, with `wandb-workspaces`, a workspace (sections of panels over the sweep's runs, the run table
-grouped by dataset / regime / method) and a report (the summary run's tables and figures, then one
-panel grid per dataset x regime with its runs grouped by method). Every panel comes from keys the
-sweep's runs actually logged (read from their local run files), so it works with or without optional
-keys such as the reweighting diagnostics (`diag/*`). Offline, the specification is written to
-SWEEP_DIR/dashboard/ (spec.json, the workspace's view spec, PUBLISH.md saying how to publish it);
-online (or with --publish), the workspace and report are saved and their URLs printed.
-"""
+"""A sweep's W&B workspace and report, built from its logged runs (`python -m benchmarks.dashboard`, whose
+`--help` describes them)."""
 from __future__ import annotations
 
 import json
