@@ -115,3 +115,17 @@ def check_device(device: str, field: str = "train.device", instead: str = "auto 
         seen = "no CUDA device is visible" if not visible else f"only cuda:0..cuda:{visible - 1} are visible"
         raise ConfigError(f"{field}: {device} asked for, but {seen}; use {instead}"
                           + (" or one of those" if visible else ""))
+
+
+ONLY_KEYS = ("method", "dataset", "regime", "seed")
+
+
+def parse_only(items: list[str]) -> dict[str, set[str]]:
+    """`--only KEY=V1,V2 ...` (run, report) as {key: values}; a malformed item is a ConfigError."""
+    only: dict[str, set[str]] = {}
+    for item in items or ():
+        key, sep, values = item.partition("=")
+        if not sep or key not in ONLY_KEYS or not values:
+            raise ConfigError(f"--only: expected KEY=V1,V2 with KEY one of {', '.join(ONLY_KEYS)} (got {item!r})")
+        only.setdefault(key, set()).update(v for v in values.split(",") if v)
+    return only

@@ -263,7 +263,8 @@ def main(argv=None) -> int:
     from benchmarks.sweep import references
     from benchmarks.sweep.host import check_host
     from benchmarks.sweep.per_dataset import models_of
-    from benchmarks.sweep.plan import expand_trials, parse_only, select
+    from benchmarks.cli import parse_only
+    from benchmarks.sweep.plan import expand_trials, select
     from benchmarks.sweep.schema import load_sweep, missing_data
     from benchmarks.wandb_io.log import resolve_mode
     from .cli import bad_input_exits

@@ -50,7 +50,7 @@ def test_a_value_no_field_takes_is_still_reported_with_its_field():
 
 
 def test_sweep_set_values_follow_their_field_types():
-    sweep = load_sweep("sweeps/quickstart.yaml", [
+    sweep = load_sweep("sweeps/embedded.yaml", [
         "methods.l2rw.meta_labels=true", "methods.fsr.train.epochs=3", "datasets.mnist1d.options.num_samples=1000",
         "wandb.project=2024", "train.guard.patience=3", "regimes.1.rate=0.2"])
     assert sweep.methods["l2rw"]["meta_labels"] == "true" and sweep.methods["fsr"]["train"]["epochs"] == 3

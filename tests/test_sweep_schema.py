@@ -9,7 +9,8 @@ import yaml
 
 from benchmarks import run
 from benchmarks.sweep.search_space import expand
-from benchmarks.sweep.plan import expand_trials, parse_only, select
+from benchmarks.cli import parse_only
+from benchmarks.sweep.plan import expand_trials, select
 from benchmarks.sweep.schema import apply_override, load_sweep
 from molere.config import ConfigError
 
@@ -217,9 +218,9 @@ def test_dry_run_of_every_shipped_sweep(path, capsys, no_launch, tmp_path):
     assert sum(line.startswith("sizes (") for line in out.splitlines()) == len(sweep.datasets) * len(sweep.regimes)   # realised sizes, or why unknown
 
 
-def test_shipped_quickstart_covers_every_registered_method():
+def test_shipped_embedded_sweep_covers_every_registered_method():
     from benchmarks import catalog
-    sweep = load_sweep(ROOT / "sweeps" / "quickstart.yaml")
+    sweep = load_sweep(ROOT / "sweeps" / "embedded.yaml")
     builtin = [n for n in catalog.METHODS.names()   # not the plugins other tests registered
                if catalog.METHODS.get(n).__module__.split(".")[0] in ("baselines", "molere")]
     assert sorted(sweep.methods) == builtin

@@ -39,7 +39,7 @@ def main(argv=None) -> int:
     with bad_input_exits(PROG):   # every check before any work: one line, exit 2
         plan = read_plan(a.sweep_dir)
         read_settings(a.sweep_dir)
-        from benchmarks.sweep.plan import parse_only
+        from benchmarks.cli import parse_only
 
         from .collect import subset
         only = parse_only(a.only)

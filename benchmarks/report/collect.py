@@ -166,15 +166,15 @@ def _add_partners(df: pd.DataFrame, mc: Methods) -> None:
     df["erm_trial"] = [None if mc.is_reference(m) else p if isinstance(p, str) and p else erm.get(k)
                        for k, m, p in zip(df["key"], df["method"], df["planned_erm"])]
     del df["planned_erm"]
+    rows = list(zip(df["key"], df["method"], [json.loads(h).get("delta") for h in df["hparams"]], df["trial_id"]))
     controls = {}
-    for r in df.itertuples():
-        controls.setdefault((r.key, r.method), []).append(r)
+    for key, method, delta, tid in rows:     # four columns, not itertuples over hundreds of metric columns
+        controls.setdefault((key, method), []).append((delta, tid))
     picked = []
-    for r in df.itertuples():
-        cands = controls.get((r.key, mc.control_of(r.method)), [])
-        delta = json.loads(r.hparams).get("delta")
-        same = [c for c in cands if json.loads(c.hparams).get("delta", delta) == delta] or cands
-        picked.append(same[0].trial_id if same else None)
+    for key, method, delta, _ in rows:
+        cands = controls.get((key, mc.control_of(method)), [])
+        same = [c for c in cands if (c[0] if c[0] is not None else delta) == delta] or cands
+        picked.append(same[0][1] if same else None)
     df["control_trial"] = picked
 
 

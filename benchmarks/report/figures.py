@@ -7,6 +7,7 @@ is absent is skipped and a note says why (never an exception).
 from __future__ import annotations
 
 import re
+import textwrap
 import zlib
 from pathlib import Path
 
@@ -136,14 +137,15 @@ def margin_histograms(deltas: dict, folder: Path, notes: list, mc: Methods) -> l
             ax.stairs(counts / max(len(d), 1), edges, fill=True, color=color(k[2].split(" ")[0], mc), alpha=0.8)
             ax.axvline(d.mean(), color="black", linestyle="-", linewidth=1.2, label="mean")
             ax.axvline(np.median(d), color="red", linestyle="--", linewidth=1.2, label="median")
-            ax.set_title(f"{mc.label(k[2])} − ERM\nmean {d.mean():+.3f}, median {np.median(d):+.3f}", fontsize=9)
+            ax.set_title(f"{textwrap.fill(mc.label(k[2]) + ' − ERM', 34)}\nmean {d.mean():+.3f}, median "
+                         f"{np.median(d):+.3f}", fontsize=9)
             ax.grid(alpha=0.3)
         _outer_labels(axes, "Test margin delta (probability)", "Fraction of test examples")
         handles = axes[0].get_lines()[:2]
         fig.legend(handles, [h.get_label() for h in handles], loc="upper left", bbox_to_anchor=(1.0, 0.95),
                    frameon=False)
         fig.suptitle(f"Paired test-margin deltas, {dataset} / {regime} (same examples, pooled over seeds)")
-        fig.tight_layout()
+        _fixed_margins(fig, top_in=1.1, bottom_in=0.55, wspace=0.12, hspace=0.75)
         out.append({"file": _save(fig, folder, f"margin_deltas_{slug(dataset, regime)}.png"),
                     "title": f"Margin deltas: {dataset} / {regime}",
                     "caption": "Histogram (bin width 0.05) of per-example probabilistic margin of the method minus "
@@ -151,6 +153,13 @@ def margin_histograms(deltas: dict, folder: Path, notes: list, mc: Methods) -> l
     if not deltas:
         notes.append("Margin figures skipped: no finished method with a finished ERM partner and saved test margins")
     return out
+
+
+def _fixed_margins(fig, top_in: float, bottom_in: float, wspace: float = 0.3, hspace: float = 0.25) -> None:
+    """Panel spacing in inches instead of `tight_layout` (which draws every panel once more: seconds for a
+    grid of small multiples); labels outside the panels are kept by the `bbox_inches="tight"` save."""
+    h = fig.get_figheight()
+    fig.subplots_adjust(left=0.08, right=0.98, top=1 - top_in / h, bottom=bottom_in / h, wspace=wspace, hspace=hspace)
 
 
 def _outer_labels(axes, xlabel: str, ylabel: str) -> None:
@@ -270,8 +279,9 @@ def training_curves(df: pd.DataFrame, sweep_dir: Path, folder: Path, notes: list
             if j == 0:
                 ax.set_ylabel(mc.label(variant), fontsize=8, rotation=0, ha="right", va="center")
     fig.supxlabel("Epoch", fontsize=9)
-    fig.suptitle("Test accuracy (%) per epoch: mean over seeds, 95% CI band; grey dashed: ERM", fontsize=10)
-    fig.tight_layout(rect=(0, 0, 1, 1 - 0.45 / fig.get_figheight()))
+    fig.suptitle("Test accuracy (%) per epoch: mean over seeds, 95% CI band; grey dashed: ERM", fontsize=10,
+                 y=1 - 0.15 / fig.get_figheight(), va="top")
+    _fixed_margins(fig, top_in=0.75, bottom_in=0.5)
     return [{"file": _save(fig, folder, "training_curves.png"), "title": "Training curves",
              "caption": "One row per method, one column per dataset × regime: test accuracy after each evaluated "
                         "epoch, mean over finished seeds with its 95% t-interval band; the grey dashed line is ERM's "

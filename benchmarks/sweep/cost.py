@@ -27,9 +27,9 @@ REFERENCE_GPU = "H100 (reference figures, not measured)"
 REFERENCE_IMG_S = {"vit": 391 * 4.5, "resnet": 826 * 4.5}
 PERF_POOL = 1.2 / 1.08   # perf's MOLERE rows hold one pool pass (1.2 n) per epoch of its 1.08 n images
 # one trial's fixed cost beyond its data's load time: GPU: model, weights, data index, workers; CPU: its
-# process, W&B run and logging (measured on the shared 2-core machine: docs/perf.md#cost-estimate)
-GPU_FIXED_S, CPU_FIXED_S = 120.0, 30.0
-CPU_SWEEP_S = 100.0      # a CPU sweep's own start (Ray), report and dashboard (measured there too)
+# process, W&B run and logging (`benchmarks.perf --settings trial`: 0.9 s with W&B offline; docs/perf.md#cost-estimate)
+GPU_FIXED_S, CPU_FIXED_S = 120.0, 1.0
+CPU_SWEEP_S = 30.0       # a CPU sweep's own start (Ray), report and dashboard (measured there too)
 SETTING_OF = {"vit": ("vit_b16", "vit_tiny"), "resnet": ("resnet50", "resnet18"),
               "cnn": ("cnn-digits", "cnn-fashion"), "mlp": ("mlp-digits", "mlp-fashion")}
 

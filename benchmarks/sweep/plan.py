@@ -106,19 +106,6 @@ def with_references(trials: list[PlannedTrial]) -> list[PlannedTrial]:
     return out
 
 
-ONLY_KEYS = ("method", "dataset", "regime", "seed")
-
-
-def parse_only(items: list[str]) -> dict[str, set[str]]:
-    only: dict[str, set[str]] = {}
-    for item in items or ():
-        key, sep, values = item.partition("=")
-        if not sep or key not in ONLY_KEYS or not values:
-            raise ConfigError(f"--only: expected KEY=V1,V2 with KEY one of {', '.join(ONLY_KEYS)} (got {item!r})")
-        only.setdefault(key, set()).update(v for v in values.split(",") if v)
-    return only
-
-
 def select(trials: list[PlannedTrial], only: dict[str, set[str]]) -> list[PlannedTrial]:
     """The trials matching every `--only` filter, plus the ERM and same-data reference trials they need."""
     for key, values in only.items():
