@@ -23,6 +23,7 @@ from molere.lrw_trainer import LRWHparams, LRWTrainer
 from molere.margins import probabilistic_margin
 from molere.reference import ReferenceNeeds
 from molere.registry import LRW_PANEL, MethodCard, register_method
+from molere.splits import Draw
 from molere.splitter import TRAIN, VALIDATION, Splitter, SplitterOptions, choose_validation, label_balance_kl, membership_weighted_loss, split_size_kl
 
 
@@ -118,8 +119,8 @@ class MOLERE(LRWTrainer):
         self.info.update(pool_size=len(self.pool), val_cap=self.val_cap, delta=hp.delta,
                          warmup_epochs=self.warmup_epochs, splitter_classes="0=validation,1=train",
                          split_history=[])
-        random_val = torch.randperm(len(self.pool), generator=self._split_gen)[:self.val_cap]
-        return self._assign(random_val)
+        random_val = Draw(self._split_gen, "torch").first(len(self.pool), self.val_cap)
+        return self._assign(torch.as_tensor(random_val))
 
     def _assign(self, val_idx: torch.Tensor) -> tuple[ExampleSet, ExampleSet]:
         self.val_mask = torch.zeros(len(self.pool), dtype=torch.bool)

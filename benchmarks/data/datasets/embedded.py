@@ -16,10 +16,11 @@ import numpy as np
 import torch
 from pydantic import Field
 
-from benchmarks.data.datasets.common import DataMissingError, DatasetOptions, as_float_images, stratified_split
+from benchmarks.data.datasets.common import DataMissingError, DatasetOptions, as_float_images
 from benchmarks.registry import register_dataset
 from molere.config import ConfigError
 from molere.data import ExampleSet, TaskData
+from molere.splits import stratified_split
 
 
 class SplitOptions(DatasetOptions):

@@ -8,12 +8,12 @@ import numpy as np
 from pydantic import Field, model_validator
 from torchvision.datasets.folder import IMG_EXTENSIONS, make_dataset
 
-from benchmarks.data.datasets.common import (DataMissingError, DatasetOptions, cache_dir, require_path,
-                                             stratified_split)
+from benchmarks.data.datasets.common import DataMissingError, DatasetOptions, cache_dir, require_path
 from benchmarks.data.datasets.images import CIFAR_MEAN, CIFAR_STD, ArrayImages, ImageFiles, RootDataset, make_sets
 from benchmarks.registry import register_dataset
 from molere.config import ConfigError
 from molere.data import TaskData
+from molere.splits import random_subset, stratified_split
 
 
 # ---- CIFAR ------------------------------------------------------------------------------------------
@@ -360,8 +360,8 @@ class Clothing1M(RootDataset):
             true += [clean.get(k, table[split][k]) for k in ks]
         labels, true = np.asarray(labels), np.asarray(true)
         if o.train_subset is not None and o.train_subset < len(keys["train"]):   # ids stay the full-set ones
-            keep = np.random.default_rng(o.split_seed).choice(len(keys["train"]), o.train_subset, replace=False)
-            parts["train"] = parts["train"][np.sort(keep)]
+            parts["train"] = parts["train"][random_subset(len(keys["train"]), o.train_subset, o.split_seed,
+                                                          "numpy_choice")]
         tr = parts["train"]
         known = np.asarray([flat[p] in clean for p in tr], dtype=bool)
         paths = [os.path.join(root, k) for k in flat]

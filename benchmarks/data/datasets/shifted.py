@@ -10,10 +10,10 @@ import numpy as np
 import torch
 from pydantic import Field
 
-from benchmarks.data.datasets.common import stratified_split
 from benchmarks.data.datasets.embedded import SplitOptions, _mnist1d_arrays, build_task
 from benchmarks.registry import register_dataset
 from molere.data import ExampleSet, TaskData
+from molere.splits import stratified_split
 
 SHIFT_SEED = 4242          # the shifted draw's generator seed (the standard MNIST-1D draw uses 42)
 
