@@ -18,7 +18,7 @@ import torch
 from pydantic import Field
 
 from .config import ConfigError, Strict
-from .data import Batch, ExampleSet, TaskData
+from .data import Batch, ExampleSet, TaskData, require_val
 from .diagnostics import aligned, relative_displacement, weight_diagnostics
 from .evaluation import Outputs
 from .forward import BatchOutputs
@@ -75,10 +75,7 @@ class ReweightingHparams(MetaHparams, ReweightingStepHparams, MetaSourceHparams)
 def meta_source_split(data: TaskData, hp: MetaSourceHparams, seed: int) -> tuple[ExampleSet, ExampleSet]:
     """(training set, meta set) by `hp.meta_source`: the val split, or a per-class hold-out of train."""
     if hp.meta_source == "val":
-        if data.val is None or len(data.val) == 0:
-            raise ConfigError(f"method.hparams.meta_source: 'val' needs a validation split, and dataset "
-                              f"{data.name!r} has none here; use meta_source=train_per_class")
-        return data.train, data.val
+        return data.train, require_val(data, "method.hparams.meta_source='val'", "use meta_source=train_per_class")
     return hold_out(data.train, hp.meta_per_class, None, seed, data.num_classes)
 
 
