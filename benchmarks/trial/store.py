@@ -32,7 +32,7 @@ from typing import Any, BinaryIO, Callable
 import numpy as np
 
 
-def _atomic_write(path: Path, data: bytes | Callable[[BinaryIO], object]) -> None:
+def atomic_write(path: Path, data: bytes | Callable[[BinaryIO], object]) -> None:
     """Write `data` (bytes, or a function that writes to the open file) to `path` atomically: a temporary
     file, fsync, rename."""
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
@@ -60,7 +60,7 @@ class CheckpointDiscarded(UserWarning):
 
 
 def write_json(path: Path, obj: Any) -> None:
-    _atomic_write(Path(path), (json.dumps(obj, indent=2, sort_keys=True, default=_jsonable) + "\n").encode())
+    atomic_write(Path(path), (json.dumps(obj, indent=2, sort_keys=True, default=_jsonable) + "\n").encode())
 
 
 def _jsonable(o):
@@ -183,7 +183,7 @@ class RunDir:
         state = self.load_checkpoint(config.get("trial_id")) if checkpoint else None
         resume = int(state["epoch"]) if state is not None else 0
         kept = [r for r in read_jsonl(self.file("metrics.jsonl")) if r.get("epoch", 0) <= resume]
-        _atomic_write(self.file("metrics.jsonl"), "".join(json.dumps(r) + "\n" for r in kept).encode())
+        atomic_write(self.file("metrics.jsonl"), "".join(json.dumps(r) + "\n" for r in kept).encode())
         if state is None:
             self.file("checkpoint.pt").unlink(missing_ok=True)
         return state
@@ -201,7 +201,7 @@ class RunDir:
         """Write a trainer state atomically (a crash mid-write leaves the previous checkpoint)."""
         import torch
         _fsync_path(self.file("metrics.jsonl"))    # never a checkpoint ahead of the metrics it resumes with
-        _atomic_write(self.file("checkpoint.pt"),
+        atomic_write(self.file("checkpoint.pt"),
                       lambda f: torch.save({"format": CHECKPOINT_FORMAT, "trial_id": trial_id, "state": state}, f))
 
     def load_checkpoint(self, trial_id: str | None = None) -> dict | None:
@@ -232,14 +232,14 @@ class RunDir:
         import io
         buf = io.BytesIO()
         np.savez_compressed(buf, **arrays)
-        _atomic_write(self.file("margins.npz"), buf.getvalue())
+        atomic_write(self.file("margins.npz"), buf.getvalue())
 
     def finish(self, result: dict) -> None:
         """Record the outputs (size, sha256) in result.json, then seal result.json in `done`."""
         _fsync_path(self.file("metrics.jsonl"))
         files = {n: fingerprint(self.file(n)) for n in RECORDED if self.file(n).exists()}
         write_json(self.file("result.json"), {**result, "files": files})
-        _atomic_write(self.file("done"), json.dumps({"result.json": fingerprint(self.file("result.json"))}).encode())
+        atomic_write(self.file("done"), json.dumps({"result.json": fingerprint(self.file("result.json"))}).encode())
 
     def fail(self, exc: BaseException) -> None:
         write_json(self.file("failed.json"), {"error": f"{type(exc).__name__}: {exc}",

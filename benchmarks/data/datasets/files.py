@@ -128,7 +128,7 @@ def imagenet_meta(root: str) -> tuple[dict, list]:
     return load_meta_file(folder)
 
 
-def _folder_kind(folder: str) -> str:
+def folder_kind(folder: str) -> str:
     """'classes' when `folder` has sub-folders, 'flat' when it holds image files directly, else 'empty'."""
     flat = False
     with os.scandir(folder) as it:
@@ -201,7 +201,7 @@ class ImageNet(RootDataset):
         for split, tar in (("train", TRAIN_TAR), ("val", VAL_TAR)):
             folder = os.path.join(root, split)
             if os.path.isdir(folder):
-                kind = _folder_kind(folder)
+                kind = folder_kind(folder)
                 if kind == "empty":
                     self._fail(folder, "class folders <wnid>/ with images (it is empty)", root)
                 if kind == "flat" and (split == "train" or not devkit):
@@ -228,7 +228,7 @@ class ImageNet(RootDataset):
         wnids = sorted(e.name for e in os.scandir(train_dir) if e.is_dir())   # torchvision's ImageNet order
         class_to_idx = {w: i for i, w in enumerate(wnids)}
         train = _scan(train_dir, class_to_idx, "imagenet")
-        if _folder_kind(val_dir) != "flat":
+        if folder_kind(val_dir) != "flat":
             return wnids, {"train": train, "test": _scan(val_dir, class_to_idx, "imagenet")}
         files = sorted(f for f in os.listdir(val_dir) if f.lower().endswith(IMG_EXTENSIONS))
         val_wnids = imagenet_meta(root)[1]   # raw val: sorted files <-> the devkit's labels
