@@ -1,21 +1,5 @@
 """The result store, the source of truth of every run: one directory per trial, written atomically.
-
-<run>/config.json     resolved trial configuration (+ trial id, versions)
-<run>/metrics.jsonl   append-only per-epoch metrics (one JSON object per line; fsync'ed at least every
-                      SYNC_INTERVAL_S, before every checkpoint and at completion)
-<run>/checkpoint.pt   optional last checkpoint (epoch end or step) for resuming an interrupted trial
-<run>/margins.npz     per-example ids / labels / predictions / margins of every evaluated split
-<run>/result.json     final metrics and dataset info; "status": "done", or "diverged" with "diverged_epoch" and
-                      "diverged_reason" (molere.guard: a finished trial that is not a result)
-<run>/failed.json     reason and traceback when the trial failed
-<run>/done            completion marker, written last: size and sha256 of result.json
-<run>/.lock           held by the processes of a running trial (benchmarks/sweep/proctree.py)
-
-A trial is done only when its outputs check out (`RunDir.problem()`): result.json parses, names the trial
-of config.json, every file it lists (with size and sha256 recorded at completion) is unchanged, its
-metrics.jsonl holds each epoch once, in order, and a trial's ERM reference (and its out-of-fold models)
-still has the margins it used. Anything else is not trusted (rerun).
-Statuses: done, diverged (both FINISHED: never rerun), failed, incomplete, absent.
+Its files, when a trial counts as done, and the statuses: docs/design/store.md.
 """
 from __future__ import annotations
 
