@@ -1,7 +1,7 @@
 """ERM: plain cross-entropy on the training split, the reference every gain is measured against
 (docs/methods/erm.md).
 """
-from molere.config import ConfigError
+from molere.data import require_val
 from molere.registry import MethodCard, register_method
 from molere.trainer import Trainer
 
@@ -22,9 +22,7 @@ class ERMTrainVal(Trainer):
     trains_on_val = True   # no val/* metrics: val is training data here
 
     def split(self):
-        if self.data.val is None or len(self.data.val) == 0:
-            raise ConfigError(f"method erm_train_val: dataset {self.data.name!r} has no validation split to pool "
-                              f"into training")
+        require_val(self.data, "method 'erm_train_val'", "it pools train + val; use erm")
         pooled = self.data.pool()
         self.info.update(train_size=len(self.data.train), pooled_val_size=len(self.data.val))
         return pooled, None

@@ -43,7 +43,9 @@ class FSR(L2RW):
             "head", description="look ahead on the head only (FSR's feature sharing) or on all parameters")
         probe_per_class: int = Field(10, gt=0, description="probe-set examples per observed class")
         score_momentum: float = Field(0.9, ge=0, lt=1, description="EMA momentum of the per-example score")
-        warmup_epochs: int = Field(2, ge=0, description="epochs of uniform weights before the first probe set")
+        meta_warmup_epochs: int = Field(2, ge=0, description="epochs of uniform weights before the first probe set "
+                                                             "(not train.warmup_epochs, the learning-rate warm-up)")
+        renamed = {"warmup_epochs": "meta_warmup_epochs"}
 
     uses_meta_set = False   # the probe set comes from the training set, refilled every epoch
 
@@ -59,7 +61,7 @@ class FSR(L2RW):
 
     # ---- the probe set -------------------------------------------------------------------------
     def on_epoch_start(self, epoch: int) -> None:
-        if epoch >= self.hp.warmup_epochs:
+        if epoch >= self.hp.meta_warmup_epochs:
             self.refill_probe_set()
 
     def refill_probe_set(self) -> None:

@@ -4,7 +4,7 @@ Paper, open choices (φ's architecture, normalisation, order) and measurements: 
 """
 from __future__ import annotations
 
-from molere.config import ConfigError
+from molere.data import require_val
 from molere.lrw_trainer import LRWTrainer
 from molere.registry import LRW_PANEL, MethodCard, register_method
 
@@ -16,8 +16,6 @@ class LRW(LRWTrainer):
     card = MethodCard(label="LRW", name="Learned ReWeighting", color="#9467bd", panel=LRW_PANEL, rank=1)
 
     def split(self):
-        if self.data.val is None or len(self.data.val) == 0:
-            raise ConfigError(f"method 'lrw' needs a dataset with an official validation split; "
-                              f"{self.data.name!r} has none (use lrw_random/lrw_hard, which carve one)")
-        self.info.update(train_size=len(self.data.train), val_size=len(self.data.val))
-        return self.data.train, self.data.val
+        val = require_val(self.data, "method 'lrw'", "use lrw_random or lrw_hard, which carve one from train")
+        self.info.update(train_size=len(self.data.train), val_size=len(val))
+        return self.data.train, val

@@ -22,6 +22,7 @@ from molere.data import Batch, ExampleSet, TaskData
 from molere.lookahead import cloned_buffers
 from molere.registry import METHODS, OTHER_PANEL, MethodCard, register_method
 from molere.reweighting import MetaSourceHparams, meta_source_split
+from molere.splits import random_subset
 from molere.trainer import RunContext, Trainer
 
 from .recorded import RecordedWeights
@@ -111,9 +112,8 @@ class RhoLoss(RecordedWeights, Trainer):
         """The fixed random training examples the IL checkpoint is selected on (None: keep the final epoch)."""
         if self.hp.il_checkpoint == "final":
             return None
-        rng = np.random.default_rng(self.context.seed)
         n = min(self.hp.il_monitor_size, len(train))
-        return train.subset(np.sort(rng.choice(len(train), n, replace=False)))
+        return train.subset(random_subset(len(train), n, self.context.seed, "numpy_choice"))
 
     def train_il_model(self, il: Trainer, monitor: ExampleSet | None, epochs: int) -> None:
         """Train `il` for `epochs`; with a monitor set, restore the epoch of its lowest mean loss there."""

@@ -19,6 +19,7 @@ from molere.data import ExampleSet
 from molere.lrw_trainer import LRWHparams, LRWTrainer
 from molere.reference import ReferenceMargins, ReferenceNeeds
 from molere.registry import LRW_PANEL, MethodCard, register_method
+from molere.splits import Draw, held_positions, share
 from molere.trainer import Trainer
 
 Selection = Literal["hard", "easy", "random"]
@@ -44,18 +45,12 @@ def select_validation(ids: np.ndarray, margins: np.ndarray, labels: np.ndarray, 
     margins (hard) or the highest (easy), ties by id, or a seeded random draw in id order."""
     ids, margins, labels = np.asarray(ids), np.asarray(margins), np.asarray(labels)
     groups = [np.flatnonzero(labels == c) for c in np.unique(labels)] if class_balanced else [np.arange(len(ids))]
-    rng = np.random.default_rng(seed)
-    chosen = []
-    for pos in groups:
-        k = int(round(delta * len(pos)))
-        if selection == "random":
-            order = pos[np.argsort(ids[pos], kind="stable")]   # canonical order, independent of pool order
-            order = order[rng.permutation(len(order))]
-        else:
-            key = margins[pos] if selection == "hard" else -margins[pos]
-            order = pos[np.lexsort((ids[pos], key))]           # by margin, ties by id
-        chosen.append(order[:k])
-    out = np.sort(np.concatenate(chosen))
+    if selection == "random":   # canonical order by id, independent of pool order
+        out = held_positions(groups, Draw(seed), share(delta), ids=ids)
+    else:
+        sign = 1 if selection == "hard" else -1
+        out = np.sort(np.concatenate([pos[np.lexsort((ids[pos], sign * margins[pos]))][:int(round(delta * len(pos)))]
+                                      for pos in groups]))   # by margin, ties by id
     if not 0 < len(out) < len(ids):
         raise ConfigError(f"method.hparams.delta: selects {len(out)} of {len(ids)} pooled examples; "
                           f"needs between 1 and {len(ids) - 1} (got {delta})")

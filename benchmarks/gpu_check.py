@@ -129,7 +129,7 @@ def commands(a: argparse.Namespace, out: str) -> tuple[list[str], list[str], tup
     root = os.path.join(out, "fake_imagenet")
     trial = py + ["benchmarks.train", "--dataset", "imagenet", "--root", root, "--data-opt", f"image_size={size}",
                   "--data-opt", "val_fraction=0.1", "--model", "timm/vit_tiny_patch16_224", "--method", "molere",
-                  "--hp", "warmup_epochs=1", "--hp", "meta_every=1", "--epochs", "2", "--lr", "0.01",
+                  "--hp", "meta_warmup_epochs=1", "--hp", "meta_every=1", "--epochs", "2", "--lr", "0.01",
                   "--train", f"device={a.device}", "--train", "precision=bf16",
                   *[x for kv in trial_train for x in ("--train", kv)], "--out", os.path.join(out, "trial")]
     return perf, trial, data

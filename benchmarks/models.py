@@ -181,7 +181,7 @@ class SmallResNet(SplitNet):
 
 
 # ----------------------------------------------------------------------------- timm
-_HUB_PREFIXES = ("hf-hub:", "hf_hub:", "local-dir:")
+HUB_PREFIXES = ("hf-hub:", "hf_hub:", "local-dir:")
 _HARNESS_KWARGS = ("pretrained", "num_classes", "in_chans", "img_size", "drop_rate", "pretrained_cfg_overlay")
 WEIGHT_EXTENSIONS = (".safetensors", ".pth", ".bin")
 
@@ -199,7 +199,7 @@ def _check_timm_options(opts: "timm_model.Options") -> None:
     if not arch:
         raise ConfigError("model.options.arch: required for model 'timm', e.g. 'resnet18' "
                           "(or name the model 'timm/resnet18')")
-    if not arch.startswith(_HUB_PREFIXES) and not timm.is_model(arch):
+    if not arch.startswith(HUB_PREFIXES) and not timm.is_model(arch):
         close = difflib.get_close_matches(arch.split(".")[0], timm.list_models(), n=5, cutoff=0.6)
         hint = f"; did you mean {', '.join(close)}?" if close else ""
         raise ConfigError(f"model.options.arch: unknown timm architecture {arch!r}{hint} "
@@ -216,7 +216,7 @@ def _check_timm_options(opts: "timm_model.Options") -> None:
 def _pretrained_cfg(arch: str) -> Any:
     from timm.models import get_pretrained_cfg
 
-    if arch.startswith(_HUB_PREFIXES):
+    if arch.startswith(HUB_PREFIXES):
         return None
     try:
         return get_pretrained_cfg(arch)

@@ -1,16 +1,5 @@
 """Speed and memory of every method relative to ERM: `python -m benchmarks.perf [--json FILE]`.
-
-All trainers of one setting are built in one process from the same initial weights and timed
-interleaved (one step of each in turn, repeated), so machine noise hits every method alike. Reported:
-median ms per training step with the meta update every step (the meta-step cost), median seconds per
-epoch with each method's default schedule (e.g. Q = 5 for LRW and MOLERE), ratios to ERM, and peak
-memory of a few steps (CUDA: max allocated; CPU: the peak resident memory the steps add, measured in a
-fresh process).
-Train-twice methods and JTT get fixed reference margins (their ERM pass is a separate trial), MOLERE and FSR
-are timed past their warm-ups (splitter active, probe set filled), MBR past its burn-in, RHO-loss with a
-one-epoch IL model (its set-up, not timed), and every trainer has run its first
-`on_epoch_start` before a step is timed, so each row is the method's steady-state cost.
-Image settings (`resnet50`, `vit_b16`, ...; `--device cuda`): benchmarks/perf_image.py.
+How it is measured and the numbers: docs/perf.md.
 """
 from __future__ import annotations
 

@@ -16,7 +16,7 @@ SETTINGS = {  # name -> (model, input shape, training examples)
 FD = {"hypergrad": "finite_diff"}                    # central difference
 FD1 = {"hypergrad": "finite_diff", "fd_scheme": "one_sided"}
 # set-up knobs every timed trainer starts past: warm-ups and burn-ins done, a one-epoch IL model (RHO-loss)
-STEADY = {"warmup_epochs": 0, "burn_in": 0.0, "il_epochs": 1}
+STEADY = {"meta_warmup_epochs": 0, "burn_in": 0.0, "il_epochs": 1}
 
 
 def synthetic_task(shape: tuple, n: int, classes: int = 10, seed: int = 0, device: str = "cpu") -> TaskData:

@@ -9,7 +9,7 @@ import os
 from molere.config import ConfigError, validate
 
 from benchmarks.trial.config import ModelConfig
-from .models import _HUB_PREFIXES, timm_model
+from .models import HUB_PREFIXES, timm_model
 
 HUB_FILES = ("model.safetensors", "pytorch_model.bin")
 FIX = ("pre-download them on a machine with network (python -c \"import timm; timm.create_model('{arch}', "
@@ -52,7 +52,7 @@ def verify_file(path: str) -> None:
 
 def hub_repo(arch: str):
     """(repo id, candidate file names) of the hub weights timm loads for `arch`, or None (URL or none)."""
-    if arch.startswith(_HUB_PREFIXES):
+    if arch.startswith(HUB_PREFIXES):
         return (arch.split(":", 1)[1], HUB_FILES) if not arch.startswith("local-dir:") else None
     from timm.models import get_pretrained_cfg
     cfg = get_pretrained_cfg(arch)

@@ -21,7 +21,7 @@ import yaml
 
 from molere.config import ConfigError
 
-from benchmarks.trial.store import FINISHED, RunDir, _atomic_write, write_json
+from benchmarks.trial.store import FINISHED, RunDir, atomic_write as _atomic_write, write_json
 from benchmarks.sweep.worker import LOG_FILE
 
 from .cli import Parser

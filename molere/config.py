@@ -4,7 +4,7 @@ from __future__ import annotations
 import difflib
 import json
 import typing
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -16,6 +16,14 @@ class ConfigError(ValueError):
 class Strict(BaseModel):
     """Base for every config block: unknown keys and inf/nan are errors, values re-validated on assignment."""
     model_config = ConfigDict(extra="forbid", validate_assignment=True, frozen=False, allow_inf_nan=False)
+    # old field name -> new: the error for the old name names the new one; stored configs are `upgrade`d
+    renamed: ClassVar[dict[str, str]] = {}
+
+
+def upgrade(model: type[BaseModel], data: dict) -> dict:
+    """`data` (a config written before some of `model`'s fields were renamed) under the current names."""
+    renamed = getattr(model, "renamed", {})
+    return {renamed.get(k, k): v for k, v in data.items()}
 
 
 def _cut(value, limit: int = 60) -> str:
@@ -51,7 +59,11 @@ def one_line(exc: ValidationError, model: type[BaseModel], prefix: str = "") -> 
         loc = tuple(err["loc"])
         where = ".".join(str(p) for p in ((prefix,) if prefix else ()) + loc) or "config"
         if err["type"] == "extra_forbidden":
-            allowed = list((_model_at(model, loc[:-1]) or model).model_fields)
+            at = _model_at(model, loc[:-1]) or model
+            if str(loc[-1]) in getattr(at, "renamed", {}):
+                parts.append(f"{where}: renamed to {at.renamed[str(loc[-1])]!r}")
+                continue
+            allowed = list(at.model_fields)
             close = difflib.get_close_matches(str(loc[-1]), allowed, n=1)
             hint = f"did you mean {close[0]!r}? " if close else ""
             parts.append(f"{where}: unknown field ({hint}allowed: {', '.join(allowed)})")

@@ -354,3 +354,11 @@ class TaskData:
             out["selection"] = self.selection
         out.update(self.extra_tests)
         return out
+
+
+def require_val(data: TaskData, who: str, instead: str) -> ExampleSet:
+    """`data.val`, or the one ConfigError for every method or option that needs a validation split: `who`
+    names it (e.g. "method 'lrw'"), `instead` says what works without one."""
+    if data.val is None or len(data.val) == 0:
+        raise ConfigError(f"{who} needs a validation split, and dataset {data.name!r} has none here; {instead}")
+    return data.val

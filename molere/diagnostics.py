@@ -1,29 +1,6 @@
-"""Does the reweighting do anything? End-of-training diagnostics of a learned weighting function.
-
-Computed once per trial on the training split (evaluation transforms, the final classifier; docs/results/
-explains how to read them):
-
-- spread of the final weights rescaled to mean 1 over the split: relative std s_T, effective sample size
-  fraction ESS = (Σw)² / (n Σw²) = 1 / (1 + s_T²), min and max; `weight_raw_mean` is the absolute scale;
-- what φ learned: the same examples weighted by the initial φ_0 and the final φ_T, Spearman ρ(w_0, w_T), the
-  change d = RMS(ŵ_T − ŵ_0) of the mean-1 weights (its units are s_T's) and the change of scale
-  r = mean(w_T) / mean(w_0) − 1 (a step-size change unless the weights are rescaled per batch);
-- Spearman ρ of the weights with the final per-example loss and with the ERM margin (when at hand);
-- only for weight functions that can depend on the label (`label_dependent`: MWN's φ(loss), not LRW's φ(x)):
-  the mean weight of mislabelled over clean examples and their share of the mass;
-- ‖φ_T − φ_0‖ / ‖φ_0‖ over φ's parameters.
-
-One verdict per trial, from what φ learned, not from its spread (`verdict`):
-- "untrained": d < `LEARNED_CHANGE`, ρ(w_0, w_T) ≥ `SAME_RANKING` and |r| < `LEARNED_CHANGE`: φ still computes
-  its initial function, whatever spread that random function has;
-- "moved but constant": otherwise, when s_T < `CONSTANT_REL_STD`: φ changed, but its final weights are uniform;
-- "learned": otherwise.
-Both 0.05 thresholds come from one bound: mean-1 weights w and w' change the weighted gradient by
-‖Σ (w_i − w'_i) g_i‖ / n ≤ RMS(w − w') · RMS_i ‖g_i‖ (Cauchy-Schwarz). Against uniform weights (ERM) that is
-s_T; against the initial weights it is d. Below 0.05 the difference is under 5% of one example's gradient,
-less than the sampling noise of ERM's own minibatch gradient (≈ RMS ‖g_i‖ / √B, 9% at B = 128), so it cannot
-do what reweighting is for; a 5% change of scale is a 5% change of step size. ρ ≥ 0.9 says the initial
-function's order of the examples is kept.
+"""Does the reweighting do anything? End-of-training diagnostics of a learned weighting function and
+one verdict per trial ("untrained", "moved but constant", "learned").
+What is computed, the verdict's thresholds and why: docs/design/diagnostics.md.
 """
 from __future__ import annotations
 

@@ -21,6 +21,7 @@ import torch
 
 from .config import GuardConfig
 from .data import ExampleSet, seeded
+from .splits import random_subset
 
 CRITERIA = ("loss", "collapse", "chance")
 
@@ -42,8 +43,7 @@ class DivergenceGuard:
     def __init__(self, cfg: GuardConfig, train: ExampleSet, num_classes: int, seed: int):
         self.cfg, self.num_classes = cfg, num_classes
         n = min(cfg.examples, len(train)) if cfg.enabled else 0
-        g = torch.Generator().manual_seed(seed)
-        self.examples = train.subset(torch.randperm(len(train), generator=g)[:n].sort().values) if n else None
+        self.examples = train.subset(random_subset(len(train), n, seed, "torch")) if n else None
         self.label_share = np.bincount(self.examples.labels.numpy(), minlength=num_classes) / n if n else None
         self.chance = float(self.label_share.max()) if n else None   # accuracy of always the largest class
         self.first_loss: float | None = None

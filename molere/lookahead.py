@@ -1,49 +1,6 @@
-"""The one look-ahead engine of every meta method: a differentiable virtual SGD step.
-
-    θ̂(w) = θ − α · Σ_i w_i ∇θ ℓ_i(θ) / B          (B = batch size, or 1 with reduction="sum")
-    L_val(w) = CE(f_θ̂(w)(x_val), y_val)
-
-Because θ̂ is linear in w, the meta-gradient is exact in closed form:
-
-    ∂L_val/∂w_i = −(α/B) · ⟨∇θ L_val(θ̂), ∇θ ℓ_i(θ)⟩
-
-Two exact ways to compute it and one approximate (`mode`):
-  "reverse" (default): the classic second-order graph — ∇θ Σ w ℓ with `create_graph=True` for a leaf w,
-      the validation loss at θ̂, one backward to w.
-  "forward": first-order graphs only — θ̂ by one plain backward, v = ∇L_val(θ̂) by one forward/backward,
-      and the per-example inner products ⟨v, ∇ℓ_i⟩ by one forward-mode `torch.func.jvp`. Less memory.
-  "finite_diff": as "forward", but ⟨v, ∇ℓ_i⟩ ≈ (ℓ_i(θ + εv) − ℓ_i(θ − εv)) / 2ε, ε = fd_eps / ‖v‖ (the
-      DARTS approximation): two no-grad forwards replace every second-order term. The error is O(ε²)
-      only for smooth networks; with ReLU / max-pool the ±εv steps cross kinks and it is O(ε).
-      Measured (relative L2 error of ∂L_val/∂w against "reverse", 5 digits batches, weights 1, α 0.1):
-      at the default fd_eps = 0.01, 0.31% median / 0.40% max for a ReLU MLP, 0.96% / 2.6% for a
-      BN-ReLU-max-pool CNN, 0.001% for a tanh MLP; in float32 smaller fd_eps plateaus at 0.06-0.13%
-      (1e-4) and rounding takes over below (0.5-1.2% at 1e-5); in float64 the kink error vanishes
-      below fd_eps ≈ 1e-4. `fd_scheme="one_sided"` uses (ℓ_i(θ + εv) − ℓ_i(θ)) / ε with the training
-      forward's ℓ_i(θ): one forward, error O(ε). Fastest (see benchmarks.perf), and not exact.
-Two calls-level options generalise the objective without a second engine: `losses_fn(logits, y)` gives
-the per-example training losses ℓ_i (default: cross-entropy; any trailing shape, e.g. GDW's per-class
-terms, each with its own weight) and `val_loss_fn(logits, y)` the scalar outer loss (default: mean
-cross-entropy; e.g. MAPLE's OOD objectives). Every mode differentiates them alike; a `losses_fn` must
-hold its non-differentiated coefficients fixed between calls (finite differences re-evaluate it).
-Any weighting w = g_φ(·) of the training forward's outputs record (`molere.forward.BatchOutputs`: logits,
-per-example losses, features; detached) then gets ∂L_val/∂φ by one cheap backward through g_φ
-(`Hypergradient.backward_to`). That record is returned with its graph (`Hypergradient.outputs`), so the
-real step reuses that forward instead of recomputing it.
-
-The real model is never mutated: parameters and `.grad` are untouched, and BatchNorm running
-statistics are updated only through cloned buffers; `Hypergradient.commit_buffers()` writes the
-training forward's statistics to the real model when its losses are used for the real step (the same
-update an ERM step would make). `scope="head"` looks ahead on the classifier head only (FSR's feature
-sharing): the backbone forward is the real one and the head maths is tiny.
-
-Precision (docs/perf.md): under a bf16 autocast the forwards and the second-order maths of `reverse`
-run in bf16, like any backward pass; `forward`'s jvp runs in float32 (jvp does not compose with
-autocast); the finite-difference forwards run in IEEE float32, autocast and TF32 off (a difference of
-two nearby losses needs every bit), and so does all head-scope maths. Under fp16 the whole look-ahead
-runs without autocast (its gradients are not loss-scaled). The training forward of `reverse` and
-`forward` (differentiated twice, or replayed under `jvp`) uses the math SDPA kernel, which attention
-models (timm ViT/DeiT) need; every other forward keeps the fast kernel.
+"""The one look-ahead engine of every meta method: a differentiable virtual SGD step θ̂(w) and the exact
+(or finite-difference) meta-gradient ∂L_val/∂w of its validation loss, without mutating the real model.
+Modes, loss hooks, BatchNorm handling, precision and measured errors: docs/design/lookahead.md.
 """
 from __future__ import annotations
 

@@ -1,27 +1,6 @@
-"""The LRW meta-network φ: a positive weight per training example from its input x (paper §1.1, §2.1).
-
-The paper's weighting function takes x only (g_φ(x), Eq. 13) and its architecture was not recovered
-(§7.1). Two readings are offered:
-
-- ``meta_net="input"``: a small MLP on the flattened input (``hidden`` widths, ReLU).
-- ``meta_net="features"``: an MLP (``hidden=[]``: linear) on the classifier's *detached* pre-logit
-  features ``forward_head(forward_features(x), pre_logits=True)``. They are computed without gradient
-  and with cloned BatchNorm buffers, in the classifier's current train/eval mode, so the meta-network
-  never changes the classifier's running statistics and its loss never reaches the classifier's
-  parameters.
-
-The last layer gives one unit, made positive by ``sigmoid`` (the paper's [I] reading, weights in
-(0, 1)) or ``softplus``. The meta optimiser is SGD with the fixed lr β2 = 1e-3 of §2.4 (no momentum:
-none is stated), or Adam; `meta_optimizer` and `meta_lr` are plain hparams, so a sweep's `search:`
-block can search them (sweeps/lrw_meta_search.yaml).
-
-``normalize`` (default True, a deviation from Eq. 13, which §7.1 lists as an option): each batch's
-weights are rescaled to mean 1, so the classifier's effective step size equals ERM's. Measured with the
-literal equation (``normalize: false``, φ on SGD lr 1e-3): the sigmoid weights stay at 0.50 ± 0.015 on
-digits (0.475 ± 0.04 on MNIST-1D), the same for clean and mislabelled examples, φ moves by a relative
-1e-4 over a run, and ERM at half the learning rate reproduces LRW-Easy's test predictions count for
-count, so every LRW-vs-ERM difference measured the halved step size (docs/results/fashion_mnist.md).
-``normalize: false`` keeps the literal equation.
+"""The LRW meta-network φ: a positive weight per training example from its input x (paper §1.1, §2.1),
+on the flattened input or the classifier's detached features, and its optimiser.
+Readings of the paper, `normalize` and what the literal equation measured: docs/design/metanet.md.
 """
 from __future__ import annotations
 

@@ -23,14 +23,18 @@ from molere.lrw_trainer import LRWHparams, LRWTrainer
 from molere.margins import probabilistic_margin
 from molere.reference import ReferenceNeeds
 from molere.registry import LRW_PANEL, MethodCard, register_method
+from molere.splits import Draw
 from molere.splitter import TRAIN, VALIDATION, Splitter, SplitterOptions, choose_validation, label_balance_kl, membership_weighted_loss, split_size_kl
 
 
 class MOLEREHparams(LRWHparams, SplitterOptions):
     """LRW's options, the splitter's, and how the split is made."""
+    renamed = {"warmup_epochs": "meta_warmup_epochs"}
     delta: float = Field(0.1, gt=0, lt=1, description="validation fraction δ of the pool (§1.3; mostly 0.1)")
     warmup_fraction: float = Field(0.25, ge=0, le=1, description="share of epochs on a random split (25/100, §2.4)")
-    warmup_epochs: int | None = Field(None, ge=0, description="warm-up epochs; None = warmup_fraction·epochs rounded half up")
+    meta_warmup_epochs: int | None = Field(
+        None, ge=0, description="warm-up epochs on a random split; None = warmup_fraction·epochs rounded half up "
+                                "(not train.warmup_epochs, the learning-rate warm-up)")
     warmup_meta: bool = Field(True, description="φ trains during warm-up (§7.5 reading: warm-up is plain LRW)")
     fill: Literal["rank", "none"] = Field("rank", description="under δ|S| candidates: top up by P(val) rank (§7.3) or not")
     split_rule: Literal["threshold", "sample"] = Field(
@@ -111,15 +115,15 @@ class MOLERE(LRWTrainer):
         if not 0 < self.val_cap < len(self.pool):
             raise ConfigError(f"method.hparams.delta: δ·|S| must round to 1..|S|-1 examples "
                               f"(got {hp.delta} of {len(self.pool)})")
-        self.warmup_epochs = (hp.warmup_epochs if hp.warmup_epochs is not None
+        self.meta_warmup_epochs = (hp.meta_warmup_epochs if hp.meta_warmup_epochs is not None
                               else int(np.floor(hp.warmup_fraction * self.cfg.epochs + 0.5)))
         self._split_gen = torch.Generator().manual_seed(self.context.seed)
         self._cache: tuple[int, torch.Tensor] | None = None
         self.info.update(pool_size=len(self.pool), val_cap=self.val_cap, delta=hp.delta,
-                         warmup_epochs=self.warmup_epochs, splitter_classes="0=validation,1=train",
+                         meta_warmup_epochs=self.meta_warmup_epochs, splitter_classes="0=validation,1=train",
                          split_history=[])
-        random_val = torch.randperm(len(self.pool), generator=self._split_gen)[:self.val_cap]
-        return self._assign(random_val)
+        random_val = Draw(self._split_gen, "torch").first(len(self.pool), self.val_cap)
+        return self._assign(torch.as_tensor(random_val))
 
     def _assign(self, val_idx: torch.Tensor) -> tuple[ExampleSet, ExampleSet]:
         self.val_mask = torch.zeros(len(self.pool), dtype=torch.bool)
@@ -138,7 +142,7 @@ class MOLERE(LRWTrainer):
 
     @property
     def in_warmup(self) -> bool:
-        return self.epoch < self.warmup_epochs
+        return self.epoch < self.meta_warmup_epochs
 
     def setup(self) -> None:
         super().setup()
@@ -165,10 +169,10 @@ class MOLERE(LRWTrainer):
 
     def resplits_after(self, epoch: int) -> bool:
         """Whether a re-split follows epoch `epoch` (0-based): only then is its end-of-epoch pool pass needed."""
-        return self.warmup_epochs <= epoch + 1 < self.cfg.epochs
+        return self.meta_warmup_epochs <= epoch + 1 < self.cfg.epochs
 
     def on_epoch_start(self, epoch: int) -> None:
-        first, resplit = epoch == 0 and not hasattr(self, "_split_stats"), epoch >= self.warmup_epochs
+        first, resplit = epoch == 0 and not hasattr(self, "_split_stats"), epoch >= self.meta_warmup_epochs
         if first or resplit:   # one pass serves both the random split's statistics and the first re-split
             cached = self._cache is not None and self._cache[0] == self.global_step
             p_val, preds, margins = self._cache[1:] if cached else self.pool_pass()
@@ -278,7 +282,7 @@ class MOLERE(LRWTrainer):
             self._cache = (self.global_step, p_val, preds, margins)   # the next epoch's split uses this same state
         elif self.resplits_after(epoch):   # no pass after a warm-up epoch no split follows, nor after the last
             self._cache = (self.global_step, *self.pool_pass())
-        stats = {**self._split_stats, "split/warmup": float(epoch < self.warmup_epochs)}
+        stats = {**self._split_stats, "split/warmup": float(epoch < self.meta_warmup_epochs)}
         self.info["split_history"].append({"epoch": epoch + 1, **stats})
         return stats
 

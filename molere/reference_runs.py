@@ -15,6 +15,7 @@ import torch
 
 from .data import ExampleSet, TaskData
 from .reference import ReferenceMargins, ReferencePredictions
+from .splits import Draw, by_class, orders
 from .registry import METHODS
 
 if TYPE_CHECKING:
@@ -24,12 +25,10 @@ if TYPE_CHECKING:
 def fold_of(ids: np.ndarray, labels: np.ndarray, folds: int, seed: int) -> np.ndarray:
     """Fold index (0..folds-1) of every pool position: stratified by label, independent of pool order."""
     ids, labels = np.asarray(ids), np.asarray(labels)
-    rng = np.random.default_rng([seed, folds])
+    draw = Draw([seed, folds])
     out = np.empty(len(ids), dtype=np.int64)
-    for c in np.unique(labels):
-        pos = np.flatnonzero(labels == c)
-        pos = pos[np.argsort(ids[pos], kind="stable")][rng.permutation(len(pos))]
-        out[pos] = (np.arange(len(pos)) + rng.integers(folds)) % folds
+    for pos in orders(by_class(labels), draw, ids=ids):   # lazy: each class's offset is drawn after its order
+        out[pos] = (np.arange(len(pos)) + draw.gen.integers(folds)) % folds
     return out
 
 

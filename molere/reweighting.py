@@ -18,11 +18,12 @@ import torch
 from pydantic import Field
 
 from .config import ConfigError, Strict
-from .data import Batch, ExampleSet, TaskData
+from .data import Batch, ExampleSet, TaskData, require_val
 from .diagnostics import aligned, relative_displacement, weight_diagnostics
 from .evaluation import Outputs
 from .forward import BatchOutputs
 from .lookahead import DetachedWeightsError, Hypergradient, LookAhead
+from .splits import Draw, at_most, by_class, held_positions, rest_of, share
 from .trainer import Trainer
 
 
@@ -74,10 +75,7 @@ class ReweightingHparams(MetaHparams, ReweightingStepHparams, MetaSourceHparams)
 def meta_source_split(data: TaskData, hp: MetaSourceHparams, seed: int) -> tuple[ExampleSet, ExampleSet]:
     """(training set, meta set) by `hp.meta_source`: the val split, or a per-class hold-out of train."""
     if hp.meta_source == "val":
-        if data.val is None or len(data.val) == 0:
-            raise ConfigError(f"method.hparams.meta_source: 'val' needs a validation split, and dataset "
-                              f"{data.name!r} has none here; use meta_source=train_per_class")
-        return data.train, data.val
+        return data.train, require_val(data, "method.hparams.meta_source='val'", "use meta_source=train_per_class")
     return hold_out(data.train, hp.meta_per_class, None, seed, data.num_classes)
 
 
@@ -275,19 +273,12 @@ class ReweightingTrainer(MetaTrainer):
 def hold_out(examples: ExampleSet, per_class: int | None, fraction: float | None, seed: int,
              num_classes: int) -> tuple[ExampleSet, ExampleSet]:
     """Split off a meta set: `per_class` examples of every (observed) class, or a random `fraction`."""
-    g = torch.Generator().manual_seed(seed)
+    draw = Draw(seed, "torch")
     if per_class is not None:
-        held = []
-        for c in range(num_classes):
-            pos = torch.nonzero(examples.labels == c).flatten()
-            held.append(pos[torch.randperm(len(pos), generator=g)[:per_class]])
-        held_idx = torch.cat(held)
+        held = held_positions(by_class(examples.labels.numpy(), range(num_classes)), draw, at_most(per_class))
     else:
-        n = int(round(fraction * len(examples)))
-        held_idx = torch.randperm(len(examples), generator=g)[:n]
-    mask = torch.ones(len(examples), dtype=torch.bool)
-    mask[held_idx] = False
-    return examples.subset(torch.nonzero(mask).flatten()), examples.subset(held_idx.sort().values)
+        held = held_positions([np.arange(len(examples))], draw, share(fraction))
+    return examples.subset(rest_of(len(examples), held)), examples.subset(held)
 
 
 def mean_one(w: torch.Tensor) -> torch.Tensor:

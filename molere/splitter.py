@@ -1,18 +1,5 @@
-"""MOLERE's splitter Θ(x, y) -> P(z | x, y), its losses, and how a hard split is drawn from it.
-
-Class indices follow Eq. 11 and Learning-to-Split (LS): the splitter's CE target is 1_y(ŷ), "the
-classifier is correct", so z = 1 (`TRAIN`) means training split and z = 0 (`VALIDATION`) means
-validation split; misclassified examples are pushed to validation.
-
-Architectures (`splitter_net`):
-- ``features`` (paper/LS): the classifier's detached pre-logit features ⊕ one-hot(y) -> Linear -> 2-way
-  softmax.
-- ``input``: a small MLP on the flattened input ⊕ one-hot(y).
-`splitter_head: per_class` scores features ⊗ one-hot(y) instead (one linear score pair per label),
-which, unlike the concatenation, can express "the label disagrees with the features".
-
-The classifier forward the splitter needs (features, predictions, losses) runs without gradient in
-eval mode: BatchNorm reads its running statistics and never writes them.
+"""MOLERE's splitter Θ(x, y) -> P(z | x, y), its losses, and how a hard split is drawn from it
+(z = 1 `TRAIN`, z = 0 `VALIDATION`). Class indices, architectures: docs/design/splitter.md.
 """
 from __future__ import annotations
 

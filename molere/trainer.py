@@ -1,24 +1,5 @@
 """The one Trainer interface: the base class owns the loop, a method overrides only what differs.
-
-Hooks a method may override (all optional):
-  split() -> (train, meta)      choose the training set and the meta/validation set (default: train, None)
-  setup()                       build extra networks / optimisers (after split(); sets exist)
-  finish_setup()                a base class's own setup after setup() (ReweightingTrainer: φ's optimiser)
-  on_epoch_start(epoch)         e.g. re-split (MOLERE) or refresh a probe set (FSR)
-  stream_demand() -> dict       images per training step each persistent stream decodes (sizes its workers)
-  training_step(batch) -> loss  the loss whose gradient the real classifier step follows
-                                (`forward_outputs(batch)`: logits, per-example losses, features in one forward)
-  on_epoch_end(epoch) -> dict   extra per-epoch metrics
-  extra_state() / load_extra_state(state)   what a checkpoint must hold beyond model and optimisers
-  reference_needs(hp) (classmethod)         what it needs from the ERM reference of its key (`molere.reference`)
-
-Hooks declared abstract (`abc.abstractmethod`) are required: a registered class missing one fails at
-registration (`check_class`), naming it.
-
-Persistent batch streams (`stream(key, attr, batch_size)`, `molere.data.Stream`) are part of the
-trainer's state: `state_dict()` holds every random state (the trainer's generator, torch's CPU/CUDA,
-python's and numpy's global RNG), every live stream's position (the epoch's data order included) and the
-progress of an unfinished epoch, so a trainer restored from a step checkpoint continues bit for bit.
+The hooks a method may override and what a step checkpoint holds: docs/design/trainer.md.
 """
 from __future__ import annotations
 

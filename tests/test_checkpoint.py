@@ -23,7 +23,7 @@ from molere.trainer import Callback
 
 ROOT = Path(__file__).resolve().parents[1]
 BUILTIN = [n for n in METHODS.names() if not n.startswith("test_")]
-HPARAMS = {"fsr": {"warmup_epochs": 1, "meta_batch_size": 32}, "molere": {"meta_every": 2},
+HPARAMS = {"fsr": {"meta_warmup_epochs": 1, "meta_batch_size": 32}, "molere": {"meta_every": 2},
            "jtt": {"up_weight": 1}, "rho_loss": {"il_epochs": 2}}   # JTT: the step counts below stay ERM's
 STEPS_PER_EPOCH = 9   # 1131 digits training examples (molere: 1131 of its pool) in batches of 128
 

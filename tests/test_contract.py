@@ -73,13 +73,13 @@ META = [n for n in METHODS.names() if issubclass(METHODS.get(n), MetaTrainer)]
 @pytest.mark.parametrize("name", META)
 def test_every_meta_method_runs_its_meta_step_in_the_first_epoch(name):
     """A meta method must not train silently as ERM: by the end of epoch 1 its look-ahead has run, the meta
-    validation loss is logged and (with a weighting function φ) φ has moved. An option `warmup_epochs`
+    validation loss is logged and (with a weighting function φ) φ has moved. An option `meta_warmup_epochs`
     delays the meta step on purpose and is set to 0 here."""
     task = tiny_task()
     torch.manual_seed(0)
     factory = lambda: build_model("cnn", task.num_classes, task.input_shape, {"channels": [8, 8]})  # noqa: E731
     method = METHODS.get(name)
-    hp = method.Hparams(**({"warmup_epochs": 0} if "warmup_epochs" in method.Hparams.model_fields else {}))
+    hp = method.Hparams(**({"meta_warmup_epochs": 0} if "meta_warmup_epochs" in method.Hparams.model_fields else {}))
     trainer = method(factory(), task, TrainConfig(epochs=1, batch_size=32, lr=0.05), hp,
                      RunContext(seed=0, model_factory=factory))
     before = [p.detach().clone() for p in trainer.meta_parameters()] if isinstance(trainer, ReweightingTrainer) else []

@@ -46,7 +46,7 @@ def trials_of(tmp_path, methods: dict, **train):
 
 def test_each_part_of_a_trial(tmp_path):
     sizes = Sizes(train=1000, test=100, val=200, selection=100, input_shape=(3, 112, 112), num_classes=10)
-    t = trials_of(tmp_path, {"erm": {}, "mwn": {}, "molere": {"warmup_epochs": 1}}, eval_every=1)
+    t = trials_of(tmp_path, {"erm": {}, "mwn": {}, "molere": {"meta_warmup_epochs": 1}}, eval_every=1)
     rates = fake_rates(mwn=3.0, molere=2.0)
     rate = 100.0 * (224 / 112) ** 2                                     # pixels: 4x the images/s at half the side
     f = cost.FORWARD_COST
@@ -66,8 +66,8 @@ def test_each_part_of_a_trial(tmp_path):
 
 
 def test_molere_passes_and_evaluations_follow_the_trainers_rules(tmp_path):
-    assert cost.molere_passes({"warmup_epochs": 2}, 5) == 4               # = tests/test_eval_budget.py's count
-    assert cost.molere_passes({"warmup_epochs": None, "warmup_fraction": 0.25}, 10) == 8   # was 11 before
+    assert cost.molere_passes({"meta_warmup_epochs": 2}, 5) == 4               # = tests/test_eval_budget.py's count
+    assert cost.molere_passes({"meta_warmup_epochs": None, "warmup_fraction": 0.25}, 10) == 8   # was 11 before
     sizes = Sizes(train=1_000_000, test=50_000, selection=100_000, input_shape=(3, 224, 224))
     t = trials_of(tmp_path, {"erm": {}}, epochs=10, eval_every="auto", eval_selection="last")["erm"]
     from molere.registry import METHODS

@@ -11,31 +11,31 @@ from benchmarks.data.datasets import embedded
 @pytest.fixture
 def fresh(tmp_path, monkeypatch):
     monkeypatch.setenv("MOLERE_BENCH_CACHE", str(tmp_path))
-    embedded._mnist1d_arrays.cache_clear()
+    embedded.mnist1d_arrays.cache_clear()
     yield tmp_path
-    embedded._mnist1d_arrays.cache_clear()
+    embedded.mnist1d_arrays.cache_clear()
 
 
 def test_mnist1d_is_generated_once_then_read_from_disk(fresh, monkeypatch):
     import mnist1d.data
-    first = embedded._mnist1d_arrays(200)
+    first = embedded.mnist1d_arrays(200)
     files = list(fresh.glob("mnist1d-*.npz"))
     assert len(files) == 1
-    embedded._mnist1d_arrays.cache_clear()           # as in a new trial process
+    embedded.mnist1d_arrays.cache_clear()           # as in a new trial process
 
     def boom(args):
         raise AssertionError("regenerated although cached")
     monkeypatch.setattr(mnist1d.data, "make_dataset", boom)
-    again = embedded._mnist1d_arrays(200)
+    again = embedded.mnist1d_arrays(200)
     assert all(np.array_equal(a, b) and a.dtype == b.dtype for a, b in zip(first, again))
     assert len(first[0]) == 160 and len(first[2]) == 40
 
 
 def test_cached_arrays_equal_a_fresh_generation(fresh, monkeypatch):
-    cached = embedded._mnist1d_arrays(200)
-    embedded._mnist1d_arrays.cache_clear()
+    cached = embedded.mnist1d_arrays(200)
+    embedded.mnist1d_arrays.cache_clear()
     monkeypatch.setenv("MOLERE_BENCH_CACHE", str(fresh / "other"))
-    generated = embedded._mnist1d_arrays(200)
+    generated = embedded.mnist1d_arrays(200)
     assert all(np.array_equal(a, b) for a, b in zip(cached, generated))
 
 

@@ -63,9 +63,9 @@ def test_mnist1d_official_test_and_train_standardisation():
 
 
 def test_mnist1d_leaves_global_rng_alone():
-    from benchmarks.data.datasets.embedded import _mnist1d_arrays
+    from benchmarks.data.datasets.embedded import mnist1d_arrays
 
-    _mnist1d_arrays.cache_clear()
+    mnist1d_arrays.cache_clear()
     np.random.seed(123)
     expected = np.random.rand()
     np.random.seed(123)

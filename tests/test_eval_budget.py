@@ -100,7 +100,7 @@ def molere(epochs: int, warmup: int):
     model = build_model("mlp", task.num_classes, task.input_shape, {"hidden": [16]})
     cls = METHODS.get("molere")
     return cls(model, task, TrainConfig(epochs=epochs, batch_size=128, lr=0.05, num_workers=0),
-               cls.Hparams(warmup_epochs=warmup), RunContext(seed=0))
+               cls.Hparams(meta_warmup_epochs=warmup), RunContext(seed=0))
 
 
 def run_counting(t):

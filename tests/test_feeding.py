@@ -158,7 +158,7 @@ def frozen_molere(resplit: str):
     torch.manual_seed(0)
     model = build_model("mlp", task.num_classes, task.input_shape, {"hidden": [32]})
     cls = METHODS.get("molere")
-    hp = cls.Hparams(warmup_epochs=0, resplit=resplit, w_gap=0, lambda_val=0, w_ratio=0, w_bal=0, meta_every=3,
+    hp = cls.Hparams(meta_warmup_epochs=0, resplit=resplit, w_gap=0, lambda_val=0, w_ratio=0, w_bal=0, meta_every=3,
                      splitter_init="default")   # a frozen but non-constant splitter
     t = cls(model, task, TrainConfig(epochs=2, batch_size=64, lr=0.05, num_workers=0), hp, RunContext(seed=0))
     t.optimizer.step = lambda *a, **k: None            # the classifier stays where it is (no BN in the MLP)

@@ -59,7 +59,7 @@ def test_lrw_trains_on_train_and_validates_on_the_official_val():
 
 
 def test_lrw_without_val_split_is_a_config_error():
-    with pytest.raises(ConfigError, match="official validation split"):
+    with pytest.raises(ConfigError, match="method 'lrw' needs a validation split"):
         lrw(tiny_task(with_val=False))
 
 

@@ -121,7 +121,7 @@ def make_trainer(task, model="mlp", epochs=4, **hp):
 def noisy_run():
     """Digits with 40% symmetric noise: many misclassified examples; one warm-up epoch, then 3 re-splits."""
     task = load_task(DatasetConfig(name="digits"), RegimeConfig(kind="symmetric", rate=0.4), 0)
-    t, rec = make_trainer(task, warmup_epochs=1, meta_every=1, splitter_optimizer="adam", splitter_lr=0.01)
+    t, rec = make_trainer(task, meta_warmup_epochs=1, meta_every=1, splitter_optimizer="adam", splitter_lr=0.01)
     t.fit()
     return t, rec
 
@@ -157,18 +157,18 @@ def test_hard_examples_get_higher_validation_probability(noisy_run):
 
 def test_warmup_split_is_fixed_and_random():
     task = load_task(DatasetConfig(name="digits"), RegimeConfig(), 0)
-    t, rec = make_trainer(task, epochs=2, warmup_epochs=2)
+    t, rec = make_trainer(task, epochs=2, meta_warmup_epochs=2)
     first = set(t.meta_set.ids.tolist())
     t.fit()
     assert all(r["val_ids"] == first for r in rec.rows)
-    again, _ = make_trainer(task, epochs=2, warmup_epochs=2)
+    again, _ = make_trainer(task, epochs=2, meta_warmup_epochs=2)
     assert set(again.meta_set.ids.tolist()) == first                      # seeded
     assert abs(task.val.ids.float().mean() - t.meta_set.ids.float().mean()) > 1  # not the official val
 
 
 def test_class_balanced_split_keeps_the_pool_class_shares():
     task = load_task(DatasetConfig(name="digits"), RegimeConfig(kind="symmetric", rate=0.4), 0)
-    t, rec = make_trainer(task, epochs=2, warmup_epochs=1, meta_every=1, class_balanced=True)
+    t, rec = make_trainer(task, epochs=2, meta_warmup_epochs=1, meta_every=1, class_balanced=True)
     t.fit()
     after = rec.rows[-1]["metrics"]
     assert after["split/warmup"] == 0.0 and abs(after["split/val_fraction"] - 0.1) <= 0.02
@@ -180,7 +180,7 @@ def test_class_balanced_split_keeps_the_pool_class_shares():
 
 def test_fill_none_never_exceeds_cap():
     task = load_task(DatasetConfig(name="digits"), RegimeConfig(), 0)
-    t, rec = make_trainer(task, epochs=1, warmup_epochs=0, fill="none")
+    t, rec = make_trainer(task, epochs=1, meta_warmup_epochs=0, fill="none")
     t.fit()
     assert len(rec.rows[0]["val_ids"]) <= t.val_cap
 
@@ -197,7 +197,7 @@ def same(a, b):
 @pytest.fixture()
 def cnn_trainer():
     task = load_task(DatasetConfig(name="digits"), RegimeConfig(kind="symmetric", rate=0.4), 0)
-    t, _ = make_trainer(task, model="cnn", epochs=2, warmup_epochs=0, meta_every=1, meta_net="features")
+    t, _ = make_trainer(task, model="cnn", epochs=2, meta_warmup_epochs=0, meta_every=1, meta_net="features")
     t.model.train()
     t.on_epoch_start(0)
     return t
@@ -243,7 +243,7 @@ def test_meta_gradient_flows_through_lookahead_and_bn_matches_a_plain_step(cnn_t
 
 def test_option_b_gives_the_splitter_a_lookahead_gradient():
     task = load_task(DatasetConfig(name="digits"), RegimeConfig(kind="symmetric", rate=0.4), 0)
-    t, _ = make_trainer(task, epochs=1, warmup_epochs=0, meta_every=1, val_term="lookahead", w_gap=0.0,
+    t, _ = make_trainer(task, epochs=1, meta_warmup_epochs=0, meta_every=1, val_term="lookahead", w_gap=0.0,
                         w_ratio=0.0, w_bal=0.0)
     t.model.train()
     t.on_epoch_start(0)
@@ -279,10 +279,10 @@ def test_cli_runs(tmp_path, args):
 
 def test_checkpoint_restores_split_and_splitter():
     task = load_task(DatasetConfig(name="digits"), RegimeConfig(), 0)
-    t, _ = make_trainer(task, epochs=2, warmup_epochs=0, meta_every=1)
+    t, _ = make_trainer(task, epochs=2, meta_warmup_epochs=0, meta_every=1)
     t.train_epoch()
     state = copy.deepcopy(t.state_dict())
-    fresh, _ = make_trainer(task, epochs=2, warmup_epochs=0, meta_every=1)
+    fresh, _ = make_trainer(task, epochs=2, meta_warmup_epochs=0, meta_every=1)
     assert not torch.equal(fresh.val_mask, t.val_mask)
     fresh.load_state_dict(state)
     assert torch.equal(fresh.val_mask, t.val_mask)

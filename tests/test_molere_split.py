@@ -27,10 +27,10 @@ def first_split(task, factory, seed=0, **hp):
     torch.manual_seed(seed)
     t = MOLERE(factory(), task, CFG, MOLEREHparams(**hp), RunContext(seed=seed, model_factory=factory))
     theta0 = [p.detach().clone() for p in t.splitter.parameters()]
-    for _ in range(t.warmup_epochs):
+    for _ in range(t.meta_warmup_epochs):
         t.train_epoch()
     moved = any(not torch.equal(a, b) for a, b in zip(theta0, t.splitter.parameters()))
-    t.on_epoch_start(t.warmup_epochs)
+    t.on_epoch_start(t.meta_warmup_epochs)
     return t, moved
 
 
@@ -64,7 +64,7 @@ def test_first_post_warmup_split_is_harder_than_random(digits):
 def test_split_stats_describe_the_split_the_classifier_will_train_on(digits):
     task, factory = digits
     torch.manual_seed(0)
-    t = MOLERE(factory(), task, TrainConfig(epochs=3, lr=0.1, batch_size=128), MOLEREHparams(warmup_epochs=1),
+    t = MOLERE(factory(), task, TrainConfig(epochs=3, lr=0.1, batch_size=128), MOLEREHparams(meta_warmup_epochs=1),
                RunContext(seed=0))
     rows = [t.train_epoch() for _ in range(3)]
     assert rows[0]["split/warmup"] == 1.0 and "split/overlap_prev" not in rows[0]

@@ -310,7 +310,7 @@ def test_erm_train_val_trains_on_train_plus_the_imagenet_r_validation_half(image
     assert same_steps.global_step == -(-len(task.train) // 5) < len(steps)
     assert "imagenet_r/acc" in metrics and tr.info["pooled_val_size"] == len(task.val)
     no_val = loader("imagenet", image_size=16, val_fraction=0).load(root, 0)
-    with pytest.raises(ConfigError, match="erm_train_val.*no validation split"):
+    with pytest.raises(ConfigError, match="erm_train_val' needs a validation split"):
         cls(build_model("mlp", 3, (3, 16, 16), {"hidden": [4]}), no_val, TrainConfig())
 
 

@@ -105,8 +105,8 @@ def test_bf16_trainer_runs_its_forward_in_bf16_and_keeps_float32_parameters():
     assert dtypes == {"fp32": torch.float32, "bf16": torch.bfloat16}
 
 
-@pytest.mark.parametrize("method,hp", [("lrw", {"meta_every": 1}), ("molere", {"warmup_epochs": 0, "meta_every": 1}),
-                                       ("fsr", {"warmup_epochs": 0}), ("l2rw", {})])
+@pytest.mark.parametrize("method,hp", [("lrw", {"meta_every": 1}), ("molere", {"meta_warmup_epochs": 0, "meta_every": 1}),
+                                       ("fsr", {"meta_warmup_epochs": 0}), ("l2rw", {})])
 def test_meta_methods_train_under_bf16(method, hp):
     t = build(method, "bf16", **hp)
     metrics = t.fit()

@@ -221,7 +221,7 @@ def test_best_per_class_takes_lowest_scores_unscored_last():
 
 def test_fsr_probe_set_is_class_balanced_training_examples():
     task = toy_task(n=60, noisy_every=4)
-    tr = trainer("fsr", task=task, epochs=3, batch_size=10, warmup_epochs=1, probe_per_class=4)
+    tr = trainer("fsr", task=task, epochs=3, batch_size=10, meta_warmup_epochs=1, probe_per_class=4)
     assert tr.meta_set is None and tr.train_set is task.train   # nothing held out
     metrics = tr.fit()
     probe = tr.meta_set

@@ -106,7 +106,7 @@ def test_molere_splits_are_scored_by_the_erm_out_of_fold_margins():
     torch.manual_seed(0)
     from benchmarks.models import build_model
     model = lambda: build_model("mlp", task.num_classes, task.input_shape, {"hidden": [8]})  # noqa: E731
-    t = factory(model(), task, TrainConfig(epochs=3, batch_size=32), factory.Hparams(warmup_epochs=1),
+    t = factory(model(), task, TrainConfig(epochs=3, batch_size=32), factory.Hparams(meta_warmup_epochs=1),
                 RunContext(seed=0, model_factory=model, reference=FakeReference(ids)))
     t.fit()
     post = [h for h in t.info["split_history"] if not h["split/warmup"]]

@@ -47,7 +47,7 @@ def test_head_scope_meta_gradient_on_timm_matches_closed_form(name, opts):
     torch.testing.assert_close(dw, expected, rtol=1e-3, atol=1e-7)
 
 
-@pytest.mark.parametrize("method,hp", [("molere", {"warmup_epochs": 0, "meta_every": 1}),
+@pytest.mark.parametrize("method,hp", [("molere", {"meta_warmup_epochs": 0, "meta_every": 1}),
                                        ("lrw", {"meta_net": "features", "meta_every": 1})])
 def test_feature_based_meta_networks_train_on_timm(method, hp):
     def split(n, offset, seed):

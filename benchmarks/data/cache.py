@@ -35,11 +35,11 @@ def cached_arrays(name: str, key: dict, make: Callable[[], dict[str, np.ndarray]
         pass
     arrays = make()
     try:
-        from benchmarks.trial.store import _atomic_write
+        from benchmarks.trial.store import atomic_write
         path.parent.mkdir(parents=True, exist_ok=True)
         buf = io.BytesIO()
         np.savez(buf, **arrays)
-        _atomic_write(path, buf.getvalue())
+        atomic_write(path, buf.getvalue())
     except OSError:
         pass
     return arrays

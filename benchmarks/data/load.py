@@ -19,7 +19,7 @@ class DatasetConfig(Strict):
     options: dict = Field(default_factory=dict, description="the dataset's Options (see `describe`)")
 
 
-def _dataset(dataset: DatasetConfig):
+def dataset_instance(dataset: DatasetConfig):
     """The dataset object for `dataset`: the name resolved (UnknownNameError) and options validated."""
     cls = DATASETS.get(dataset.name)
     return cls(validate(cls.Options, dataset.options, prefix="dataset.options"))
@@ -30,7 +30,7 @@ def check_dataset(dataset: DatasetConfig) -> None:
 
     Uses the dataset's `check(root)` when it has one, else requires `root` to exist if `needs_root`.
     """
-    ds = _dataset(dataset)
+    ds = dataset_instance(dataset)
     if hasattr(ds, "check"):
         ds.check(dataset.root)
     elif getattr(ds, "needs_root", False):
@@ -41,12 +41,12 @@ def check_dataset(dataset: DatasetConfig) -> None:
 def val_shift(dataset: DatasetConfig) -> str | None:
     """Why the dataset's validation split is not a random part of its labelled pool (None when it is): the
     dataset object's `val_shift()` (WILDS OOD val, Clothing-1M's clean val, an ImageNet extra set)."""
-    return _shift(_dataset(dataset))
+    return _shift(dataset_instance(dataset))
 
 
 def has_val(dataset: DatasetConfig) -> bool:
     """Whether the dataset gives a validation split (known before loading: its options or `has_val()`)."""
-    ds = _dataset(dataset)
+    ds = dataset_instance(dataset)
     if hasattr(ds, "has_val"):
         return bool(ds.has_val())
     return _shift(ds) is not None or getattr(getattr(ds, "options", None), "val_fraction", 0) > 0
@@ -60,7 +60,7 @@ def load_task(dataset: DatasetConfig, regime: RegimeConfig, seed: int, data_conf
     """Load `dataset` for trial `seed` and label it (`benchmarks.data.splits.label_task`: the regime, seeded by the
     trial seed, over the labelled pool or the training split, then the selection and val splits); `data_config`
     (a pretrained model's timm data config) sets the image transforms of image datasets."""
-    ds = _dataset(dataset)
+    ds = dataset_instance(dataset)
     if data_config is not None and hasattr(ds, "transforms"):
         ds.data_config = data_config
     opts = getattr(ds, "options", None)

@@ -17,6 +17,7 @@ from pydantic_core import PydanticCustomError
 
 from molere.config import Strict
 from molere.data import ExampleSet
+from molere.splits import Draw, by_class, held_positions
 
 NOISE_KINDS = ("symmetric", "pair", "instance")
 _STREAM = {"symmetric": 1, "pair": 2, "instance": 3, "longtail": 4}   # independent RNG streams per kind
@@ -110,8 +111,9 @@ def _longtail(examples: ExampleSet, imbalance: float, C: int, seed: int, part: s
     rng = regime_rng(seed, "longtail", part)
     y = examples.labels.numpy()
     keep_n = longtail_counts(np.bincount(y, minlength=C), imbalance)
-    keep = [rng.choice(np.flatnonzero(y == c), size=k, replace=False) for c, k in enumerate(keep_n) if k > 0]
-    return examples.subset(np.sort(np.concatenate(keep)))
+    kept = [c for c, k in enumerate(keep_n) if k > 0]
+    held = held_positions(by_class(y, kept), Draw(rng, "numpy_choice"), [keep_n[c] for c in kept])
+    return examples.subset(held)
 
 
 def regime_on(examples: ExampleSet, regime: RegimeConfig, C: int, seed: int, part: str = "train") -> ExampleSet:

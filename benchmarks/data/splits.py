@@ -13,9 +13,9 @@ from __future__ import annotations
 
 import dataclasses
 
-from benchmarks.data.datasets.common import stratified_split
 from benchmarks.data.regimes import RegimeConfig, regime_on
 from molere.data import ExampleSet, TaskData
+from molere.splits import stratified_split
 
 SELECTION_STREAM, VAL_STREAM = 11, 12   # RNG streams of the two splits (independent of the datasets' own)
 

@@ -23,7 +23,8 @@ from benchmarks.trial.store import RunDir
 from .tables import Table, num
 
 
-def _results(df: pd.DataFrame, sweep_dir: Path) -> dict[str, dict]:
+def trial_results(df: pd.DataFrame, sweep_dir: Path) -> dict[str, dict]:
+    """result.json of every done trial of `df`, by trial id (unreadable ones left out)."""
     out = {}
     for tid in df.loc[df["status"] == "done", "trial_id"]:
         try:
@@ -47,7 +48,7 @@ def _cells(df: pd.DataFrame, results: dict, pick):
             yield dataset, regime, variant, got
 
 
-def _verdicts(diags: list[dict]) -> str:
+def verdict_text(diags: list[dict]) -> str:
     """'learned (3/3 seeds)' or 'untrained 2/3, learned 1/3' (older trials without one: n/a)."""
     got = [d["verdict"] for d in diags if d.get("verdict")]
     if not got:
@@ -79,7 +80,7 @@ def reweighting_table(df: pd.DataFrame, results: dict) -> Table | None:
         m = lambda k: _mean(d.get(k) for d in diags)   # noqa: E731
         has_phi = any("meta_displacement" in d for d in diags)   # recorded weights (MBR, JTT, ...) have no φ
         rows.append({"dataset": dataset, "regime": regime, "method": variant, "seeds": str(len(diags)),
-                     "verdict": _verdicts(diags), "ρ(w₀, w_T)": num(m("spearman_init_final"), 3),
+                     "verdict": verdict_text(diags), "ρ(w₀, w_T)": num(m("spearman_init_final"), 3),
                      "change d / scale r": f"{num(m('weight_change'), 3)} / "
                                            f"{num(m('weight_scale_change'), 3, sign=True)}",
                      "rel. std initial → final": f"{num(m('initial_rel_std'), 3)} → {num(m('weight_rel_std'), 3)}",
@@ -176,6 +177,6 @@ def diagnostic_tables(df: pd.DataFrame, sweep_dir) -> list[Table]:
     """The three tables above (those with data)."""
     if df.empty:
         return []
-    results = _results(df, Path(sweep_dir))
+    results = trial_results(df, Path(sweep_dir))
     tables = (reweighting_table(df, results), validation_set_table(df, results), molere_split_table(df, results))
     return [t for t in tables if t is not None]

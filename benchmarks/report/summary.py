@@ -97,13 +97,13 @@ def _reweighting_row(meta: pd.DataFrame, mc: Methods) -> dict:
 
 def _weights_row(sel: pd.DataFrame, sweep_dir) -> dict:
     """Per dataset / regime: the runs' verdicts on what φ learned (molere.diagnostics.verdict)."""
-    from .reweighting import _results, _verdicts
-    results = _results(sel, sweep_dir)
+    from .reweighting import trial_results, verdict_text
+    results = trial_results(sel, sweep_dir)
     out = {}
     for (dataset, regime), g in sel.groupby(["dataset", "regime"], sort=False):
         diags = [results[t]["reweighting"] for t in g["trial_id"] if t in results and results[t].get("reweighting")]
         if diags:
-            out[f"{dataset} / {regime}"] = _verdicts(diags)
+            out[f"{dataset} / {regime}"] = verdict_text(diags)
     return out
 
 

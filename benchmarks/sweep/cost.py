@@ -177,7 +177,7 @@ def evaluated_images(cfg, method_cls, sizes, n_train: int) -> int:
 
 def molere_passes(hp: dict, epochs: int) -> int:
     """MOLERE's pool passes: the first split's statistics, then one before every re-split (molere.molere)."""
-    warm = hp.get("warmup_epochs")
+    warm = hp.get("meta_warmup_epochs", hp.get("warmup_epochs"))   # the name before the rename: older stores
     warm = warm if warm is not None else int(hp.get("warmup_fraction", 0.25) * epochs + 0.5)
     return 1 + max(0, epochs - max(warm, 1))
 

@@ -7,7 +7,7 @@ import json
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from molere.config import ConfigError
+from molere.config import ConfigError, upgrade
 from molere.reference import ReferenceNeeds
 
 from benchmarks import catalog
@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 def reference_needs(cfg: TrialConfig) -> ReferenceNeeds:
     """What the method of a resolved trial declares it needs from the reference run of its key."""
     cls = catalog.METHODS.get(cfg.method.name)
-    return cls.reference_needs(cls.Hparams.model_validate(cfg.method.hparams))
+    return cls.reference_needs(cls.Hparams.model_validate(upgrade(cls.Hparams, cfg.method.hparams)))
 
 
 @dataclass

@@ -1,21 +1,5 @@
-"""Hyperparameter search spaces in plain YAML, drawn quasi-randomly (scipy.stats.qmc) by us.
-
-A hyperparameter value that is a one-key mapping with one of these keys is a search space:
-
-  {grid: [a, b, ...]}        every listed value (a cartesian product with the other grid keys)
-  {choice: [a, b, ...]}      one of the values
-  {uniform: [lo, hi]}        a float in [lo, hi)
-  {loguniform: [lo, hi]}     a float in [lo, hi) with a uniform logarithm (0 < lo < hi)
-  {randint: [lo, hi]}        an integer in [lo, hi) - the upper bound is excluded, as in Ray Tune
-
-`num_samples` draws per method (crossed with the grid): draw 0 is the base configuration (the method's
-default hyperparameters and the training settings the sweep would use without the spaces), draws 1.. are
-the points of a scrambled Halton sequence over the unit cube of the random spaces, mapped to each space.
-The sequence is seeded by the sweep's name, `search.hparam_seed`, the stream and the spaces themselves,
-never by a trial seed: every draw runs on every seed, and unrelated spaces never draw the same quantiles.
-Training settings (`train.<field>`) are one stream shared by every method (common draws: draw k of every
-method has the same training settings, so train-twice methods reuse ERM's draw k); a method's own
-hyperparameters are a stream of that method, searched within the same number of draws.
+"""Hyperparameter search spaces in plain YAML ({grid|choice|uniform|loguniform|randint: ...}), drawn
+quasi-randomly (scipy.stats.qmc) by us. The syntax, the draws and their seeding: docs/design/search_space.md.
 """
 from __future__ import annotations
 

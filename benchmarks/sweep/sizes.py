@@ -80,9 +80,9 @@ def _official(name: str, o) -> Sizes:
 def split_sizes(dataset) -> Sizes:
     """Sizes of a sweep's dataset entry (a DatasetConfig); official numbers for the known large datasets,
     else the task loaded (ValueError when it cannot be, e.g. its files are absent)."""
-    from benchmarks.data.load import _dataset, load_task
+    from benchmarks.data.load import dataset_instance, load_task
     from benchmarks.data.regimes import RegimeConfig
-    ds = _dataset(dataset)
+    ds = dataset_instance(dataset)
     if dataset.name in OFFICIAL:
         return _official(dataset.name, ds.options)
     t0 = time.perf_counter()

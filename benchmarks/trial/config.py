@@ -54,12 +54,20 @@ def identity(cfg: TrialConfig) -> dict:
     d = cfg.model_dump(mode="json")
     if d["train"].get("guard") == GuardConfig().model_dump(mode="json"):
         del d["train"]["guard"]   # the default guard keeps the ids trials had before it existed
+    d["method"]["hparams"] = _names_before_renames(d["method"])
     for path in MACHINE_FIELDS:
         node = d
         for key in path[:-1]:
             node = node[key]
         node.pop(path[-1], None)
     return d
+
+
+def _names_before_renames(method: dict) -> dict:
+    """The hyperparameters under their names before any rename (`Strict.renamed`): a rename keeps trial ids."""
+    from benchmarks import catalog
+    back = {new: old for old, new in getattr(catalog.METHODS.get(method["name"]).Hparams, "renamed", {}).items()}
+    return {back.get(k, k): v for k, v in method["hparams"].items()}
 
 
 def trial_id(cfg: TrialConfig) -> str:

@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from molere.config import upgrade
 from molere.registry import METHODS
 from molere.trainer import Callback, RunContext, Trainer
 
@@ -142,7 +143,7 @@ def _run_trial(cfg: TrialConfig, run: RunDir, callbacks: tuple, store_root, chec
         task, device, factory = prepare(cfg)
         model = factory()
         method = METHODS.get(cfg.method.name)
-        hp = method.Hparams.model_validate(cfg.method.hparams)
+        hp = method.Hparams.model_validate(upgrade(method.Hparams, cfg.method.hparams))   # a stored plan's names
         saving = [Checkpointer(run, tid, checkpoint_steps, checkpoint_minutes)] if checkpoint else []
         reference = StoreReference(store_root, cfg)
         context = RunContext(seed=cfg.seed, device=device, model_factory=factory, reference=reference, cpus=cpus,

@@ -1,21 +1,5 @@
 """The result store, the source of truth of every run: one directory per trial, written atomically.
-
-<run>/config.json     resolved trial configuration (+ trial id, versions)
-<run>/metrics.jsonl   append-only per-epoch metrics (one JSON object per line; fsync'ed at least every
-                      SYNC_INTERVAL_S, before every checkpoint and at completion)
-<run>/checkpoint.pt   optional last checkpoint (epoch end or step) for resuming an interrupted trial
-<run>/margins.npz     per-example ids / labels / predictions / margins of every evaluated split
-<run>/result.json     final metrics and dataset info; "status": "done", or "diverged" with "diverged_epoch" and
-                      "diverged_reason" (molere.guard: a finished trial that is not a result)
-<run>/failed.json     reason and traceback when the trial failed
-<run>/done            completion marker, written last: size and sha256 of result.json
-<run>/.lock           held by the processes of a running trial (benchmarks/sweep/proctree.py)
-
-A trial is done only when its outputs check out (`RunDir.problem()`): result.json parses, names the trial
-of config.json, every file it lists (with size and sha256 recorded at completion) is unchanged, its
-metrics.jsonl holds each epoch once, in order, and a trial's ERM reference (and its out-of-fold models)
-still has the margins it used. Anything else is not trusted (rerun).
-Statuses: done, diverged (both FINISHED: never rerun), failed, incomplete, absent.
+Its files, when a trial counts as done, and the statuses: docs/design/store.md.
 """
 from __future__ import annotations
 
@@ -32,7 +16,7 @@ from typing import Any, BinaryIO, Callable
 import numpy as np
 
 
-def _atomic_write(path: Path, data: bytes | Callable[[BinaryIO], object]) -> None:
+def atomic_write(path: Path, data: bytes | Callable[[BinaryIO], object]) -> None:
     """Write `data` (bytes, or a function that writes to the open file) to `path` atomically: a temporary
     file, fsync, rename."""
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
@@ -60,7 +44,7 @@ class CheckpointDiscarded(UserWarning):
 
 
 def write_json(path: Path, obj: Any) -> None:
-    _atomic_write(Path(path), (json.dumps(obj, indent=2, sort_keys=True, default=_jsonable) + "\n").encode())
+    atomic_write(Path(path), (json.dumps(obj, indent=2, sort_keys=True, default=_jsonable) + "\n").encode())
 
 
 def _jsonable(o):
@@ -183,7 +167,7 @@ class RunDir:
         state = self.load_checkpoint(config.get("trial_id")) if checkpoint else None
         resume = int(state["epoch"]) if state is not None else 0
         kept = [r for r in read_jsonl(self.file("metrics.jsonl")) if r.get("epoch", 0) <= resume]
-        _atomic_write(self.file("metrics.jsonl"), "".join(json.dumps(r) + "\n" for r in kept).encode())
+        atomic_write(self.file("metrics.jsonl"), "".join(json.dumps(r) + "\n" for r in kept).encode())
         if state is None:
             self.file("checkpoint.pt").unlink(missing_ok=True)
         return state
@@ -201,7 +185,7 @@ class RunDir:
         """Write a trainer state atomically (a crash mid-write leaves the previous checkpoint)."""
         import torch
         _fsync_path(self.file("metrics.jsonl"))    # never a checkpoint ahead of the metrics it resumes with
-        _atomic_write(self.file("checkpoint.pt"),
+        atomic_write(self.file("checkpoint.pt"),
                       lambda f: torch.save({"format": CHECKPOINT_FORMAT, "trial_id": trial_id, "state": state}, f))
 
     def load_checkpoint(self, trial_id: str | None = None) -> dict | None:
@@ -232,14 +216,14 @@ class RunDir:
         import io
         buf = io.BytesIO()
         np.savez_compressed(buf, **arrays)
-        _atomic_write(self.file("margins.npz"), buf.getvalue())
+        atomic_write(self.file("margins.npz"), buf.getvalue())
 
     def finish(self, result: dict) -> None:
         """Record the outputs (size, sha256) in result.json, then seal result.json in `done`."""
         _fsync_path(self.file("metrics.jsonl"))
         files = {n: fingerprint(self.file(n)) for n in RECORDED if self.file(n).exists()}
         write_json(self.file("result.json"), {**result, "files": files})
-        _atomic_write(self.file("done"), json.dumps({"result.json": fingerprint(self.file("result.json"))}).encode())
+        atomic_write(self.file("done"), json.dumps({"result.json": fingerprint(self.file("result.json"))}).encode())
 
     def fail(self, exc: BaseException) -> None:
         write_json(self.file("failed.json"), {"error": f"{type(exc).__name__}: {exc}",

@@ -36,20 +36,6 @@ def require_files(paths: list[str], dataset: str, how: str) -> None:
                                f"listed images are missing); {how}")
 
 
-def stratified_split(labels, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Split positions into (rest, held) with `fraction` of every class held out, reproducibly."""
-    labels = np.asarray(labels)
-    rng = np.random.default_rng(seed)
-    held = []
-    for c in np.unique(labels):
-        pos = np.flatnonzero(labels == c)
-        rng.shuffle(pos)
-        held.extend(pos[: int(round(fraction * len(pos)))])
-    held = np.sort(np.asarray(held, dtype=np.int64))
-    rest = np.setdiff1d(np.arange(len(labels)), held)
-    return rest, held
-
-
 SELECTION_FRACTION = 0.1   # default share of the (regime's) training split held out for model selection
 
 

@@ -16,10 +16,11 @@ import numpy as np
 import torch
 from pydantic import Field
 
-from benchmarks.data.datasets.common import DataMissingError, DatasetOptions, as_float_images, stratified_split
+from benchmarks.data.datasets.common import DataMissingError, DatasetOptions, as_float_images
 from benchmarks.registry import register_dataset
 from molere.config import ConfigError
 from molere.data import ExampleSet, TaskData
+from molere.splits import stratified_split
 
 
 class SplitOptions(DatasetOptions):
@@ -82,7 +83,7 @@ class Digits:
 
 
 @functools.lru_cache(maxsize=4)
-def _mnist1d_arrays(num_samples: int) -> tuple[np.ndarray, ...]:
+def mnist1d_arrays(num_samples: int) -> tuple[np.ndarray, ...]:
     """Generate MNIST-1D locally (never `get_dataset`, which downloads); global RNG state is restored.
     Generated once per argument set and mnist1d version, then read from the disk cache (benchmarks.data.cache)."""
     import importlib.metadata
@@ -122,7 +123,7 @@ class Mnist1D:
 
     def load(self, root: str | None, seed: int) -> TaskData:
         o = self.options
-        x, y, x_test, y_test = _mnist1d_arrays(o.num_samples)
+        x, y, x_test, y_test = mnist1d_arrays(o.num_samples)
         as_t = functools.partial(torch.as_tensor, dtype=torch.float32)
         return build_task("mnist1d", as_t(x.copy()), y, as_t(x_test.copy()), y_test, num_classes=10,
                           val_fraction=o.val_fraction, split_seed=o.split_seed, standardise=True)

@@ -12,11 +12,11 @@ from typing import Literal
 import numpy as np
 from pydantic import Field
 
-from benchmarks.data.datasets.common import DataMissingError, DatasetOptions, require_files, require_path, \
-    stratified_split
+from benchmarks.data.datasets.common import DataMissingError, DatasetOptions, require_files, require_path
 from benchmarks.data.datasets.images import ImageFiles, RootDataset, make_sets
 from benchmarks.registry import register_dataset
 from molere.data import TaskData
+from molere.splits import stratified_split
 
 Items = list[tuple[str, int]]
 

@@ -8,12 +8,12 @@ import numpy as np
 from pydantic import Field, model_validator
 from torchvision.datasets.folder import IMG_EXTENSIONS, make_dataset
 
-from benchmarks.data.datasets.common import (DataMissingError, DatasetOptions, cache_dir, require_path,
-                                             stratified_split)
+from benchmarks.data.datasets.common import DataMissingError, DatasetOptions, cache_dir, require_path
 from benchmarks.data.datasets.images import CIFAR_MEAN, CIFAR_STD, ArrayImages, ImageFiles, RootDataset, make_sets
 from benchmarks.registry import register_dataset
 from molere.config import ConfigError
 from molere.data import TaskData
+from molere.splits import random_subset, stratified_split
 
 
 # ---- CIFAR ------------------------------------------------------------------------------------------
@@ -128,7 +128,7 @@ def imagenet_meta(root: str) -> tuple[dict, list]:
     return load_meta_file(folder)
 
 
-def _folder_kind(folder: str) -> str:
+def folder_kind(folder: str) -> str:
     """'classes' when `folder` has sub-folders, 'flat' when it holds image files directly, else 'empty'."""
     flat = False
     with os.scandir(folder) as it:
@@ -201,7 +201,7 @@ class ImageNet(RootDataset):
         for split, tar in (("train", TRAIN_TAR), ("val", VAL_TAR)):
             folder = os.path.join(root, split)
             if os.path.isdir(folder):
-                kind = _folder_kind(folder)
+                kind = folder_kind(folder)
                 if kind == "empty":
                     self._fail(folder, "class folders <wnid>/ with images (it is empty)", root)
                 if kind == "flat" and (split == "train" or not devkit):
@@ -228,7 +228,7 @@ class ImageNet(RootDataset):
         wnids = sorted(e.name for e in os.scandir(train_dir) if e.is_dir())   # torchvision's ImageNet order
         class_to_idx = {w: i for i, w in enumerate(wnids)}
         train = _scan(train_dir, class_to_idx, "imagenet")
-        if _folder_kind(val_dir) != "flat":
+        if folder_kind(val_dir) != "flat":
             return wnids, {"train": train, "test": _scan(val_dir, class_to_idx, "imagenet")}
         files = sorted(f for f in os.listdir(val_dir) if f.lower().endswith(IMG_EXTENSIONS))
         val_wnids = imagenet_meta(root)[1]   # raw val: sorted files <-> the devkit's labels
@@ -360,8 +360,8 @@ class Clothing1M(RootDataset):
             true += [clean.get(k, table[split][k]) for k in ks]
         labels, true = np.asarray(labels), np.asarray(true)
         if o.train_subset is not None and o.train_subset < len(keys["train"]):   # ids stay the full-set ones
-            keep = np.random.default_rng(o.split_seed).choice(len(keys["train"]), o.train_subset, replace=False)
-            parts["train"] = parts["train"][np.sort(keep)]
+            parts["train"] = parts["train"][random_subset(len(keys["train"]), o.train_subset, o.split_seed,
+                                                          "numpy_choice")]
         tr = parts["train"]
         known = np.asarray([flat[p] in clean for p in tr], dtype=bool)
         paths = [os.path.join(root, k) for k in flat]

@@ -9,7 +9,7 @@ from pydantic import Field
 from torchvision.datasets.folder import IMG_EXTENSIONS, make_dataset
 
 from benchmarks.data.datasets.common import DataMissingError
-from benchmarks.data.datasets.files import DEVKIT, ImageNet, _folder_kind, imagenet_meta
+from benchmarks.data.datasets.files import DEVKIT, ImageNet, folder_kind, imagenet_meta
 from benchmarks.registry import register_dataset
 from molere.config import ConfigError
 
@@ -50,7 +50,7 @@ class ImageNet100(ImageNet):
         wnids = self.wnids()
         for split in ("train", "val"):
             folder = os.path.join(root, split)
-            if os.path.isdir(folder) and _folder_kind(folder) == "classes":
+            if os.path.isdir(folder) and folder_kind(folder) == "classes":
                 absent = [w for w in wnids if not os.path.isdir(os.path.join(folder, w))]
                 if absent:
                     self._fail(os.path.join(folder, absent[0]), f"a folder for each of the {len(wnids)} listed "

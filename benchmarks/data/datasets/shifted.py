@@ -10,10 +10,10 @@ import numpy as np
 import torch
 from pydantic import Field
 
-from benchmarks.data.datasets.common import stratified_split
-from benchmarks.data.datasets.embedded import SplitOptions, _mnist1d_arrays, build_task
+from benchmarks.data.datasets.embedded import SplitOptions, mnist1d_arrays, build_task
 from benchmarks.registry import register_dataset
 from molere.data import ExampleSet, TaskData
+from molere.splits import stratified_split
 
 SHIFT_SEED = 4242          # the shifted draw's generator seed (the standard MNIST-1D draw uses 42)
 
@@ -57,7 +57,7 @@ class Mnist1DShift:
 
     def load(self, root: str | None, seed: int) -> TaskData:
         o = self.options
-        x, y, x_test, y_test = _mnist1d_arrays(o.num_samples)
+        x, y, x_test, y_test = mnist1d_arrays(o.num_samples)
         as_t = functools.partial(torch.as_tensor, dtype=torch.float32)
         task = build_task("mnist1d_shift", as_t(x.copy()), y, as_t(x_test.copy()), y_test, num_classes=10,
                           val_fraction=o.val_fraction if o.val_source == "id" else 0.0, split_seed=o.split_seed)

@@ -1,0 +1,20 @@
+"""Renamed method hyperparameters (`Strict.renamed`): the old name is a one-line error naming the new one,
+stored configs under the old name still load, and trial ids stay those from before the rename."""
+import pytest
+
+from molere.config import ConfigError, upgrade, validate
+
+from benchmarks.catalog import METHODS
+from benchmarks.trial.config import TrialConfig, identity, resolve
+
+
+@pytest.mark.parametrize("method", ["molere", "fsr"])
+def test_warmup_epochs_renamed(method):
+    hp = METHODS.get(method).Hparams
+    with pytest.raises(ConfigError, match=r"^method.hparams.warmup_epochs: renamed to 'meta_warmup_epochs'$"):
+        validate(hp, {"warmup_epochs": 1}, "method.hparams")
+    assert hp.model_validate(upgrade(hp, {"warmup_epochs": 1})).meta_warmup_epochs == 1   # a stored plan
+    cfg = resolve(TrialConfig.model_validate({"dataset": {"name": "digits"},
+                                              "method": {"name": method, "hparams": {"meta_warmup_epochs": 1}}}))
+    kept = identity(cfg)["method"]["hparams"]
+    assert kept["warmup_epochs"] == 1 and "meta_warmup_epochs" not in kept   # the id hashes the old name
