@@ -1,4 +1,4 @@
-"""Name -> class registries (methods here; datasets and models in `benchmarks`) and plugin loading."""
+"""The name -> class registries (METHODS, DATASETS, MODELS), their decorators and plugin loading."""
 from __future__ import annotations
 
 import difflib
@@ -107,7 +107,11 @@ class MethodRegistry(Registry):
 
 
 METHODS = MethodRegistry("method")
+DATASETS = Registry("dataset")
+MODELS = Registry("model")
 register_method = METHODS.register
+register_dataset = DATASETS.register
+register_model = MODELS.register
 
 
 def load_plugins(modules: list[str] | tuple[str, ...]) -> None:

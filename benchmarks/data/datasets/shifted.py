@@ -12,7 +12,7 @@ from pydantic import Field
 
 from benchmarks.data.datasets.common import stratified_split
 from benchmarks.data.datasets.embedded import SplitOptions, _mnist1d_arrays, build_task
-from benchmarks.registry import register_dataset
+from molere.registry import register_dataset
 from molere.data import ExampleSet, TaskData
 
 SHIFT_SEED = 4242          # the shifted draw's generator seed (the standard MNIST-1D draw uses 42)
