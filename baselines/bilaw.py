@@ -16,7 +16,7 @@ from molere.data import Batch
 from molere.forward import BatchOutputs
 from molere.lookahead import cloned_buffers
 from molere.precision import no_autocast
-from molere.registry import OTHER_PANEL, MethodCard, register_method
+from molere.registry import register_method
 from molere.reweighting import mean_one
 
 from .mwn import MWN
@@ -44,9 +44,6 @@ class MarginNet(nn.Module):
 @register_method("bilaw")
 class BiLAW(MWN):
     """BiLAW (clean accuracy): a multi-class margin → weight MLP meta-learned through the look-ahead."""
-
-    card = MethodCard(role="method", panel=OTHER_PANEL, label="BiLAW",
-                      name="Bilevel learned weights from multi-class margins", color="#c49c94", rank=15)
 
     class Hparams(MWN.Hparams):
         margin: Literal["probability", "logit"] = Field(

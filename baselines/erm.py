@@ -2,7 +2,7 @@
 (docs/methods/erm.md).
 """
 from molere.data import require_val
-from molere.registry import MethodCard, register_method
+from molere.registry import register_method
 from molere.trainer import Trainer
 
 
@@ -10,7 +10,7 @@ from molere.trainer import Trainer
 class ERM(Trainer):
     """Empirical risk minimisation: unweighted cross-entropy on the training split."""
 
-    card = MethodCard(label="ERM", name="Empirical risk minimisation", role="reference", color="black", rank=0)
+    role = "reference"
 
 
 @register_method("erm_train_val")
@@ -18,7 +18,6 @@ class ERMTrainVal(Trainer):
     """ERM on train + the official val split pooled: a meta method's validation data used as plain training
     data (the paper's Table 4 control "ERM (IN1K+INR)" when val is ImageNet-R's validation half)."""
 
-    card = MethodCard(label="ERM (train+val)", name="ERM on train + validation pooled", rank=5)
     trains_on_val = True   # no val/* metrics: val is training data here
 
     def split(self):

@@ -14,7 +14,7 @@ from torch.func import functional_call
 from molere.data import Batch, ExampleSet
 from molere.forward import head_inputs
 from molere.precision import full, ieee_fp32, reduced
-from molere.registry import MethodCard, register_method
+from molere.registry import register_method
 
 from .l2rw import L2RW, L2RWOptions
 
@@ -35,8 +35,6 @@ def best_per_class(scores: torch.Tensor, scored: torch.Tensor, labels: torch.Ten
 class FSR(L2RW):
     """Fast Sample Re-weighting (core): L2RW weights on a head-only look-ahead against a probe set of
     best-scored training examples."""
-
-    card = MethodCard(label="FSR", name="Fast Sample Re-weighting", color="#e377c2", rank=11)
 
     class Hparams(L2RWOptions):
         lookahead_scope: Literal["all", "head"] = Field(

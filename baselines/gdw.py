@@ -13,7 +13,7 @@ from pydantic import Field
 
 from molere.data import Batch
 from molere.precision import full
-from molere.registry import OTHER_PANEL, MethodCard, register_method
+from molere.registry import register_method
 from molere.reweighting import mean_one, weight_stats
 
 from .mwn import MWN
@@ -59,9 +59,6 @@ def class_step(lam: torch.Tensor, grad: torch.Tensor, outer_lr: float, clip: flo
 @register_method("gdw")
 class GDW(MWN):
     """Generalized Data Weighting: MWN's weights refined per class by one clipped meta-gradient step."""
-
-    card = MethodCard(role="method", panel=OTHER_PANEL, label="GDW",
-                      name="Generalized Data Weighting", color="#dbdb8d", rank=14)
 
     class Hparams(MWN.Hparams):
         outer_lr: float = Field(100.0, gt=0, description="step of the class-level weights (official: 100 "

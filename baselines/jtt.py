@@ -15,7 +15,7 @@ from pydantic import Field
 from molere.config import ConfigError, Strict
 from molere.data import ExampleSet
 from molere.reference import ReferenceNeeds
-from molere.registry import METHODS, OTHER_PANEL, MethodCard, register_method
+from molere.registry import METHODS, register_method
 from molere.trainer import RunContext, Trainer
 
 from .recorded import RecordedWeights
@@ -32,8 +32,6 @@ def upsample(examples: ExampleSet, errors: np.ndarray, up_weight: int) -> Exampl
 class JTT(RecordedWeights, Trainer):
     """Just Train Twice: ERM's misclassified training examples up-sampled λ_up times, trained from scratch."""
 
-    card = MethodCard(role="method", panel=OTHER_PANEL, label="JTT",
-                      name="Just Train Twice", color="#7f7f7f", rank=18)
     weights_recorded = "each training example's multiplicity in the up-sampled training set (1 or λ_up)"
 
     class Hparams(Strict):

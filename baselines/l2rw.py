@@ -13,7 +13,7 @@ import torch
 from pydantic import Field
 
 from molere.data import Batch
-from molere.registry import MethodCard, register_method
+from molere.registry import register_method
 from molere.reweighting import MetaHparams, MetaSourceHparams, MetaTrainer, clamped_normalised, weight_stats
 
 
@@ -45,8 +45,6 @@ class L2RWOptions(MetaHparams):
 @register_method("l2rw")
 class L2RW(MetaTrainer):
     """Learning to Reweight: per-batch weights from the meta-gradient of a look-ahead at ε = 0."""
-
-    card = MethodCard(label="L2RW", name="Learning to Reweight Examples", color="#8c564b", rank=10)
 
     class Hparams(L2RWOptions, MetaSourceHparams):
         pass

@@ -6,14 +6,12 @@ from __future__ import annotations
 
 from molere.data import require_val
 from molere.lrw_trainer import LRWTrainer
-from molere.registry import LRW_PANEL, MethodCard, register_method
+from molere.registry import register_method
 
 
 @register_method("lrw")
 class LRW(LRWTrainer):
     """Learned ReWeighting: meta-network φ(x) learned on the official validation split."""
-
-    card = MethodCard(label="LRW", name="Learned ReWeighting", color="#9467bd", panel=LRW_PANEL, rank=1)
 
     def split(self):
         val = require_val(self.data, "method 'lrw'", "use lrw_random or lrw_hard, which carve one from train")

@@ -17,7 +17,7 @@ from torch import nn
 
 from molere.data import Batch
 from molere.forward import BatchOutputs
-from molere.registry import OTHER_PANEL, MethodCard, register_method
+from molere.registry import register_method
 from molere.reweighting import MetaHparams, ReweightingStepHparams, ReweightingTrainer
 
 
@@ -46,9 +46,6 @@ def ood_objective(logits: torch.Tensor, y: torch.Tensor, env: torch.Tensor, kind
 class MAPLE(ReweightingTrainer):
     """MAPLE: per-example training weights learned by hypergradient to minimise an OOD objective on the
     training data."""
-
-    card = MethodCard(role="method", panel=OTHER_PANEL, label="MAPLE",
-                      name="Model-agnostic sample reweighting (MAPLE)", color="#ffbb78", rank=17)
 
     class Hparams(MetaHparams, ReweightingStepHparams):
         objective: Literal["irm", "rex", "group_dro"] = Field("irm", description="outer OOD objective "

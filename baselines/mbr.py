@@ -14,7 +14,7 @@ from pydantic import Field
 from molere.config import Strict
 from molere.data import Batch
 from molere.margins import probabilistic_margin
-from molere.registry import OTHER_PANEL, MethodCard, register_method
+from molere.registry import register_method
 from molere.reweighting import mean_one, weight_stats
 from molere.trainer import Trainer
 
@@ -30,9 +30,6 @@ def mbr_weights(logits: torch.Tensor, y: torch.Tensor, slope: float, bias: float
 @register_method("mbr")
 class MBR(RecordedWeights, Trainer):
     """Margin-based reweighting (MAIL): low-margin examples weighted up by a fixed sigmoid of the margin."""
-
-    card = MethodCard(role="method", panel=OTHER_PANEL, label="MBR",
-                      name="Margin-based reweighting (MAIL)", color="#bcbd22", rank=12)
 
     class Hparams(Strict):
         slope: float = Field(1.0, gt=0, description="slope of the sigmoid (official code: 1.0)")

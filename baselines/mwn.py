@@ -12,7 +12,7 @@ from torch import nn
 from molere.data import Batch
 from molere.forward import BatchOutputs
 from molere.precision import no_autocast
-from molere.registry import MethodCard, register_method
+from molere.registry import register_method
 from molere.reweighting import ReweightingHparams, ReweightingTrainer, mean_one
 
 
@@ -32,8 +32,6 @@ class WeightNet(nn.Module):
 @register_method("mwn")
 class MWN(ReweightingTrainer):
     """Meta-Weight-Net: a loss → weight MLP meta-learned every step through a one-step look-ahead."""
-
-    card = MethodCard(label="MWN", name="Meta-Weight-Net", color="#17becf", rank=9)
 
     class Hparams(ReweightingHparams):
         meta_batch_size: int = Field(100, gt=0, description="meta batch size (paper: 100, as the training batch)")

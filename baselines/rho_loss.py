@@ -20,7 +20,7 @@ from torch.func import functional_call
 
 from molere.data import Batch, ExampleSet, TaskData
 from molere.lookahead import cloned_buffers
-from molere.registry import METHODS, OTHER_PANEL, MethodCard, register_method
+from molere.registry import METHODS, register_method
 from molere.reweighting import MetaSourceHparams, meta_source_split
 from molere.splits import random_subset
 from molere.trainer import RunContext, Trainer
@@ -60,8 +60,6 @@ class RhoHparams(MetaSourceHparams):
 class RhoLoss(RecordedWeights, Trainer):
     """RHO-loss: train on the candidates with the highest reducible loss against an IL model on a hold-out set."""
 
-    card = MethodCard(role="method", panel=OTHER_PANEL, label="RHO-loss",
-                      name="Reducible hold-out loss selection", color="#aec7e8", rank=13)
     Hparams = RhoHparams
     uses_meta_set = True   # the hold-out set of the IL model
     weights_recorded = "each training example's selection rate (selected / times a candidate)"

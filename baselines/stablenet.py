@@ -15,7 +15,7 @@ from pydantic import Field
 from molere.config import Strict
 from molere.data import Batch
 from molere.precision import no_autocast
-from molere.registry import OTHER_PANEL, MethodCard, register_method
+from molere.registry import register_method
 from molere.reweighting import weight_stats
 from molere.trainer import Trainer
 
@@ -63,8 +63,6 @@ class StableNetHparams(Strict):
 class StableNet(RecordedWeights, Trainer):
     """StableNet: batch weights learned to decorrelate the classifier's features (random Fourier features)."""
 
-    card = MethodCard(role="method", panel=OTHER_PANEL, label="StableNet",
-                      name="StableNet (feature decorrelation)", color="#98df8a", rank=16)
     Hparams = StableNetHparams
 
     def split(self):

@@ -18,7 +18,7 @@ from molere.config import ConfigError, Strict
 from molere.data import ExampleSet
 from molere.lrw_trainer import LRWHparams, LRWTrainer
 from molere.reference import ReferenceMargins, ReferenceNeeds
-from molere.registry import LRW_PANEL, MethodCard, register_method
+from molere.registry import register_method
 from molere.splits import Draw, held_positions, share
 from molere.trainer import Trainer
 
@@ -150,40 +150,37 @@ class _ERMWithheld(TrainTwiceSplit, Trainer):
 @register_method("lrw_hard")
 class LRWHard(_LRWTrainTwice):
     """LRW-Hard: LRW validated on the δ fraction with the lowest ERM margins (train-twice)."""
-    card = MethodCard(label="LRW-Hard", color="#2ca02c", ordering=2, panel=LRW_PANEL, margin_bins=True, rank=4)
     selection = "hard"
 
 
 @register_method("lrw_easy")
 class LRWEasy(_LRWTrainTwice):
     """LRW-Easy: LRW validated on the δ fraction with the highest ERM margins (train-twice)."""
-    card = MethodCard(label="LRW-Easy", color="#ff7f0e", ordering=0, panel=LRW_PANEL, margin_bins=True, rank=2)
     selection = "easy"
 
 
 @register_method("lrw_random")
 class LRWRandom(_LRWTrainTwice):
     """LRW-Random: LRW validated on a random δ fraction of the pooled data (seeded by the trial seed)."""
-    card = MethodCard(label="LRW-Random", color="#1f77b4", ordering=1, panel=LRW_PANEL, rank=3)
     selection = "random"
 
 
 @register_method("erm_withheld_hard")
 class ERMWithheldHard(_ERMWithheld):
     """Control of lrw_hard: ERM on the same split (lowest-margin δ fraction withheld, no reweighting)."""
-    card = MethodCard(label="ERM, Hard withheld", role="control", control_of="lrw_hard", rank=8)
+    role, control_of = "control", "lrw_hard"
     selection = "hard"
 
 
 @register_method("erm_withheld_easy")
 class ERMWithheldEasy(_ERMWithheld):
     """Control of lrw_easy: ERM on the same split (highest-margin δ fraction withheld, no reweighting)."""
-    card = MethodCard(label="ERM, Easy withheld", role="control", control_of="lrw_easy", rank=6)
+    role, control_of = "control", "lrw_easy"
     selection = "easy"
 
 
 @register_method("erm_withheld_random")
 class ERMWithheldRandom(_ERMWithheld):
     """Control of lrw_random: ERM on the same split (the same random δ fraction withheld)."""
-    card = MethodCard(label="ERM, Random withheld", role="control", control_of="lrw_random", rank=7)
+    role, control_of = "control", "lrw_random"
     selection = "random"

@@ -1,13 +1,13 @@
-"""Everything that can be named in a run: importing this registers built-in methods, datasets and models."""
+"""Everything that can be named in a run: importing this registers the built-in methods, datasets and models
+in the registries of `molere.registry`."""
 from __future__ import annotations
 
 import baselines  # noqa: F401  (registers the baselines)
 import molere.molere  # noqa: F401  (registers MOLERE)
-from molere.registry import METHODS, load_plugins
+from molere.registry import DATASETS, METHODS, MODELS, load_plugins
 
-from benchmarks.data import datasets
-from benchmarks import models  # noqa: F401  (register datasets and models)
-from .registry import DATASETS, MODELS
+from benchmarks.data import datasets  # noqa: F401  (registers the datasets)
+from benchmarks import models  # noqa: F401  (registers the models)
 
 __all__ = ["METHODS", "DATASETS", "MODELS", "load_plugins", "import_plugins"]
 

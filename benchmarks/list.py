@@ -28,8 +28,9 @@ def show(kind: str, name: str, reg, width: int) -> None:
     print(f"{kind[:-1]} {name}")
     for para in (inspect.getdoc(obj) or "").split("\n\n"):
         print(_wrap(" ".join(para.split()), 2, width))
-    card = getattr(obj, "card", None)
-    if card is not None:
+    if kind == "methods":
+        from .report.cards import card_for
+        card = card_for(name, obj)
         role = card.role + (f" of {card.control_of}" if card.control_of else "")
         print(_wrap(f"report: label {card.label!r}, role {role}" +
                     (f", ordering position {card.ordering}" if card.ordering is not None else ""), 2, width))

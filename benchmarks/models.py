@@ -20,7 +20,7 @@ import torch
 from pydantic import BaseModel, Field, PositiveInt, field_validator, model_validator
 from torch import nn
 
-from benchmarks.registry import MODELS, register_model
+from molere.registry import MODELS, register_model
 from molere.config import ConfigError, Strict, validate
 
 TIMM_PREFIX = "timm/"

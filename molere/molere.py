@@ -22,7 +22,7 @@ from molere.diagnostics import aligned
 from molere.lrw_trainer import LRWHparams, LRWTrainer
 from molere.margins import probabilistic_margin
 from molere.reference import ReferenceNeeds
-from molere.registry import LRW_PANEL, MethodCard, register_method
+from molere.registry import register_method
 from molere.splits import Draw
 from molere.splitter import TRAIN, VALIDATION, Splitter, SplitterOptions, choose_validation, label_balance_kl, membership_weighted_loss, split_size_kl
 
@@ -95,9 +95,6 @@ def split_stats(pool: ExampleSet, val_mask: torch.Tensor, p_val: torch.Tensor, p
 @register_method("molere")
 class MOLERE(LRWTrainer):
     """MOLERE: a learned splitter picks the hardest δ-fraction validation split; LRW trains on the rest."""
-
-    card = MethodCard(label="MOLERE", name="Meta-learning on hard samples", color="#d62728", ordering=3,
-                      ordering_ties=True, panel=LRW_PANEL, margin_bins=True, rank=5)
 
     Hparams = MOLEREHparams
     trains_on_val = True   # the pool S is train + official val

@@ -1,11 +1,10 @@
-"""Name -> class registries (methods here; datasets and models in `benchmarks`) and plugin loading."""
+"""The name -> class registries (METHODS, DATASETS, MODELS), their decorators and plugin loading."""
 from __future__ import annotations
 
 import difflib
 import importlib
 import inspect
-from dataclasses import asdict, dataclass, replace
-from typing import Any, Callable, Literal
+from typing import Any, Callable
 
 
 class UnknownNameError(KeyError):
@@ -62,74 +61,57 @@ class Registry:
         return rows
 
 
-LRW_PANEL = "LRW variants and MOLERE"
-OTHER_PANEL = "Other baselines and same-split ERM controls"
+ROLES = ("method", "reference", "control")
 
 
-@dataclass(frozen=True)
-class MethodCard:
-    """How the report shows a method and the role it plays there; a method class declares its own as
-    `card = MethodCard(...)` (never inherited: an undeclared subclass gets the defaults)."""
-    label: str = ""                 # short label of tables and legends; "" = the registered name
-    name: str = ""                  # display name (long form); "" = the label
-    color: str | None = None        # matplotlib colour; None = its controlled method's, else one from the name
-    role: Literal["method", "reference", "control"] = "method"   # reference: what every gain is measured against
-    control_of: str | None = None   # role "control": the registered method it is the same-split control of
-    ordering: int | None = None     # position in the ordering check (claimed accuracy, low -> high)
-    ordering_ties: bool = False     # ordering: may tie with the member before it ("≤" instead of "<")
-    panel: str = OTHER_PANEL        # which panel of the gain figure shows it
-    margin_bins: bool = False       # drawn in the binned margin-delta figure
-    rank: int = 100                 # display order (ties by name)
-
-    def __post_init__(self):
-        if (self.role == "control") != (self.control_of is not None):
-            raise ValueError("MethodCard: role='control' and control_of=<method name> go together")
-        if self.role != "method" and self.ordering is not None:
-            raise ValueError(f"MethodCard: a {self.role} cannot be a member of the ordering check")
-
-    def resolved(self, registered_name: str) -> "MethodCard":
-        label = self.label or registered_name
-        return replace(self, label=label, name=self.name or label)
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "MethodCard":
-        return cls(**{k: v for k, v in d.items() if k in cls.__dataclass_fields__})
+def check_role(name: str, role: str, control_of: str | None) -> None:
+    """A method's `role`: "method", "reference" (what every gain is measured against: exactly one, ERM) or
+    "control" with `control_of` (the registered method it is the same-split control of)."""
+    if role not in ROLES:
+        raise ValueError(f"method {name!r}: role must be one of {', '.join(ROLES)} (got {role!r})")
+    if (role == "control") != (control_of is not None):
+        raise ValueError(f"method {name!r}: role='control' and control_of=<method name> go together")
 
 
 class MethodRegistry(Registry):
-    """Methods: a registered class's own `card` (or the default one) is resolved and checked, and so is the
-    class itself (`check_class(name)`: every required hook there) before it is added."""
+    """Methods. A class declares its own `role` / `control_of` (never inherited: an undeclared subclass is a
+    plain "method") and may declare `display = {...}`, hints for the report (label, name, color, ...); both
+    are checked, and so is the class itself (`check_class(name)`: every required hook), before it is added."""
 
     def register(self, name: str) -> Callable[[Any], Any]:
         add = super().register(name)
 
         def decorate(cls: Any) -> Any:
-            own = cls.__dict__.get("card")
-            if own is not None and not isinstance(own, MethodCard):
-                raise TypeError(f"method {name!r}: card must be a molere.registry.MethodCard")
+            own = cls.__dict__
+            role, control_of, display = own.get("role", "method"), own.get("control_of"), own.get("display", {})
+            check_role(name, role, control_of)
+            if not isinstance(display, dict):
+                raise TypeError(f"method {name!r}: display must be a dict of report hints, e.g. {{'label': 'X'}}")
             if hasattr(cls, "check_class"):
                 cls.check_class(name)
             add(cls)
-            cls.card = (own or MethodCard()).resolved(name)
+            cls.role, cls.control_of, cls.display = role, control_of, dict(display)
             return cls
         return decorate
 
-    def cards(self) -> dict[str, MethodCard]:
-        return {n: self._entries[n].card for n in self.names()}
-
     def reference(self) -> str:
-        """The registered name of the reference method (the one whose card has role 'reference')."""
-        refs = [n for n, c in self.cards().items() if c.role == "reference"]
+        """The registered name of the reference method (the one with role 'reference')."""
+        refs = [n for n in self.names() if self._entries[n].role == "reference"]
         if len(refs) != 1:
             raise UnknownNameError(f"exactly one method must have role 'reference' (got {refs or 'none'})")
         return refs[0]
 
+    def controls_of(self, method: str) -> list[str]:
+        """The registered same-split controls of `method`, by name."""
+        return [n for n in self.names() if self._entries[n].control_of == method]
+
 
 METHODS = MethodRegistry("method")
+DATASETS = Registry("dataset")
+MODELS = Registry("model")
 register_method = METHODS.register
+register_dataset = DATASETS.register
+register_model = MODELS.register
 
 
 def load_plugins(modules: list[str] | tuple[str, ...]) -> None:

@@ -14,7 +14,7 @@ from benchmarks import run as run_cli
 from benchmarks.data import prepare
 from benchmarks.data.datasets.common import DataMissingError
 from benchmarks.data.datasets.files import imagenet_meta
-from benchmarks.registry import DATASETS
+from molere.registry import DATASETS
 from molere.config import validate
 from tests import fakes
 

@@ -10,7 +10,7 @@ import benchmarks.data.datasets.files  # noqa: F401  (registers the datasets)
 import benchmarks.data.datasets.wilds_data  # noqa: F401
 from benchmarks.data.datasets.common import DataMissingError
 from benchmarks.data.datasets.images import CIFAR_MEAN, CIFAR_STD
-from benchmarks.registry import DATASETS
+from molere.registry import DATASETS
 from molere.config import ConfigError, validate
 from molere.data import normalized
 from tests import fakes

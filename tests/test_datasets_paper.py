@@ -16,7 +16,7 @@ from molere.data import normalized
 from benchmarks import run
 from benchmarks.data.datasets.common import DataMissingError
 from benchmarks.data.datasets.imagenet100 import CMC_LIST, read_wnids
-from benchmarks.registry import DATASETS
+from molere.registry import DATASETS
 from molere.config import validate
 from tests import fake_paper_data as F
 from tests import fakes

@@ -15,7 +15,7 @@ from benchmarks import catalog  # noqa: F401
 from benchmarks.trial.config import TrialConfig
 from benchmarks.data.load import DatasetConfig, load_task
 from benchmarks.data.regimes import RegimeConfig
-from benchmarks.registry import DATASETS
+from molere.registry import DATASETS
 from benchmarks.trial.execute import run_trial
 from molere.config import TrainConfig, validate
 from molere.data import ExampleSet, Loading, Stream, TaskData

@@ -15,15 +15,16 @@ import torch
 from benchmarks.models import build_model
 from benchmarks.report import build_report
 from benchmarks.report import figures as F
+from benchmarks.report.cards import MethodCard, card_for
 from benchmarks.report.methods import Methods
 from benchmarks.trial.store import RunDir, write_json
 from benchmarks.sweep.plan import expand_trials
 from benchmarks.sweep.schema import load_sweep
 from molere.config import ConfigError, TrainConfig
-from molere.registry import METHODS, MethodCard, load_plugins
+from molere.registry import METHODS, MethodRegistry, load_plugins
 from molere.lookahead import DetachedWeightsError
 from molere.reweighting import MetaHparams, MetaTrainer, ReweightingHparams, ReweightingTrainer
-from molere.trainer import RunContext
+from molere.trainer import RunContext, Trainer
 from tests.test_contract import tiny_task
 
 PLUGINS = ["tests.plugins.spl", "tests.plugins.class_weights", "tests.plugins.meta_softmax"]
@@ -100,13 +101,30 @@ def test_the_other_newcomer_plugins_train(name):
         assert t.lookahead.calls > 0 and math.isfinite(final["train/meta_val_loss"])
 
 
-def test_card_defaults_are_not_inherited_and_bad_cards_are_refused():
-    assert METHODS.get("meta_softmax").card == MethodCard(label="meta_softmax", name="meta_softmax")
-    assert METHODS.get("class_weights_control").card.control_of == "class_weights"
+def test_roles_and_display_hints_are_not_inherited_and_bad_ones_are_refused():
+    default = MethodCard(label="meta_softmax", name="meta_softmax")
+    assert card_for("meta_softmax", METHODS.get("meta_softmax")) == default
+    assert METHODS.get("class_weights_control").control_of == "class_weights"
+    assert METHODS.controls_of("class_weights") == ["class_weights_control"]
+    reg = MethodRegistry("method")
+    sub = reg.register("sub")(type("Sub", (METHODS.get("erm"),), {"__doc__": "a subclass of ERM"}))
+    assert (sub.role, sub.control_of, sub.display) == ("method", None, {})   # ERM's role is its own
+    with pytest.raises(ValueError, match="control_of"):
+        reg.register("bad")(type("Bad", (Trainer,), {"role": "control"}))
+    with pytest.raises(ValueError, match="role must be one of"):
+        reg.register("bad")(type("Bad", (Trainer,), {"role": "baseline"}))
+    with pytest.raises(TypeError, match="display"):
+        reg.register("bad")(type("Bad", (Trainer,), {"display": "X"}))
+    assert "bad" not in reg
+    with pytest.raises(ValueError, match="unknown keys \\['colour'\\]"):
+        card_for("odd", reg.register("odd")(type("Odd", (Trainer,), {"display": {"colour": "red"}})))
     with pytest.raises(ValueError, match="control_of"):
         MethodCard(role="control")
     with pytest.raises(ValueError, match="ordering"):
         MethodCard(role="reference", ordering=1)
+    with pytest.raises(ValueError, match="ordering"):
+        card_for("ctl", reg.register("ctl")(type("Ctl", (Trainer,), {"role": "control", "control_of": "sub",
+                                                                      "display": {"ordering": 1}})))
 
 
 # ---- a plugin method in the report -------------------------------------------------------------

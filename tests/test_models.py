@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from benchmarks.models import build_model, model_factory
-from benchmarks.registry import MODELS
+from molere.registry import MODELS
 from molere.config import ConfigError
 from molere.registry import UnknownNameError
 

@@ -16,7 +16,7 @@ from benchmarks.trial.config import ModelConfig
 from benchmarks.data.load import DatasetConfig, load_task
 from benchmarks.models import build_model, pretrained_data_config
 from benchmarks.data.regimes import RegimeConfig
-from benchmarks.registry import DATASETS
+from molere.registry import DATASETS
 from benchmarks.pretrained import check_pretrained
 from molere.config import ConfigError, TrainConfig, validate
 from molere.data import normalized

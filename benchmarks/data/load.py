@@ -7,7 +7,7 @@ import benchmarks.data.datasets  # noqa: F401  (registers the built-in datasets)
 from benchmarks.data.datasets.common import SELECTION_FRACTION, require_path
 from benchmarks.data.regimes import RegimeConfig
 from benchmarks.data.splits import carve_selection, label_task  # noqa: F401  (carve_selection: re-exported)
-from benchmarks.registry import DATASETS
+from molere.registry import DATASETS
 from molere.config import Strict, validate
 from molere.data import TaskData
 

@@ -9,12 +9,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from molere.registry import MethodCard
+from .cards import MethodCard, card_for
 
 
 def _registered(method: str) -> MethodCard:
     from .. import catalog   # only for plans written before cards were recorded
-    return catalog.METHODS.get(method).card if method in catalog.METHODS else MethodCard().resolved(method)
+    return card_for(method, catalog.METHODS.get(method) if method in catalog.METHODS else None)
 
 
 @dataclass
@@ -73,8 +73,7 @@ class Methods:
             found = [m for m in self.methods() if self.card(m).control_of == method]
             if not found:
                 from .. import catalog
-                found = [m for m, c in sorted(catalog.METHODS.cards().items(), key=lambda mc: (mc[1].rank, mc[0]))
-                         if c.control_of == method]
+                found = sorted(catalog.METHODS.controls_of(method), key=self.rank)
             self.controls[method] = found[0] if found else None
         return self.controls[method]
 

@@ -28,7 +28,7 @@ def loader_need(trial, cpus: float) -> tuple[int, int] | None:
     """(loader workers, bytes of shared memory they may hold at once) of one trial, or None when its data is
     in memory. Upper bound: every worker prefetching uint8 images of its largest stream batch, plus an
     evaluation pass's (the training streams wait meanwhile, their prefetched batches held)."""
-    from benchmarks.registry import DATASETS
+    from molere.registry import DATASETS
     cfg = trial.config
     ds = DATASETS.get(cfg.dataset.name)
     if not getattr(ds, "needs_root", False):

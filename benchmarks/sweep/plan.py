@@ -13,6 +13,7 @@ from molere.reference import ReferenceNeeds
 from benchmarks import catalog
 from benchmarks.data.load import DatasetConfig, has_val
 from benchmarks.data.regimes import regime_label
+from benchmarks.report.cards import card_for
 from benchmarks.sweep.draws import method_draws, search_space
 from benchmarks.sweep.per_dataset import model_of
 from benchmarks.sweep.same_data import learns_from_val, pooled_reference_config
@@ -52,7 +53,12 @@ class PlannedTrial:
                 "config": self.config.model_dump(mode="json"),
                 "search_space": self.search_space, "reference_only": self.reference_only,
                 "same_data_trial_id": self.same_data_id,
-                "method_card": catalog.METHODS.get(self.labels["method"]).card.to_dict()}   # the report reads it
+                "method_card": self.card()}
+
+    def card(self) -> dict:
+        """The method's report card, recorded in plan.json (the report reads it)."""
+        method = self.labels["method"]
+        return card_for(method, catalog.METHODS.get(method)).to_dict()
 
 
 def hparams_id(hparams: dict) -> str:

@@ -3,7 +3,7 @@ default), and its same-split control."""
 import torch
 from pydantic import Field
 
-from molere.registry import MethodCard, register_method
+from molere.registry import register_method
 from molere.reweighting import MetaSourceHparams, ReweightingHparams, ReweightingTrainer, meta_source_split
 from molere.trainer import Trainer
 
@@ -12,7 +12,7 @@ from molere.trainer import Trainer
 class ClassWeights(ReweightingTrainer):
     """Learned class weights: w_i = C·softmax(a)_{y_i}, a meta-learned on the meta set."""
 
-    card = MethodCard(label="Class-W", name="Learned class weights", color="#7f7f7f")
+    display = {"label": "Class-W", "name": "Learned class weights", "color": "#7f7f7f"}
 
     class Hparams(ReweightingHparams):
         meta_lr: float = Field(1.0, gt=0, description="SGD learning rate of the class logits a")
@@ -34,7 +34,8 @@ class ClassWeights(ReweightingTrainer):
 class ClassWeightsControl(Trainer):
     """Control of class_weights: ERM on its training split (the meta set withheld, no reweighting)."""
 
-    card = MethodCard(label="ERM, meta set withheld", role="control", control_of="class_weights")
+    role, control_of = "control", "class_weights"
+    display = {"label": "ERM, meta set withheld"}
     Hparams = MetaSourceHparams
 
     def split(self):

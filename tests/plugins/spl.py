@@ -2,7 +2,7 @@
 from pydantic import Field
 
 from molere.config import Strict
-from molere.registry import MethodCard, register_method
+from molere.registry import register_method
 from molere.trainer import Trainer
 
 
@@ -10,7 +10,7 @@ from molere.trainer import Trainer
 class SelfPaced(Trainer):
     """Self-paced learning: each step trains on the batch's easiest (lowest-loss) examples, a growing share."""
 
-    card = MethodCard(label="SPL", name="Self-paced learning", color="#bcbd22")
+    display = {"label": "SPL", "name": "Self-paced learning", "color": "#bcbd22"}   # optional report hints
 
     class Hparams(Strict):
         start: float = Field(0.5, gt=0, le=1, description="share of each batch trained on in the first epoch")

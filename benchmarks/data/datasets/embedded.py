@@ -17,7 +17,7 @@ import torch
 from pydantic import Field
 
 from benchmarks.data.datasets.common import DataMissingError, DatasetOptions, as_float_images
-from benchmarks.registry import register_dataset
+from molere.registry import register_dataset
 from molere.config import ConfigError
 from molere.data import ExampleSet, TaskData
 from molere.splits import stratified_split

@@ -14,7 +14,7 @@ from pydantic import Field
 
 from benchmarks.data.datasets.common import DataMissingError, DatasetOptions, require_files, require_path
 from benchmarks.data.datasets.images import ImageFiles, RootDataset, make_sets
-from benchmarks.registry import register_dataset
+from molere.registry import register_dataset
 from molere.data import TaskData
 from molere.splits import stratified_split
 

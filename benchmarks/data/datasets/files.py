@@ -10,7 +10,7 @@ from torchvision.datasets.folder import IMG_EXTENSIONS, make_dataset
 
 from benchmarks.data.datasets.common import DataMissingError, DatasetOptions, cache_dir, require_path
 from benchmarks.data.datasets.images import CIFAR_MEAN, CIFAR_STD, ArrayImages, ImageFiles, RootDataset, make_sets
-from benchmarks.registry import register_dataset
+from molere.registry import register_dataset
 from molere.config import ConfigError
 from molere.data import TaskData
 from molere.splits import random_subset, stratified_split

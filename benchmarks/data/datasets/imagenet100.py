@@ -10,7 +10,7 @@ from torchvision.datasets.folder import IMG_EXTENSIONS, make_dataset
 
 from benchmarks.data.datasets.common import DataMissingError
 from benchmarks.data.datasets.files import DEVKIT, ImageNet, folder_kind, imagenet_meta
-from benchmarks.registry import register_dataset
+from molere.registry import register_dataset
 from molere.config import ConfigError
 
 CMC_LIST = os.path.join(os.path.dirname(__file__), "imagenet100.txt")

@@ -11,7 +11,7 @@ import torch
 from pydantic import Field
 
 from benchmarks.data.datasets.embedded import SplitOptions, mnist1d_arrays, build_task
-from benchmarks.registry import register_dataset
+from molere.registry import register_dataset
 from molere.data import ExampleSet, TaskData
 from molere.splits import stratified_split
 

@@ -13,7 +13,7 @@ from pydantic import Field
 
 from benchmarks.data.datasets.common import DatasetOptions, require_path
 from benchmarks.data.datasets.images import RootDataset, uint8_tail
-from benchmarks.registry import register_dataset
+from molere.registry import register_dataset
 from molere.config import ConfigError
 from molere.data import ExampleSet, TaskData
 
