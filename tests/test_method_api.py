@@ -164,7 +164,8 @@ def legends(monkeypatch):
         seen[name] = {ax.get_title(): [t.get_text() for t in ax.get_legend().get_texts()]
                       for ax in fig.axes if ax.get_legend() is not None}
         seen[name]["figure"] = [t.get_text() for leg in fig.legends for t in leg.get_texts()]
-        seen[name]["panels"] = [ax.get_title().split("\n")[0] for ax in fig.axes if ax.get_visible()]
+        seen[name]["panels"] = [" ".join(line for line in ax.get_title().split("\n") if not line.startswith("mean "))
+                                 for ax in fig.axes if ax.get_visible()]   # a long label wraps
         seen[name]["rows"] = [ax.get_ylabel() for ax in fig.axes if ax.get_visible() and ax.get_ylabel()]
         return save(fig, folder, name)
     monkeypatch.setattr(F, "_save", keep)
