@@ -28,10 +28,10 @@ MODES = ("offline", "disabled")
 
 
 def _specs(folder: Path, mode: str, n: int) -> list[dict]:
-    from benchmarks.run import wandb_settings
     from benchmarks.sweep.plan import expand_trials
     from benchmarks.sweep.schema import load_sweep
     from benchmarks.sweep.worker import trial_spec
+    from benchmarks.wandb_io.log import wandb_settings
     path = folder / f"{mode}.yaml"
     path.write_text(SWEEP % (list(range(n)), mode))
     sweep = load_sweep(path, results=str(folder / mode))

@@ -11,10 +11,11 @@ import yaml
 from benchmarks import dashboard
 from benchmarks.wandb_io import dashboard as wandb_dashboard
 from benchmarks.report import build_report
-from benchmarks.run import wandb_settings, write_plan
 from benchmarks.sweep.plan import expand_trials
 from benchmarks.sweep.schema import load_sweep
+from benchmarks.sweep.stored import write_plan
 from benchmarks.sweep.worker import run_one, trial_spec
+from benchmarks.wandb_io.log import wandb_settings
 from benchmarks.wandb_io.reader import read_attempts, run_dirs
 
 

@@ -62,7 +62,7 @@ def test_the_driver_stops_before_ray(tmp_path, monkeypatch, capsys):
     f = sweep_file(tmp_path, {"name": "imagenet", "root": root, "options": {"image_size": 224}}, batch_size=128)
     import ray
     monkeypatch.setattr(ray, "init", lambda *a, **k: pytest.fail("Ray started"))
-    monkeypatch.setattr(run_cli, "local_resources", lambda: {"cpu": 64.0, "gpu": 8.0})
+    monkeypatch.setattr(host, "local_resources", lambda: {"cpu": 64.0, "gpu": 8.0})
     monkeypatch.setattr(host, "_shm_free", lambda: 64 * 2**20)
     with pytest.raises(SystemExit) as exc:
         run_cli.main([f])

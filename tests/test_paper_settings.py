@@ -252,9 +252,9 @@ def test_train_transform_equals_timms_for_the_pretrained_config(imagenet, arch):
 # ---- iWildCam's official macro-F1 in the report ----------------------------------------------------------
 def test_iwildcam_macro_f1_in_the_report_of_a_fake_wilds_store(tmp_path):
     from benchmarks.report import build_report
-    from benchmarks.run import write_plan
     from benchmarks.sweep.plan import expand_trials
     from benchmarks.sweep.schema import load_sweep
+    from benchmarks.sweep.stored import write_plan
     from benchmarks.trial.execute import run_trial
     wroot = tmp_path / "wilds"
     fakes.make_fake_iwildcam(wroot, size=16)

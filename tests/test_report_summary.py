@@ -112,9 +112,9 @@ def test_readme_block_is_written_between_the_markers_only(store, tmp_path, capsy
 def test_the_end_of_a_sweep_prints_the_summary_and_the_report_path(store, capsys):
     from types import SimpleNamespace
 
-    from benchmarks import run
+    from benchmarks.sweep import orchestrate
     root, _ = store
-    run.report(SimpleNamespace(directory=root), None)
+    orchestrate.report(SimpleNamespace(directory=root), None, "benchmarks.run")
     out = capsys.readouterr().out
     assert "Gain over the same-data reference" in out and "MWN" in out
     assert out.strip().splitlines()[-1] == f"report: {root / 'report' / 'index.html'}"

@@ -10,7 +10,7 @@ import yaml
 
 from benchmarks import run
 from benchmarks.report.__main__ import main as report_main
-from benchmarks.sweep import scheduler
+from benchmarks.sweep import orchestrate, scheduler
 from benchmarks.sweep.stored import merge_plan
 from benchmarks.trial.store import RunDir
 from tests.fakes import finish_synthetic
@@ -34,7 +34,7 @@ def fake_runs(monkeypatch):
             ran.append(spec["trial_id"])
         return {}
     monkeypatch.setattr(scheduler, "run_trials", fake)
-    monkeypatch.setattr(run, "report", lambda sweep, settings: None)
+    monkeypatch.setattr(orchestrate, "report", lambda sweep, settings, prog: None)
     return ran
 
 

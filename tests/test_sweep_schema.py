@@ -8,6 +8,7 @@ import pytest
 import yaml
 
 from benchmarks import run
+from benchmarks.sweep import host
 from benchmarks.sweep.search_space import expand
 from benchmarks.cli import parse_only
 from benchmarks.sweep.plan import expand_trials, select
@@ -346,7 +347,7 @@ HOSTILE = [
 @pytest.mark.parametrize("case,make,expected", HOSTILE, ids=[c[0] for c in HOSTILE])
 def test_hostile_input_is_one_short_line_exit_2(case, make, expected, tmp_path, capsys, no_launch, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(run, "local_resources", lambda: {"cpu": 2.0, "gpu": 0.0})   # a 2-CPU machine, no GPU
+    monkeypatch.setattr(host, "local_resources", lambda: {"cpu": 2.0, "gpu": 0.0})   # a 2-CPU machine, no GPU
     monkeypatch.setattr(sys, "path", list(sys.path))
     argv = make(tmp_path)
     with pytest.raises(SystemExit) as exc:

@@ -12,11 +12,12 @@ from pathlib import Path
 import pytest
 import yaml
 
-from benchmarks.run import wandb_settings, write_plan
 from benchmarks.trial.store import RunDir
 from benchmarks.sweep.plan import expand_trials
 from benchmarks.sweep.schema import load_sweep
+from benchmarks.sweep.stored import write_plan
 from benchmarks.sweep.worker import LOG_FILE, run_logged, run_one, trial_spec
+from benchmarks.wandb_io.log import wandb_settings
 from benchmarks.wandb_io.reader import read_attempts, run_dirs
 from molere.registry import register_method
 from molere.trainer import Callback, Trainer

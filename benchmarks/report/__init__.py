@@ -12,7 +12,9 @@ from __future__ import annotations
 import json
 import re
 import traceback
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 __all__ = ["build_report"]
 
@@ -65,28 +67,21 @@ def _configs(sweep_dir: Path, trial_ids) -> list[dict]:
     return configs
 
 
-def build_report(sweep_dir, out_dir=None, wandb_settings: dict | None = None, selection_epoch: str = "last",
-                 only: dict[str, set[str]] | None = None) -> dict:
-    """Write the report of the sweep at `sweep_dir` (of the plan entries matching `only`, default all); returns
-    {"out_dir", "index", "trials_csv", "tables": {name: {md, csv, tex}}, "figures", "notes", "counts", "wandb",
-    "selection_rule", "summary" (the summary Table or None)}. Every table and figure uses the selected draws."""
-    import pandas as pd
+@dataclass
+class _Analysis:
+    """The selected draws and what the report derives from them (empty frames for an empty store)."""
+    sel: Any
+    cell_frame: Any
+    order: Any
+    meta: Any
+    like: list
+    summary: Any
 
-    from . import like_for_like as L
+
+def _load(sweep_dir: Path, selection_epoch: str, only: dict | None) -> tuple:
+    """The store's trials with the selection applied: (df, mc, rule, counts, notes, warnings)."""
     from . import selection as S
-    from .collect import collect, trials_csv
-    from .html import Page, sweep_text, versions_of, write_index
-    from .margin_data import delta_bins, delta_summary, margin_deltas
-    from .paper_pages import write_paper_pages
-    from .reweighting import diagnostic_tables
-    from .stats import cells, meta_effect, ordering
-    from .summary import summary_table
-    from .tables import build_tables
-
-    sweep_dir = Path(sweep_dir)
-    out = Path(out_dir) if out_dir else default_out(sweep_dir, only)
-    tab_dir, fig_dir = out / "tables", out / "figures"
-    out.mkdir(parents=True, exist_ok=True)
+    from .collect import collect
     df, mc = collect(sweep_dir, only)   # mc: this store's method cards, passed to every part
     rule = S.rule(selection_epoch)
     notes = [rule[0].upper() + rule[1:] + "; every table, check and figure uses the selected draws; the oracle "
@@ -107,7 +102,17 @@ def build_report(sweep_dir, out_dir=None, wandb_settings: dict | None = None, se
     for r in df[df["failure"].str.startswith("not trusted")].itertuples() if len(df) else ():
         warnings.append(f"trial {r.trial_id} ({r.dataset}/{r.regime}/{r.method}/seed {r.seed}) {r.failure}; "
                         "its results are left out (rerun the sweep to redo it)")
-    trials_csv(df).to_csv(out / "trials.csv", index=False) if len(df) else (out / "trials.csv").write_text("")
+    return df, mc, rule, counts, notes, warnings
+
+
+def _analyse(df, sweep_dir: Path, mc, notes: list) -> _Analysis:
+    """Cells, ordering, meta effect, like-for-like tables (their sizes lead `notes`) and the summary."""
+    import pandas as pd
+
+    from . import like_for_like as L
+    from . import selection as S
+    from .stats import cells, meta_effect, ordering
+    from .summary import summary_table
     sel = S.selected_frame(df, mc) if len(df) else df
     cell_frame = S.add_selection_means(cells(sel, mc), sel) if len(sel) else pd.DataFrame()
     order = ordering(sel, mc) if len(sel) else pd.DataFrame()
@@ -117,33 +122,75 @@ def build_report(sweep_dir, out_dir=None, wandb_settings: dict | None = None, se
     results = L.read_results(sel, sweep_dir) if len(sel) else {}
     pairs = L.same_data_pairs(sel, results, mc, L.pooled_methods(sweep_dir)) if len(sel) else None
     summary = summary_table(cell_frame, order, meta, sel, sweep_dir, mc, pairs) if len(cell_frame) else None
-    tables = build_tables(cell_frame, order, meta, mc, selection_note=S.short_rule(selection_epoch))
-    tables[1:1] = like
-    tables += diagnostic_tables(sel, sweep_dir) + ([S.selection_table(df, mc, selection_epoch)] if len(df) else [])
-    written = {t.name: t.write(tab_dir) for t in ([summary] if summary else []) + tables}
+    return _Analysis(sel, cell_frame, order, meta, like, summary)
+
+
+def _tables(a: _Analysis, df, sweep_dir: Path, mc, selection_epoch: str) -> list:
+    """Every table after the summary: results, like-for-like, ordering, diagnostics, the selection table."""
+    from . import selection as S
+    from .reweighting import diagnostic_tables
+    from .tables import build_tables
+    tables = build_tables(a.cell_frame, a.order, a.meta, mc, selection_note=S.short_rule(selection_epoch))
+    tables[1:1] = a.like
+    tables += diagnostic_tables(a.sel, sweep_dir) + ([S.selection_table(df, mc, selection_epoch)] if len(df) else [])
+    return tables
+
+
+def _margins(sel, sweep_dir: Path, mc, tab_dir: Path) -> tuple:
+    """Margin deltas against ERM, binned and summarised (written as CSV): (deltas, bins, summary)."""
+    from .margin_data import delta_bins, delta_summary, margin_deltas
     deltas = margin_deltas(sel, sweep_dir, mc) if len(sel) else {}
     bins, dsum = delta_bins(deltas), delta_summary(deltas)
     tab_dir.mkdir(parents=True, exist_ok=True)
     bins.to_csv(tab_dir / "margin_bins.csv", index=False)
     dsum.to_csv(tab_dir / "margin_deltas.csv", index=False)
-    figs = _figures(sel, cell_frame, deltas, bins, sweep_dir, fig_dir, notes, mc) if len(sel) else []
+    return deltas, bins, dsum
+
+
+def _log_wandb(result: dict, name: str, shown: list, frames: dict, figs: list, fig_dir: Path,
+               wandb_settings: dict) -> None:
+    """Log the summary run (result["wandb"]); a failure becomes a note."""
+    from benchmarks.wandb_io.summary import log_summary
+    result["wandb"] = log_summary(name, shown, frames, figs, fig_dir, wandb_settings,
+                                  extra_config={"model_selection": result["selection_rule"]})
+    if result["wandb"]["error"]:
+        result["notes"].append(f"W&B summary not logged: {result['wandb']['error']}")
+
+
+def build_report(sweep_dir, out_dir=None, wandb_settings: dict | None = None, selection_epoch: str = "last",
+                 only: dict[str, set[str]] | None = None) -> dict:
+    """Write the report of the sweep at `sweep_dir` (of the plan entries matching `only`, default all); returns
+    {"out_dir", "index", "trials_csv", "tables": {name: {md, csv, tex}}, "figures", "notes", "counts", "wandb",
+    "selection_rule", "summary" (the summary Table or None)}. Every table and figure uses the selected draws."""
+    from .collect import trials_csv
+    from .html import Page, sweep_text, versions_of, write_index
+    from .paper_pages import write_paper_pages
+
+    sweep_dir = Path(sweep_dir)
+    out = Path(out_dir) if out_dir else default_out(sweep_dir, only)
+    tab_dir, fig_dir = out / "tables", out / "figures"
+    out.mkdir(parents=True, exist_ok=True)
+    df, mc, rule, counts, notes, warnings = _load(sweep_dir, selection_epoch, only)
+    trials_csv(df).to_csv(out / "trials.csv", index=False) if len(df) else (out / "trials.csv").write_text("")
+    a = _analyse(df, sweep_dir, mc, notes)
+    tables = _tables(a, df, sweep_dir, mc, selection_epoch)
+    shown = ([a.summary] if a.summary else []) + tables
+    written = {t.name: t.write(tab_dir) for t in shown}
+    deltas, bins, dsum = _margins(a.sel, sweep_dir, mc, tab_dir)
+    figs = _figures(a.sel, a.cell_frame, deltas, bins, sweep_dir, fig_dir, notes, mc) if len(a.sel) else []
     name = sweep_name(sweep_dir)
-    (out / "report.md").write_text(f"# Sweep report: {name}\n\n" + "\n".join(t.markdown() for t in
-                                   ([summary] if summary else []) + tables) + "\n## Notes\n\n" +
-                                   "".join(f"- {n}\n" for n in warnings + notes))
-    page = Page(out, name, counts, summary, tables, figs, warnings + notes, sweep_text(sweep_dir),
+    (out / "report.md").write_text(f"# Sweep report: {name}\n\n" + "\n".join(t.markdown() for t in shown)
+                                   + "\n## Notes\n\n" + "".join(f"- {n}\n" for n in warnings + notes))
+    page = Page(out, name, counts, a.summary, tables, figs, warnings + notes, sweep_text(sweep_dir),
                 versions_of(_configs(sweep_dir, df.get("trial_id", []))), warnings, mc)
     index = write_index(page)
-    paper = write_paper_pages(sweep_dir, out, sel, cell_frame, order, dsum, index, warnings + notes, mc)   # verdict
+    paper = write_paper_pages(sweep_dir, out, a.sel, a.cell_frame, a.order, dsum, index, warnings + notes,
+                              mc)   # verdict
     result = {"out_dir": str(out), "index": str(index), "trials_csv": str(out / "trials.csv"), "tables": written,
               "figures": [str(fig_dir / f["file"]) for f in figs], "notes": warnings + notes, "counts": counts,
-              "wandb": None, "selection_rule": rule, "summary": summary, "paper_pages": paper}
+              "wandb": None, "selection_rule": rule, "summary": a.summary, "paper_pages": paper}
     if wandb_settings is not None:
         frames = {"trials": trials_csv(df) if len(df) else df, "margin_bins": bins, "margin_deltas": dsum,
-                  "numeric": {"results": cell_frame, "ordering": order, "meta_effect": meta}}
-        from benchmarks.wandb_io.summary import log_summary
-        result["wandb"] = log_summary(name, ([summary] if summary else []) + tables, frames, figs, fig_dir,
-                                      wandb_settings, extra_config={"model_selection": rule})
-        if result["wandb"]["error"]:
-            result["notes"].append(f"W&B summary not logged: {result['wandb']['error']}")
+                  "numeric": {"results": a.cell_frame, "ordering": a.order, "meta_effect": a.meta}}
+        _log_wandb(result, name, shown, frames, figs, fig_dir, wandb_settings)
     return result

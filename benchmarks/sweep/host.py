@@ -16,6 +16,23 @@ EVAL_BATCH = 512     # Trainer.outputs' batch: an evaluation pass holds prefetch
 WORKER_MB = 100      # private memory one loader worker adds (measured 18 MB after start-up; docs/perf.md)
 
 
+def local_resources() -> dict[str, float]:
+    """This machine's CPUs and GPUs (what a local Ray offers the trials)."""
+    import torch
+    return {"cpu": float(os.cpu_count() or 1), "gpu": float(torch.cuda.device_count())}
+
+
+def check_resources(sweep, have: dict[str, float], where: str) -> None:
+    """One line when a trial asks for more CPUs/GPUs than `have` (the machine or the cluster) offers."""
+    asked = {"cpu": sweep.resources.cpu, "gpu": sweep.resources.gpu}
+    short = [k for k, v in asked.items() if v > have.get(k, 0)]
+    if short:
+        ask = ", ".join(f"{k}={asked[k]:g}" for k in asked)
+        got = ", ".join(f"{have.get(k, 0):g} {k.upper()}s" for k in asked)
+        raise ConfigError(f"resources: each trial asks for {ask} but {where} has {got}; lower resources."
+                          f"{short[0]} (--set resources.{short[0]}=...) or use a machine that has them")
+
+
 def trials_at_once(cpus_per_trial: float, gpus_per_trial: float, have_cpus: float, have_gpus: float) -> int:
     """How many trials Ray runs side by side on this machine."""
     n = int(have_cpus // cpus_per_trial) if cpus_per_trial > 0 else 1

@@ -18,6 +18,8 @@ import ray
 from ray import tune
 from ray.tune.search import Searcher
 
+from molere.config import ConfigError
+
 from benchmarks.sweep import daemon_reaper
 
 RAY_ENV = {"RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "disabled",
@@ -58,6 +60,15 @@ def reachable(address: str) -> None:
             pass
     except (OSError, OverflowError, ValueError) as exc:   # refused, unknown host, timeout, port out of range
         raise ConnectionError(str(exc) or type(exc).__name__) from None
+
+
+def check_address(address: str) -> None:
+    """The Ray cluster at `address` answers (else one line of bad input, before anything is written)."""
+    try:
+        reachable(address)
+    except ConnectionError as exc:
+        raise ConfigError(f"--address: cannot reach the Ray cluster at {address} ({str(exc).splitlines()[0]}); "
+                          "check --address / RAY_ADDRESS (host:port of a running Ray head)") from None
 
 
 def start_ray(address: str | None) -> None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -20,6 +21,9 @@ from molere.config import ConfigError, one_line
 
 from benchmarks.sweep import safe_yaml
 from benchmarks.sweep.safe_yaml import excerpt
+
+if TYPE_CHECKING:
+    from benchmarks.sweep.schema import Sweep
 
 REWRITE = "it is written by benchmarks.run: rerun the sweep to rewrite it"
 
@@ -120,3 +124,19 @@ def merge_plan(old: list[dict], new: list[dict], *, filtered: bool, where: str) 
     have = {e["trial_id"] for e in merged}
     merged += [e for e in new if e["trial_id"] not in have]
     return merged, notes
+
+
+def write_plan(sweep: Sweep, trials, filtered: bool = False) -> list[str]:
+    """Add `trials` to the store's plan (never removes one: see merge_plan); sweep.yaml is written by an
+    unfiltered run (or when absent). Returns notes; a filtered run that would change planned trials raises
+    ConfigError."""
+    import yaml
+
+    from benchmarks.trial.store import atomic_write, write_json
+    d = sweep.directory
+    plan, notes = merge_plan(plan_so_far(d), [t.record() for t in trials], filtered=filtered, where=str(d))
+    (d / "trials").mkdir(parents=True, exist_ok=True)
+    write_json(d / "plan.json", plan)
+    if not filtered or not (d / "sweep.yaml").exists():
+        atomic_write(d / "sweep.yaml", yaml.safe_dump(sweep.model_dump(mode="json"), sort_keys=False).encode())
+    return notes

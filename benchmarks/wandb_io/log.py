@@ -84,6 +84,15 @@ def git_commit(path: str | os.PathLike | None = None) -> dict:
     return {"commit": commit, "dirty": dirty}
 
 
+def wandb_settings(sweep) -> dict:
+    """The W&B settings every trial of `sweep` (a benchmarks.sweep.schema.Sweep) logs with."""
+    w = sweep.wandb
+    return {"project": w.project, "entity": w.entity, "mode": resolve_mode(w.mode),
+            "dir": str(sweep.directory.resolve() if w.dir is None else w.dir),
+            "log_every_steps": w.log_every_steps, "stats_interval_s": w.stats_interval_s,
+            "flush_interval_s": w.flush_interval_s, "git": git_commit()}
+
+
 def environment(device: str = "auto", git: dict | None = None) -> dict:
     """Package versions, git commit (`git`: as the driver found it, else looked up here), host and device of
     this process (the `env` block of a run's config)."""
