@@ -19,7 +19,7 @@ from .cli import Parser
 if TYPE_CHECKING:
     from benchmarks.sweep.schema import Sweep
 # torch, the registries and W&B are imported where used, after the arguments are parsed (a fast --help);
-# the run itself (lock, plan, Ray, summary, report, dashboard) is benchmarks.sweep.orchestrate
+# the run itself (lock, plan, Ray, summary, report, dashboard) is benchmarks.orchestrate
 
 PROG = "benchmarks.run"
 
@@ -124,7 +124,7 @@ def main(argv=None) -> int:
     if a.dry_run:
         return dry_run(a, sweep, chosen, missing)
     check_machine(a, sweep, chosen)
-    from benchmarks.sweep.orchestrate import run_sweep
+    from benchmarks.orchestrate import run_sweep
     return run_sweep(sweep, chosen, filtered=bool(a.set or a.only), address=a.address, prog=PROG)
 
 

@@ -112,7 +112,7 @@ def test_readme_block_is_written_between_the_markers_only(store, tmp_path, capsy
 def test_the_end_of_a_sweep_prints_the_summary_and_the_report_path(store, capsys):
     from types import SimpleNamespace
 
-    from benchmarks.sweep import orchestrate
+    from benchmarks import orchestrate
     root, _ = store
     orchestrate.report(SimpleNamespace(directory=root), None, "benchmarks.run")
     out = capsys.readouterr().out

@@ -10,7 +10,8 @@ import yaml
 
 from benchmarks import run
 from benchmarks.report.__main__ import main as report_main
-from benchmarks.sweep import orchestrate, scheduler
+from benchmarks import orchestrate
+from benchmarks.sweep import scheduler
 from benchmarks.sweep.stored import merge_plan
 from benchmarks.trial.store import RunDir
 from tests.fakes import finish_synthetic

@@ -35,7 +35,7 @@ def cached_arrays(name: str, key: dict, make: Callable[[], dict[str, np.ndarray]
         pass
     arrays = make()
     try:
-        from benchmarks.trial.store import atomic_write
+        from benchmarks.atomic import atomic_write
         path.parent.mkdir(parents=True, exist_ok=True)
         buf = io.BytesIO()
         np.savez(buf, **arrays)

@@ -132,7 +132,8 @@ def write_plan(sweep: Sweep, trials, filtered: bool = False) -> list[str]:
     ConfigError."""
     import yaml
 
-    from benchmarks.trial.store import atomic_write, write_json
+    from benchmarks.atomic import atomic_write
+    from benchmarks.trial.store import write_json
     d = sweep.directory
     plan, notes = merge_plan(plan_so_far(d), [t.record() for t in trials], filtered=filtered, where=str(d))
     (d / "trials").mkdir(parents=True, exist_ok=True)

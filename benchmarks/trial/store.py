@@ -6,30 +6,15 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 import time
 import traceback
 import warnings
 from pathlib import Path
-from typing import Any, BinaryIO, Callable
+from typing import Any
 
 import numpy as np
 
-
-def atomic_write(path: Path, data: bytes | Callable[[BinaryIO], object]) -> None:
-    """Write `data` (bytes, or a function that writes to the open file) to `path` atomically: a temporary
-    file, fsync, rename."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            data(f) if callable(data) else f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+from benchmarks.atomic import atomic_write
 
 
 FINISHED = ("done", "diverged")   # sealed outcomes: a sweep never reruns them
