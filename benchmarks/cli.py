@@ -69,19 +69,19 @@ def _why(exc: OSError) -> str:
     return exc.strerror or type(exc).__name__
 
 
-def writable_dir(path: str | os.PathLike, field: str) -> Path:
-    """The folder `path`, created if missing, into which this process can write (else a ConfigError)."""
+def writable_dir(path: str | os.PathLike, field: str, hint: str = "give a folder you can write") -> Path:
+    """The folder `path`, created if missing, into which this process can write (else a ConfigError that
+    names `field` and ends with `hint`)."""
     p = Path(path)
     if p.exists() and not p.is_dir():
-        raise ConfigError(f"{field}: {p} is a file; give a folder")
+        raise ConfigError(f"{field}: cannot create or write {p}: it is a file; {hint}")
     try:
         p.mkdir(parents=True, exist_ok=True)
         probe = p / f".write-test-{os.getpid()}"
         probe.write_bytes(b"")
         probe.unlink()
     except OSError as exc:
-        raise ConfigError(f"{field}: cannot create or write the folder {p} ({_why(exc)}); give a folder you "
-                          "can write") from None
+        raise ConfigError(f"{field}: cannot create or write {p} ({_why(exc)}); {hint}") from None
     return p
 
 

@@ -19,26 +19,13 @@ from typing import TYPE_CHECKING
 
 from molere.config import ConfigError
 
-from benchmarks.cli import bad_input_exits
+from benchmarks.cli import bad_input_exits, writable_dir
 from benchmarks.sweep.show import counts
 from benchmarks.sweep.worker import LOG_FILE
 from benchmarks.trial.store import FINISHED, RunDir
 
 if TYPE_CHECKING:
     from benchmarks.sweep.schema import Sweep
-
-
-def writable_results(sweep: Sweep) -> None:
-    """The sweep's folder can be created and written (else one line naming results_dir)."""
-    d = sweep.directory
-    try:
-        d.mkdir(parents=True, exist_ok=True)
-        probe = d / f".write-test-{os.getpid()}"
-        probe.write_bytes(b"")
-        probe.unlink()
-    except OSError as exc:
-        raise ConfigError(f"results_dir: cannot write {d} ({exc.strerror or type(exc).__name__}); "
-                          "choose a writable folder with --results") from None
 
 
 def lock_results(sweep: Sweep):
@@ -218,7 +205,7 @@ class SweepRun:
 def run_sweep(sweep: Sweep, trials: list, *, filtered: bool, address: str | None, prog: str) -> int:
     """Lock the sweep's results folder (bad input: one line, exit 2) and run `trials`; returns the exit code."""
     with bad_input_exits(prog):
-        writable_results(sweep)
+        writable_dir(sweep.directory, "results_dir", "choose a writable folder with --results")
         lock = lock_results(sweep)
     with lock:                                  # held until the sweep is over
         return SweepRun(sweep, trials, filtered=filtered, address=address, prog=prog).run()

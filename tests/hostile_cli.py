@@ -62,7 +62,7 @@ CASES = [
     ("run", "set_without_equals", lambda t: [_sweep(t), "--set", "train.epochs"], "--set"),
     ("run", "only_unknown_key", lambda t: [_sweep(t), "--only", "colour=red"], "--only"),
     ("run", "only_unknown_method", lambda t: [_sweep(t), "--only", "method=nope"], "nope"),
-    ("run", "results_uncreatable", lambda t: [_sweep(t), "--results", NOWHERE], "results_dir: cannot write"),
+    ("run", "results_uncreatable", lambda t: [_sweep(t), "--results", NOWHERE], "results_dir: cannot create or write"),
     ("run", "too_many_cpus", lambda t: [_sweep(t), "--set", "resources.cpu=4096"], "resources: each trial asks"),
     ("run", "address_bad_port", lambda t: [_sweep(t), "--address", "127.0.0.1:99999"], "--address"),
     ("run", "address_unknown_host", lambda t: [_sweep(t), "--address", "no-such-host.invalid:6379"], "--address"),
