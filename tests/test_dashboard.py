@@ -177,3 +177,15 @@ def test_wandb_workspaces_objects_offline_and_cli(store, capsys):
     with pytest.raises(SystemExit) as exc:
         dashboard.main([str(sweep.directory / "trials")])
     assert exc.value.code == 2 and "no plan.json" in capsys.readouterr().err
+
+
+def test_publish_without_a_login_is_one_line_and_exit_2(store, capsys, monkeypatch, tmp_path):
+    sweep, _ = store
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))          # no ~/.netrc: no login
+    monkeypatch.setenv("WANDB_CONFIG_DIR", str(tmp_path / "wandb-config"))
+    with pytest.raises(SystemExit) as exc:
+        dashboard.main([str(sweep.directory), "--publish"])
+    err = capsys.readouterr().err
+    assert exc.value.code == 2 and len(err.strip().splitlines()) == 1, err
+    assert "--publish: W&B did not save the dashboard" in err and "wandb login" in err

@@ -114,6 +114,8 @@ def test_offline_run_has_step_history_config_env_system_metrics_and_artifact(tmp
     assert row["perf/images_per_s"] > 0 and row["weights/param_norm"] > 0
     epochs = [r for r in w["history"] if "test/acc" in r]
     assert [r["epoch"] for r in epochs] == [1, 2] and epochs[-1]["_step"] == total
+    assert w["axes"]["test/acc"] == "epoch" and w["axes"]["train/step_loss"] == "trainer/step"   # define_metric
+    assert w["axes"]["perf/images_per_s"] == "trainer/step" and row["trainer/step"] == row["_step"]
     cfg = w["config"]
     assert cfg["regime"] == "symmetric-0.2" and cfg["regime_config"]["rate"] == 0.2
     assert cfg["hparams_id"] == mwn.labels["hparams_id"] and cfg["method"]["name"] == "mwn"

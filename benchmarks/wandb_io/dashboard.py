@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from molere.config import ConfigError
+
 from benchmarks.sweep.stored import read_settings
 from benchmarks.wandb_io.reader import read_attempts, run_dirs
 
@@ -238,11 +240,17 @@ def build_dashboard(sweep_dir: str | Path, settings: dict | None = None, publish
                                                    project=s["project"]))
     result = {"spec": spec, "dir": str(out), "urls": {}, "messages": []}
     if publish or (publish is None and resolve_mode(s.get("mode") or "auto") == "online"):
-        import wandb
-        entity = entity or wandb.Api().default_entity
-        spec["entity"] = entity
-        w = workspace(spec, entity).save()
-        r = report(spec, entity).save()
+        try:
+            import wandb
+            entity = entity or wandb.Api().default_entity
+            spec["entity"] = entity
+            w = workspace(spec, entity).save()
+            r = report(spec, entity).save()
+        except Exception as exc:  # noqa: BLE001 - no login, no network, a refused save: one line saying what to do
+            why = (str(exc).strip().splitlines() or [""])[0][:200]
+            raise ConfigError(f"--publish: W&B did not save the dashboard ({type(exc).__name__}: {why}); log in "
+                              "with `wandb login` or set WANDB_API_KEY on a machine that reaches W&B, sync the runs "
+                              f"first ({out}/PUBLISH.md); the offline specification is in {out}") from None
         result["urls"] = {"workspace": w.url, "report": r.url}
         result["messages"] += [f"W&B workspace: {w.url}", f"W&B report: {r.url}"]
     else:

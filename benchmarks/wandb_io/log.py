@@ -27,6 +27,7 @@ from molere.trainer import Callback
 
 MIN_WANDB = "0.19.10"          # the `reinit` values used here; the declared minimum (wandb-workspaces) is higher
 STORE_FILES = ("config.json", "result.json", "metrics.jsonl", "margins.npz", "failed.json")
+STEP_KEY = "trainer/step"   # the optimizer step, the x-axis of per-step keys (per-epoch keys: "epoch")
 
 
 def resolve_mode(mode: str) -> str:
@@ -125,7 +126,7 @@ class TrialLogger(Callback):
     """Trainer callback (`on_step_end`, `on_epoch_end`) plus the end-of-trial summary of one W&B run."""
 
     def __init__(self, settings: dict | None, *, trial_id: str, sweep: str, labels: dict, config: dict):
-        self.run, self.step, self.last = None, 0, -1
+        self.run, self.step, self.last, self.defined = None, 0, -1, set()
         self.every = int((settings or {}).get("log_every_steps") or 50)
         self.images, self.t_last = 0.0, None
         if not settings or settings.get("mode") == "disabled":
@@ -156,11 +157,16 @@ class TrialLogger(Callback):
             self.run = None
             _warn("init", exc)
 
-    def _log(self, data: dict, step: int) -> None:
-        """Log at `step` unless an earlier attempt of this run logged it already (no duplicate steps)."""
+    def _log(self, data: dict, step: int, axis: str | None = None) -> None:
+        """Log at `step` unless an earlier attempt of this run logged it already (no duplicate steps); keys new
+        to the run are plotted against `axis` ("epoch" or STEP_KEY) in W&B (`define_metric`)."""
         if self.run is None or step <= self.last:
             return
         try:
+            new = [k for k in data if axis and k not in self.defined and k not in (axis, "epoch", STEP_KEY)]
+            for key in new:
+                self.run.define_metric(key, step_metric=axis)
+            self.defined.update(new)
             self.run.log(data, step=step)
             self.step = step
         except Exception as exc:  # noqa: BLE001
@@ -180,16 +186,16 @@ class TrialLogger(Callback):
         try:
             row = {k: v for k, v in _scalars(metrics).items() if k != "train/batch_size"}
             row["perf/images_per_s"] = self.images / max(now - self.t_last, 1e-9)
-            row["epoch"] = trainer.epoch + 1
+            row["epoch"], row[STEP_KEY] = trainer.epoch + 1, step
             row.update(_norms(trainer.model))
         except Exception as exc:  # noqa: BLE001
             _warn("step statistics", exc)
             return
         self.images, self.t_last = 0.0, now
-        self._log(row, step)
+        self._log(row, step, STEP_KEY)
 
     def on_epoch_end(self, trainer, epoch: int, metrics: dict) -> None:
-        self._log({**_scalars(metrics), "epoch": epoch}, trainer.global_step)
+        self._log({**_scalars(metrics), "epoch": epoch}, trainer.global_step, "epoch")
 
     # ---- end of the trial -----------------------------------------------------------------------
     def final(self, result: dict, margins: dict, erm: dict | None, store_dir: str | os.PathLike | None = None) -> None:

@@ -67,8 +67,9 @@ def run_file(run_dir: str | os.PathLike) -> Path:
 
 def read_run(run_dir: str | os.PathLike) -> dict:
     """{"run": {id, project, name, group, job_type, tags}, "config" (nested keys kept), "history": [rows],
-    "summary", "system": [system-metric samples], "artifacts": [{name, type, files}]}."""
-    out: dict = {"run": None, "config": {}, "history": [], "summary": {}, "system": [], "artifacts": []}
+    "summary", "system": [system-metric samples], "artifacts": [{name, type, files}], "axes": {key: the key it
+    is plotted against (define_metric)}}."""
+    out: dict = {"run": None, "config": {}, "history": [], "summary": {}, "system": [], "artifacts": [], "axes": {}}
     for rec in records(run_file(run_dir)):
         kind = rec.WhichOneof("record_type")
         if kind == "run":
@@ -84,6 +85,8 @@ def read_run(run_dir: str | os.PathLike) -> dict:
             _items(rec.summary.update, out["summary"])
         elif kind == "stats":
             out["system"].append({it.key: json.loads(it.value_json) for it in rec.stats.item})
+        elif kind == "metric" and rec.metric.step_metric:
+            out["axes"][rec.metric.name] = rec.metric.step_metric
         elif kind == "artifact":
             a = rec.artifact
             out["artifacts"].append({"name": a.name, "type": a.type, "files": [e.path for e in a.manifest.contents]})
@@ -127,12 +130,12 @@ def find_runs(wandb_dir: str | os.PathLike) -> dict[str, Path]:
 def read_attempts(dirs: list[Path]) -> dict:
     """One run read back from all its attempts (oldest first): configs and summaries merged, histories
     concatenated in order (what the W&B server shows once every attempt is synced)."""
-    out: dict = {"run": None, "config": {}, "history": [], "summary": {}, "system": [], "artifacts": []}
+    out: dict = {"run": None, "config": {}, "history": [], "summary": {}, "system": [], "artifacts": [], "axes": {}}
     for d in dirs:
         r = read_run(d)
         out["run"] = r["run"]
-        out["config"].update(r["config"])
-        out["summary"].update(r["summary"])
+        for k in ("config", "summary", "axes"):
+            out[k].update(r[k])
         for k in ("history", "system", "artifacts"):
             out[k] += r[k]
     return out
