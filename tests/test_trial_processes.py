@@ -89,6 +89,11 @@ def test_time_limit_kills_new_session_grandchildren_and_daemons(tmp_path, monkey
     assert [p for p in (trial, kid, daemon) if alive(p)] == []
 
 
+def test_a_limit_longer_than_one_wait_runs_the_trial(tmp_path):
+    """300 epochs unmeasured = 2.16e6 s: more than one wait on a process can take (poll's int milliseconds)."""
+    assert run_one(spec_for(tmp_path, limit=300 * 7200.0))["status"] == "done"
+
+
 def _worker(spec: dict, secrets: dict) -> None:
     run_one(spec, secrets=secrets)
 

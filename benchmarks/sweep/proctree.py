@@ -41,26 +41,20 @@ def _gone(p: psutil.Process) -> bool:
         return True
 
 
-def kill_tree(root: int, include_root: bool = True, timeout: float = 5.0) -> int:
-    """SIGKILL process `root` and every descendant, each stopped first so that none can start another
-    (a tree that forks while it is being killed is walked again); returns how many were killed."""
-    try:
-        top = psutil.Process(root)
-    except psutil.NoSuchProcess:
-        return 0
+def kill_all(roots: list[psutil.Process], timeout: float = 5.0) -> int:
+    """SIGKILL the processes `roots` and every descendant. Each is stopped before its children are listed,
+    so none can start another meanwhile; returns how many were killed."""
     found: dict[int, psutil.Process] = {}
-    while True:
-        try:
-            procs = ([top] if include_root else []) + top.children(recursive=True)
-        except psutil.NoSuchProcess:
-            procs = []
-        new = [p for p in procs if p.pid not in found]
-        if not new:
-            break
-        for p in new:
-            found[p.pid] = p
-            with contextlib.suppress(psutil.Error):
-                p.suspend()
+    todo = list(roots)
+    while todo:
+        p = todo.pop()
+        if p.pid in found or p.pid == os.getpid():
+            continue
+        found[p.pid] = p
+        with contextlib.suppress(psutil.Error):
+            p.suspend()
+        with contextlib.suppress(psutil.Error):
+            todo.extend(p.children())
     for p in found.values():
         with contextlib.suppress(psutil.Error):
             p.kill()
@@ -68,6 +62,16 @@ def kill_tree(root: int, include_root: bool = True, timeout: float = 5.0) -> int
     while time.monotonic() < deadline and not all(_gone(p) for p in found.values()):
         time.sleep(0.02)
     return len(found)
+
+
+def kill_tree(root: int, include_root: bool = True, timeout: float = 5.0) -> int:
+    """SIGKILL process `root` (or only its descendants) and every descendant (`kill_all`)."""
+    try:
+        top = psutil.Process(root)
+        roots = [top] if include_root else top.children()
+    except psutil.NoSuchProcess:
+        return 0
+    return kill_all(roots, timeout)
 
 
 class TrialLock:

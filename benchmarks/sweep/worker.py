@@ -31,6 +31,7 @@ TRIAL_IMPORTS = ["benchmarks.trial.execute", "benchmarks.wandb_io.log", "benchma
 ERM_FACTOR = 20             # a derived time limit: 20 x the wall time of the trial's ERM reference,
 MIN_LIMIT_S = 600           # at least 10 minutes;
 UNMEASURED_S_PER_EPOCH = 7200   # 2 hours per epoch for ERM trials and trials with no finished ERM trial
+JOIN_S = 3600.0                # the longest single wait on a trial process
 
 
 def trial_spec(planned, sweep, wandb_settings: dict | None) -> dict:
@@ -150,7 +151,8 @@ def run_one(spec: dict, placement: dict | None = None, secrets: dict | None = No
     run.file("failed.json").unlink(missing_ok=True)   # a failure left by an earlier run is not this one's
     t0 = time.monotonic()
     proc.start()
-    proc.join(limit)
+    while proc.exitcode is None and (left := t0 + limit - time.monotonic()) > 0:
+        proc.join(min(left, JOIN_S))      # in parts: one wait is capped near 24.8 days (poll's int milliseconds)
     if proc.exitcode is None:             # over the limit: stop it and whatever it started
         kill_tree(proc.pid)
         proc.join()
