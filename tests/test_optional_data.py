@@ -42,15 +42,19 @@ def _own_copy(fn) -> bool:
 def unmarked_uses(source: str, filename: str) -> list[str]:
     """'file::test' for every test function that names Fashion-MNIST outside its marker (and neither builds its
     own copy nor is known to read no data)."""
-    out = []
-    for fn in ast.parse(source).body:
+    out, tree = [], ast.parse(source)
+    module = {t.id: node.value for node in tree.body if isinstance(node, ast.Assign)
+              for t in node.targets if isinstance(t, ast.Name)}     # e.g. a CASES list the parametrize names
+    for fn in tree.body:
         if not isinstance(fn, ast.FunctionDef) or not fn.name.startswith("test"):
             continue
         where = f"{filename}::{fn.name}"
         if any(MARKER in _names(d) and not isinstance(d, ast.Call) for d in fn.decorator_list) or where in NO_DATA_READ:
             continue
-        marked = {id(n) for d in fn.decorator_list for p in _marked_params(d) for n in _uses(p)}
-        used = [n for part in fn.decorator_list + fn.body for n in _uses(part) if id(n) not in marked]
+        parts = fn.decorator_list + fn.body
+        parts += [module[n] for n in sorted(set().union(*map(_names, parts)) & module.keys())]
+        marked = {id(n) for d in parts for p in _marked_params(d) for n in _uses(p)}
+        used = [n for part in parts for n in _uses(part) if id(n) not in marked]
         if used and not _own_copy(fn):
             out.append(where)
     return out
@@ -69,6 +73,9 @@ def test_the_check_catches_an_unmarked_use_and_accepts_a_marked_one():
         def test_cli(args): ...
         def test_load():
             load_task(DatasetConfig(name="fashion_mnist"))
+        CASES = [pytest.param("fashion_mnist", marks=pytest.mark.skipif(True, reason="own check"))]
+        @pytest.mark.parametrize("dataset", CASES)
+        def test_listed(dataset): ...
     ''')
     good = textwrap.dedent('''
         @pytest.mark.parametrize("args", [pytest.param(["--dataset", "fashion_mnist"], marks=needs_fashion_mnist),
@@ -79,8 +86,11 @@ def test_the_check_catches_an_unmarked_use_and_accepts_a_marked_one():
             load_task(DatasetConfig(name="fashion_mnist"))
         def test_fake(tmp_path):
             load_task(DatasetConfig(name="fashion_mnist", root=str(tmp_path)))
+        CASES = [pytest.param("fashion_mnist", marks=needs_fashion_mnist), "digits"]
+        @pytest.mark.parametrize("dataset", CASES)
+        def test_listed(dataset): ...
     ''')
-    assert unmarked_uses(bad, "x.py") == ["x.py::test_cli", "x.py::test_load"]
+    assert unmarked_uses(bad, "x.py") == ["x.py::test_cli", "x.py::test_load", "x.py::test_listed"]
     assert unmarked_uses(good, "x.py") == []
 
 

@@ -1,7 +1,6 @@
 """MWN, L2RW and FSR: meta-set sources, method-level meta-gradients, weights, probe set, known behaviour."""
 from __future__ import annotations
 
-import os
 import tempfile
 
 import pytest
@@ -20,6 +19,7 @@ from molere.lookahead import head_parameter_names
 from molere.registry import METHODS
 from molere.reweighting import clamped_normalised
 from molere.trainer import RunContext
+from tests.optional_data import needs_fashion_mnist
 
 C, D = 3, 5
 NOISY_DATASETS = {"digits": {}, "mnist1d": {"num_samples": 2000}, "fashion_mnist": {"train_subset": 2000}}
@@ -280,8 +280,6 @@ MEMORISE = dict(epochs=100, batch_size=100, lr=0.1, momentum=0.9, weight_decay=0
                 eval_every=100)
 META = dict(meta_source="train_per_class", meta_labels="true", meta_per_class=10)
 SEEDS = (0, 1, 2)
-NO_FASHION = pytest.mark.skipif(not os.path.isdir("/usr/share/datasets/fashion-mnist"),
-                                reason="Debian package dataset-fashion-mnist not installed")
 
 
 def not_reproduced(measured: str):
@@ -295,8 +293,8 @@ CASES = [pytest.param("mwn", {}, "digits", id="mwn-digits"),   # default: Σ V �
          pytest.param("mwn", {}, "mnist1d", id="mwn-mnist1d", marks=not_reproduced("0.269 vs ERM 0.322")),
          pytest.param("l2rw", {}, "mnist1d", id="l2rw-mnist1d", marks=not_reproduced("0.323 vs ERM 0.322")),
          pytest.param("mwn", {}, "fashion_mnist", id="mwn-fashion_mnist",
-                      marks=[NO_FASHION, not_reproduced("0.567 vs ERM 0.564")]),
-         pytest.param("l2rw", {}, "fashion_mnist", id="l2rw-fashion_mnist", marks=NO_FASHION),
+                      marks=[needs_fashion_mnist, not_reproduced("0.567 vs ERM 0.564")]),
+         pytest.param("l2rw", {}, "fashion_mnist", id="l2rw-fashion_mnist", marks=needs_fashion_mnist),
          pytest.param("mwn", {"normalize": False}, "digits", id="mwn-paper-eq-digits", marks=pytest.mark.xfail(
              strict=True, reason=(
                  "known shortfall with the paper's Eq. (mean of V·ℓ): within the first epochs the weight net raises "
