@@ -18,3 +18,11 @@ def test_warmup_epochs_renamed(method):
                                               "method": {"name": method, "hparams": {"meta_warmup_epochs": 1}}}))
     kept = identity(cfg)["method"]["hparams"]
     assert kept["warmup_epochs"] == 1 and "meta_warmup_epochs" not in kept   # the id hashes the old name
+
+
+@pytest.mark.parametrize("method", ["molere", "fsr"])
+def test_dry_run_shows_an_old_name_at_its_default_as_unchanged(method):
+    from benchmarks.sweep.show import _hp_text
+    default = METHODS.get(method).Hparams().meta_warmup_epochs
+    assert _hp_text(method, {"warmup_epochs": default}) == "{}"
+    assert _hp_text(method, {"warmup_epochs": 7}) == '{"meta_warmup_epochs":7}'

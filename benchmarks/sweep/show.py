@@ -9,7 +9,10 @@ import sys
 def _hp_text(method: str, hp: dict, width: int = 48) -> str:
     """The hyperparameters that differ from the method's defaults."""
     from benchmarks import catalog
-    defaults = catalog.METHODS.get(method).Hparams().model_dump(mode="json")
+    from molere.config import upgrade
+    cls = catalog.METHODS.get(method).Hparams
+    defaults = cls().model_dump(mode="json")
+    hp = upgrade(cls, hp)        # a stored plan's old names (e.g. warmup_epochs) under today's
     text = json.dumps({k: v for k, v in hp.items() if k not in defaults or defaults[k] != v}, separators=(",", ":"),
                       sort_keys=True)
     return text if len(text) <= width else text[: width - 1] + "…"
