@@ -7,7 +7,7 @@ import json
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from molere.config import ConfigError, upgrade
+from molere.config import ConfigError
 from molere.reference import ReferenceNeeds
 
 from benchmarks import catalog
@@ -17,7 +17,8 @@ from benchmarks.report.cards import card_for
 from benchmarks.sweep.draws import method_draws, search_space
 from benchmarks.sweep.per_dataset import model_of
 from benchmarks.sweep.same_data import learns_from_val, pooled_reference_config
-from benchmarks.trial.config import MethodConfig, TrialConfig, erm_reference_config, resolve, trial_id
+from benchmarks.trial.config import (MethodConfig, TrialConfig, erm_reference_config, method_hparams, resolve,
+                                     trial_id)
 
 if TYPE_CHECKING:
     from benchmarks.sweep.schema import Sweep
@@ -25,8 +26,8 @@ if TYPE_CHECKING:
 
 def reference_needs(cfg: TrialConfig) -> ReferenceNeeds:
     """What the method of a resolved trial declares it needs from the reference run of its key."""
-    cls = catalog.METHODS.get(cfg.method.name)
-    return cls.reference_needs(cls.Hparams.model_validate(upgrade(cls.Hparams, cfg.method.hparams)))
+    cls, hp = method_hparams(cfg)
+    return cls.reference_needs(hp)
 
 
 @dataclass

@@ -6,7 +6,7 @@ import json
 
 from pydantic import Field
 
-from molere.config import ConfigError, GuardConfig, Strict, TrainConfig, validate
+from molere.config import ConfigError, GuardConfig, Strict, TrainConfig, upgrade, validate
 
 from benchmarks.data.load import DatasetConfig
 from benchmarks.data.regimes import RegimeConfig
@@ -47,6 +47,14 @@ def resolve(cfg: TrialConfig) -> TrialConfig:
     catalog.DATASETS.get(cfg.dataset.name)
     catalog.MODELS.get(parse_model_name(cfg.model.name)[0])
     return cfg.model_copy(update={"method": MethodConfig(name=cfg.method.name, hparams=hp.model_dump())})
+
+
+def method_hparams(cfg: TrialConfig):
+    """The method class of a resolved (or stored) trial config and its typed hyperparameters; `resolve` has
+    checked them (with one-line errors), a stored plan may hold renamed fields under their old names."""
+    from benchmarks import catalog
+    cls = catalog.METHODS.get(cfg.method.name)
+    return cls, cls.Hparams.model_validate(upgrade(cls.Hparams, cfg.method.hparams))
 
 
 def identity(cfg: TrialConfig) -> dict:

@@ -12,12 +12,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from molere.config import upgrade
 from molere.registry import METHODS
 from molere.trainer import Callback, RunContext, Trainer
 
 from benchmarks import catalog  # noqa: F401  (registers everything)
-from benchmarks.trial.config import TrialConfig, identity, resolve, trial_id
+from benchmarks.trial.config import TrialConfig, identity, method_hparams, resolve, trial_id
 from benchmarks.data.load import load_task
 from benchmarks.models import model_factory, pretrained_data_config
 from benchmarks.trial.reference import StoreReference
@@ -142,8 +141,7 @@ def _run_trial(cfg: TrialConfig, run: RunDir, callbacks: tuple, store_root, chec
     try:
         task, device, factory = prepare(cfg)
         model = factory()
-        method = METHODS.get(cfg.method.name)
-        hp = method.Hparams.model_validate(upgrade(method.Hparams, cfg.method.hparams))   # a stored plan's names
+        method, hp = method_hparams(cfg)
         saving = [Checkpointer(run, tid, checkpoint_steps, checkpoint_minutes)] if checkpoint else []
         reference = StoreReference(store_root, cfg)
         context = RunContext(seed=cfg.seed, device=device, model_factory=factory, reference=reference, cpus=cpus,
