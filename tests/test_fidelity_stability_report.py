@@ -121,3 +121,14 @@ def test_a_not_applicable_claim_is_a_row_without_a_store(store):
     assert "| mbr: C | MBR | P | R | — | not measured | **not applicable at this scale (no adversarial training " \
            "here)** |" in text
     assert FI.render([], claims).count("**not applicable at this scale (") == 1   # needs no store
+
+
+def test_gain_over_versus_pairs_the_two_methods_by_seed(store):
+    claims = {"g": {"method": "mwn", "versus": "fsr", "paper": "P", "claim": "C", "paper_result": "R",
+                    "store": store.name, "regime": "clean", "measure": "gain_over_versus"}}
+    d = 100 * np.array([TR.accuracy("toy", "clean", "mwn", s) - TR.accuracy("toy", "clean", "fsr", s)
+                        for s in TR.SEEDS])
+    half = sps.t.ppf(0.975, 2) * d.std(ddof=1) / np.sqrt(3)
+    text = FI.render([store], claims)
+    assert f"| MWN vs FSR | P | R | toy | test-accuracy difference (points): {d.mean():+.2f} " \
+           f"[{d.mean() - half:+.2f}, {d.mean() + half:+.2f}] (n=3)" in text

@@ -60,6 +60,15 @@ def _margin_delta(sub: pd.DataFrame, df: pd.DataFrame, claim: dict) -> np.ndarra
     return (own[seeds] - other[seeds]).to_numpy(float)
 
 
+def _gain_versus(sub: pd.DataFrame, df: pd.DataFrame, claim: dict) -> np.ndarray:
+    """Test-accuracy difference to the `versus` method of the same seed, in points (both against one ERM)."""
+    own = sub.set_index("seed")["gain_over_erm_pts"]
+    other = df[(df["method"] == claim["versus"]) & (df["dataset"] == sub["dataset"].iloc[0])
+               & (df["regime"] == claim["regime"]) & (df["status"] == "done")].set_index("seed")["gain_over_erm_pts"]
+    seeds = own.index.intersection(other.index)
+    return (own[seeds] - other[seeds]).to_numpy(float)
+
+
 def epoch_accuracies(rows: list[dict]) -> list[tuple[int, float]]:
     """(epoch, test accuracy) of every metrics.jsonl row that evaluated the test split."""
     return [(int(r["epoch"]), float(r["test/acc"])) for r in rows if r.get("test/acc") is not None]
@@ -100,6 +109,7 @@ def _steps_note(sub: pd.DataFrame, df: pd.DataFrame, claim: dict) -> str:
 
 MEASURES = {"gain_over_erm": (_gain, "gain over ERM (points)", 2),
             "margin_delta": (_margin_delta, "mean test-margin delta", 4),
+            "gain_over_versus": (_gain_versus, "test-accuracy difference (points)", 2),
             "steps_to_target": (_steps_to_target, "epochs to ERM's best test accuracy, ERM minus method", 1)}
 NOTES = {"steps_to_target": _steps_note}   # per-row notes a measure adds under the table
 
