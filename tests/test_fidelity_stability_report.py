@@ -72,7 +72,8 @@ def test_verdict_rule():
 
 def test_the_shipped_claims_name_known_measures_and_stores():
     claims = FI.load_claims()
-    assert {"mwn", "l2rw", "fsr", "lrw_hard", "gdw", "bilaw", "rho_loss", "mbr"} <= {c["method"] for c in claims.values()}
+    assert {"mwn", "l2rw", "fsr", "lrw_hard", "gdw", "bilaw", "rho_loss", "mbr"} <= \
+        {c["method"] for c in claims.values()}
     for c in claims.values():
         if c.get("not_applicable"):
             assert "store" not in c and "measure" not in c
