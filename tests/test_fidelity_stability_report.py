@@ -72,6 +72,69 @@ def test_verdict_rule():
 
 def test_the_shipped_claims_name_known_measures_and_stores():
     claims = FI.load_claims()
-    assert {"mwn", "l2rw", "fsr", "lrw_hard"} <= {c["method"] for c in claims.values()}
+    assert {"mwn", "l2rw", "fsr", "lrw_hard", "gdw", "bilaw", "rho_loss", "mbr"} <= \
+        {c["method"] for c in claims.values()}
     for c in claims.values():
-        assert c["measure"] in FI.MEASURES and c["store"] in ("fidelity", "fidelity_train_twice")
+        if c.get("not_applicable"):
+            assert "store" not in c and "measure" not in c
+            continue
+        assert c["measure"] in FI.MEASURES and c["store"] in ("fidelity", "fidelity_train_twice", "fidelity_baselines")
+
+
+def test_epochs_to_target_follows_the_official_speedup_rule():
+    erm = [{"epoch": 1, "test/acc": 0.5}, {"epoch": 2, "train/loss": 1.0}, {"epoch": 3, "test/acc": 0.9},
+           {"epoch": 4, "test/acc": 0.9}, {"epoch": 5, "test/acc": 0.8}]
+    # target 0.9, first reached by ERM at epoch 3 (a row without test/acc is no evaluation)
+    assert FI.epochs_to_target(erm, [{"epoch": e, "test/acc": a} for e, a in
+                                     enumerate((0.6, 0.91, 0.95, 0.7, 0.7), 1)]) == (0.9, 3, 2, 5)
+    # equalling the target is not exceeding it; never above it = the epochs run + 1
+    assert FI.epochs_to_target(erm, [{"epoch": e, "test/acc": a} for e, a in
+                                     enumerate((0.6, 0.9, 0.9, 0.9, 0.9), 1)]) == (0.9, 3, 6, 5)
+    assert FI.epochs_to_target(erm, [{"epoch": 1, "test/acc": 0.4}, {"epoch": 2, "test/acc": 0.95}]) == (0.9, 3, 2, 2)
+    with pytest.raises(ValueError, match="eval_every"):
+        FI.epochs_to_target(erm, [{"epoch": 1, "train/loss": 1.0}])
+
+
+@pytest.mark.parametrize("base", [0.80, 0.84])   # MWN's epochs: 3, never (4), 3 / 2, 3, 2 against ERM's 3
+def test_steps_to_target_rows_pair_each_seed_with_its_erm(tmp_path, monkeypatch, base):
+    """The synthetic trials' test accuracy is acc - 0.1, acc - 0.05, acc at epochs 1-3 (tests/test_report)."""
+    monkeypatch.setitem(TR.BASE, "mwn", base)
+    store = tmp_path / "speed"
+    TR.build_store(store, groups=[("toy", "clean")], methods=("erm", "mwn"))
+    claims = {"speed": {"method": "mwn", "paper": "P", "claim": "C", "paper_result": "R", "store": store.name,
+                        "regime": "clean", "measure": "steps_to_target"}}
+    d, parts = [], []
+    for s in TR.SEEDS:
+        target, own = TR.accuracy("toy", "clean", "erm", s), TR.accuracy("toy", "clean", "mwn", s)
+        epoch = next((e for e in (1, 2, 3) if own - 0.05 * (3 - e) > target), 4)
+        d.append(3 - epoch)
+        parts.append(f"seed {s}: target {target:.3f}, ERM epoch 3, method " +
+                     (f"epoch {epoch}" if epoch <= 3 else f"not above it in 3 epochs (counted 4; its best {own:.3f})"))
+    d = np.array(d, float)
+    assert d.std() > 0
+    half = sps.t.ppf(0.975, 2) * d.std(ddof=1) / np.sqrt(3)
+    text = FI.render([store], claims)
+    assert (f"epochs to ERM's best test accuracy, ERM minus method: {d.mean():+.1f} [{d.mean() - half:+.1f}, "
+            f"{d.mean() + half:+.1f}] (n=3)") in text
+    assert f"- speed / toy: {'; '.join(parts)}" in text
+    assert f"**{FI.verdict(d.mean(), d.mean() - half, 3)}**" in text
+
+
+def test_a_not_applicable_claim_is_a_row_without_a_store(store):
+    claims = {"mbr": {"method": "mbr", "paper": "P", "claim": "C", "paper_result": "R",
+                      "not_applicable": "no adversarial training here"}}
+    text = FI.render([store], claims)
+    assert "| mbr: C | MBR | P | R | — | not measured | **not applicable at this scale (no adversarial training " \
+           "here)** |" in text
+    assert FI.render([], claims).count("**not applicable at this scale (") == 1   # needs no store
+
+
+def test_gain_over_versus_pairs_the_two_methods_by_seed(store):
+    claims = {"g": {"method": "mwn", "versus": "fsr", "paper": "P", "claim": "C", "paper_result": "R",
+                    "store": store.name, "regime": "clean", "measure": "gain_over_versus"}}
+    d = 100 * np.array([TR.accuracy("toy", "clean", "mwn", s) - TR.accuracy("toy", "clean", "fsr", s)
+                        for s in TR.SEEDS])
+    half = sps.t.ppf(0.975, 2) * d.std(ddof=1) / np.sqrt(3)
+    text = FI.render([store], claims)
+    assert f"| MWN vs FSR | P | R | toy | test-accuracy difference (points): {d.mean():+.2f} " \
+           f"[{d.mean() - half:+.2f}, {d.mean() + half:+.2f}] (n=3)" in text

@@ -2,9 +2,11 @@
 fidelity sweeps, beside the paper's number, with a verdict.
 
     python -m benchmarks.report.fidelity results/fidelity results/fidelity_train_twice \
-        --out docs/results/fidelity.md
+        results/fidelity_baselines --out docs/results/fidelity.md
 
-The claims are data (fidelity_claims.yaml, one entry per claim); each names its store, regime and measure.
+The claims are data (fidelity_claims.yaml, one entry per claim); each names its store, regime and measure
+(gain over ERM, test-margin delta, or epochs to ERM's best test accuracy), or why it cannot be measured at
+this scale (`not_applicable`: a row with that verdict, no store needed).
 Verdict per dataset: "reproduced" when the 95% CI of the measured effect lies above 0; "not reproduced" when
 its mean is at or below 0, "not reproduced (CI includes 0)" when the mean is positive but the CI is not;
 "not applicable at this scale" when the protocol's precondition fails (ERM does not memorise the noisy
@@ -58,8 +60,63 @@ def _margin_delta(sub: pd.DataFrame, df: pd.DataFrame, claim: dict) -> np.ndarra
     return (own[seeds] - other[seeds]).to_numpy(float)
 
 
+def _gain_versus(sub: pd.DataFrame, df: pd.DataFrame, claim: dict) -> np.ndarray:
+    """Test-accuracy difference to the `versus` method of the same seed, in points (both against one ERM)."""
+    own = sub.set_index("seed")["gain_over_erm_pts"]
+    other = df[(df["method"] == claim["versus"]) & (df["dataset"] == sub["dataset"].iloc[0])
+               & (df["regime"] == claim["regime"]) & (df["status"] == "done")].set_index("seed")["gain_over_erm_pts"]
+    seeds = own.index.intersection(other.index)
+    return (own[seeds] - other[seeds]).to_numpy(float)
+
+
+def epoch_accuracies(rows: list[dict]) -> list[tuple[int, float]]:
+    """(epoch, test accuracy) of every metrics.jsonl row that evaluated the test split."""
+    return [(int(r["epoch"]), float(r["test/acc"])) for r in rows if r.get("test/acc") is not None]
+
+
+def epochs_to_target(reference: list[dict], method: list[dict]) -> tuple[float, int, int, int]:
+    """(target, reference's epochs, method's epochs, epochs run) per RHO-loss's speed-up (official
+    notebooks/figures.ipynb, compute_speedup): the target is the reference's best test accuracy, the
+    reference's epochs are the first epoch at it, the method's the first epoch strictly above it;
+    a method that never gets above it counts as the epochs run + 1."""
+    ref, own = epoch_accuracies(reference), epoch_accuracies(method)
+    if not ref or not own:
+        raise ValueError("no per-epoch test accuracy (train.eval_every) in metrics.jsonl")
+    target = max(a for _, a in ref)
+    ref_epoch = next(e for e, a in ref if a >= target)
+    ran = max(e for e, _ in own)
+    own_epoch = next((e for e, a in own if a > target), ran + 1)
+    return target, ref_epoch, own_epoch, ran
+
+
+def _targets(sub: pd.DataFrame, claim: dict) -> list[tuple[int, float, int, int, int, float]]:
+    """(seed, *epochs_to_target, the method's best test accuracy) of each finished trial against its ERM
+    partner of the same seed."""
+    runs, out = Path(claim["_store"]) / "trials", []
+    for seed, tid, erm in zip(sub["seed"], sub["trial_id"], sub["erm_trial"]):
+        if isinstance(erm, str):
+            own = RunDir(runs / tid).metrics()
+            out.append((int(seed), *epochs_to_target(RunDir(runs / erm).metrics(), own),
+                        max(a for _, a in epoch_accuracies(own))))
+    return out
+
+
+def _steps_to_target(sub: pd.DataFrame, df: pd.DataFrame, claim: dict) -> np.ndarray:
+    """ERM's epochs to its best test accuracy minus the method's epochs to exceed it (positive: faster)."""
+    return np.array([ref - own for _, _, ref, own, _, _ in _targets(sub, claim)], float)
+
+
+def _steps_note(sub: pd.DataFrame, df: pd.DataFrame, claim: dict) -> str:
+    parts = [f"seed {s}: target {t:.3f}, ERM epoch {r}, method " + (f"epoch {o}" if o <= n else f"not above it in "
+             f"{n} epochs (counted {o}; its best {b:.3f})") for s, t, r, o, n, b in _targets(sub, claim)]
+    return "; ".join(parts)
+
+
 MEASURES = {"gain_over_erm": (_gain, "gain over ERM (points)", 2),
-            "margin_delta": (_margin_delta, "mean test-margin delta", 4)}
+            "margin_delta": (_margin_delta, "mean test-margin delta", 4),
+            "gain_over_versus": (_gain_versus, "test-accuracy difference (points)", 2),
+            "steps_to_target": (_steps_to_target, "epochs to ERM's best test accuracy, ERM minus method", 1)}
+NOTES = {"steps_to_target": _steps_note}   # per-row notes a measure adds under the table
 
 
 def erm_memorises(store: Path, df: pd.DataFrame, dataset: str, regime: str) -> tuple[bool, str]:
@@ -83,9 +140,10 @@ def rows_for(name: str, claim: dict, store: Path, df: pd.DataFrame, mc: Methods)
     sel = df[(df["method"] == claim["method"]) & (df["regime"] == claim["regime"])]
     for dataset, sub in sel.groupby("dataset", sort=False):
         done = sub[sub["status"] == "done"]
-        mean, lo, hi, n = t_interval(fn(done, df, claim)) if len(done) else (np.nan, np.nan, np.nan, 0)
+        mean, lo, hi, n = t_interval(fn(done, df, {**claim, "_store": store})) if len(done) else \
+            (np.nan, np.nan, np.nan, 0)
         v = verdict(mean, lo, n)
-        note = ""
+        note = NOTES[claim["measure"]](done, df, {**claim, "_store": store}) if claim["measure"] in NOTES else ""
         if claim.get("requires") == "erm_memorises":
             ok, note = erm_memorises(store, df, dataset, claim["regime"])
             v = v if ok else "not applicable at this scale (ERM does not memorise)"
@@ -104,6 +162,20 @@ def rows_for(name: str, claim: dict, store: Path, df: pd.DataFrame, mc: Methods)
     return out
 
 
+def not_applicable_row(name: str, claim: dict) -> str:
+    """The row of a claim this harness cannot measure at this scale (field `not_applicable`: the reason)."""
+    return (f"| {name}: {claim['claim']} | {_method_label(claim['method'])} | {claim['paper']} | "
+            f"{claim['paper_result']} | — | not measured | **not applicable at this scale "
+            f"({claim['not_applicable']})** |")
+
+
+def _method_label(method: str) -> str:
+    try:
+        return Methods().card(method).label
+    except (KeyError, ValueError):
+        return method
+
+
 def render(stores: list[Path], claims: dict[str, dict]) -> str:
     frames = {s.name: (s, *collect(s)) for s in stores}   # each store with its own cards
     lines = ["# Baseline fidelity (generated)", "",
@@ -116,6 +188,9 @@ def render(stores: list[Path], claims: dict[str, dict]) -> str:
              "|---|---|---|---|---|---|---|"]
     notes = []
     for name, claim in claims.items():
+        if claim.get("not_applicable"):
+            lines.append(not_applicable_row(name, claim))
+            continue
         if claim["store"] not in frames:
             lines.append(f"| {name} | {claim['method']} | {claim['paper']} | {claim['paper_result']} | — | "
                          f"store {claim['store']} not given | not measured |")
