@@ -1,16 +1,18 @@
 """colored_digits (Colored MNIST's construction on sklearn digits): sizes, colour-label agreement per split,
-groups, determinism, ERM's use of the spurious colour."""
+groups, determinism, ERM's use of the spurious colour; and the fidelity table's worst-group measure."""
 from __future__ import annotations
 
 import tempfile
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from sklearn.datasets import load_digits
 
 from benchmarks.data.load import DatasetConfig, load_task
 from benchmarks.data.regimes import RegimeConfig
+from benchmarks.report import fidelity as FI
 from benchmarks.trial.config import TrialConfig
 from benchmarks.trial.execute import run_trial
 from tests.test_datasets_paper import loader
@@ -74,3 +76,10 @@ def test_erm_uses_the_spurious_colour():
     assert m["test/acc"] < m["train/acc_observed"] - 0.4                     # reversed colours: it fails
     assert m["test/worst_group_acc"] < 0.2
 
+
+def test_worst_group_gain_pairs_each_trial_with_its_erm_seed():
+    df = pd.DataFrame({"trial_id": ["e0", "e1", "j0", "j1"], "method": ["erm", "erm", "jtt", "jtt"],
+                       "erm_trial": [None, None, "e0", "e1"], "test/worst_group_acc": [0.1, 0.2, 0.5, 0.3]})
+    fn = FI.MEASURES["worst_group_gain"][0]
+    assert np.allclose(fn(df[df["method"] == "jtt"], df, {}), [40.0, 10.0])
+    assert np.isnan(fn(df[df["method"] == "jtt"], df.drop(columns="test/worst_group_acc"), {})).all()

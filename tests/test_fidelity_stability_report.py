@@ -74,4 +74,4 @@ def test_the_shipped_claims_name_known_measures_and_stores():
     claims = FI.load_claims()
     assert {"mwn", "l2rw", "fsr", "lrw_hard"} <= {c["method"] for c in claims.values()}
     for c in claims.values():
-        assert c["measure"] in FI.MEASURES and c["store"] in ("fidelity", "fidelity_train_twice")
+        assert c["measure"] in FI.MEASURES and c["store"] in ("fidelity", "fidelity_train_twice", "fidelity_groups")

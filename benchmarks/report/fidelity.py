@@ -62,6 +62,23 @@ MEASURES = {"gain_over_erm": (_gain, "gain over ERM (points)", 2),
             "margin_delta": (_margin_delta, "mean test-margin delta", 4)}
 
 
+# ---- spurious-correlation claims (sweeps/fidelity_groups.yaml) ------------------------------------------
+def _metric_gain_over_erm(sub: pd.DataFrame, df: pd.DataFrame, metric: str) -> np.ndarray:
+    """`metric` (a fraction stored per trial) minus its ERM partner's of the same seed, in points."""
+    if metric not in df:
+        return np.full(len(sub), np.nan)
+    value = df.set_index("trial_id")[metric]
+    return 100 * (sub["trial_id"].map(value) - sub["erm_trial"].map(value)).to_numpy(float)
+
+
+def _worst_group_gain(sub: pd.DataFrame, df: pd.DataFrame, claim: dict) -> np.ndarray:
+    """Worst-group test accuracy (`test/worst_group_acc`) gain over ERM of the same seed, in points."""
+    return _metric_gain_over_erm(sub, df, "test/worst_group_acc")
+
+
+MEASURES["worst_group_gain"] = (_worst_group_gain, "worst-group test-accuracy gain over ERM (points)", 2)
+
+
 def erm_memorises(store: Path, df: pd.DataFrame, dataset: str, regime: str) -> tuple[bool, str]:
     erm = df[(df["method"] == "erm") & (df["dataset"] == dataset) & (df["regime"] == regime) & (df["status"] == "done")]
     fits = [RunDir(store / "trials" / t).result()["metrics"].get("train/acc_observed", np.nan) for t in erm["trial_id"]]
