@@ -68,6 +68,8 @@ def test_verdict_rule():
     assert FI.verdict(2.0, -0.5, 3) == "not reproduced (CI includes 0)"
     assert FI.verdict(-1.0, -3.0, 3) == "not reproduced"
     assert FI.verdict(2.0, np.nan, 1).startswith("not applicable")
+    assert FI.verdict(np.nan, np.nan, 0, diverged=3, planned=3) == "not reproduced (3 of 3 seeds diverged)"
+    assert FI.verdict(2.0, 0.5, 2, diverged=1, planned=3) == "not reproduced (1 of 3 seeds diverged)"
 
 
 def test_the_shipped_claims_name_known_measures_and_stores():
@@ -78,7 +80,8 @@ def test_the_shipped_claims_name_known_measures_and_stores():
         if c.get("not_applicable"):
             assert "store" not in c and "measure" not in c
             continue
-        assert c["measure"] in FI.MEASURES and c["store"] in ("fidelity", "fidelity_train_twice", "fidelity_baselines")
+        assert c["measure"] in FI.MEASURES and c["store"] in ("fidelity", "fidelity_train_twice", "fidelity_baselines",
+                                                                "fidelity_groups")
 
 
 def test_epochs_to_target_follows_the_official_speedup_rule():

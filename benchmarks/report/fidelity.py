@@ -2,15 +2,16 @@
 fidelity sweeps, beside the paper's number, with a verdict.
 
     python -m benchmarks.report.fidelity results/fidelity results/fidelity_train_twice \
-        results/fidelity_baselines --out docs/results/fidelity.md
+        results/fidelity_baselines results/fidelity_groups --out docs/results/fidelity.md
 
 The claims are data (fidelity_claims.yaml, one entry per claim); each names its store, regime and measure
-(gain over ERM, test-margin delta, or epochs to ERM's best test accuracy), or why it cannot be measured at
+(gain over ERM, test-margin delta, worst-group gain, or epochs to ERM's best test accuracy), or why it cannot be measured at
 this scale (`not_applicable`: a row with that verdict, no store needed).
 Verdict per dataset: "reproduced" when the 95% CI of the measured effect lies above 0; "not reproduced" when
 its mean is at or below 0, "not reproduced (CI includes 0)" when the mean is positive but the CI is not;
 "not applicable at this scale" when the protocol's precondition fails (ERM does not memorise the noisy
-labels) or fewer than two seeds are paired.
+labels) or fewer than two seeds are paired; "not reproduced (k of n seeds diverged)" when any seed diverged
+(the guard stopped it: a method that falls apart does not reproduce a gain, docs/guard.md).
 """
 from __future__ import annotations
 
@@ -112,10 +113,24 @@ def _steps_note(sub: pd.DataFrame, df: pd.DataFrame, claim: dict) -> str:
     return "; ".join(parts)
 
 
+def _metric_gain_over_erm(sub: pd.DataFrame, df: pd.DataFrame, metric: str) -> np.ndarray:
+    """`metric` (a fraction stored per trial) minus its ERM partner's of the same seed, in points."""
+    if metric not in df:
+        return np.full(len(sub), np.nan)
+    value = df.set_index("trial_id")[metric]
+    return 100 * (sub["trial_id"].map(value) - sub["erm_trial"].map(value)).to_numpy(float)
+
+
+def _worst_group_gain(sub: pd.DataFrame, df: pd.DataFrame, claim: dict) -> np.ndarray:
+    """Worst-group test accuracy (`test/worst_group_acc`) gain over ERM of the same seed, in points."""
+    return _metric_gain_over_erm(sub, df, "test/worst_group_acc")
+
+
 MEASURES = {"gain_over_erm": (_gain, "gain over ERM (points)", 2),
             "margin_delta": (_margin_delta, "mean test-margin delta", 4),
             "gain_over_versus": (_gain_versus, "test-accuracy difference (points)", 2),
-            "steps_to_target": (_steps_to_target, "epochs to ERM's best test accuracy, ERM minus method", 1)}
+            "steps_to_target": (_steps_to_target, "epochs to ERM's best test accuracy, ERM minus method", 1),
+            "worst_group_gain": (_worst_group_gain, "worst-group test-accuracy gain over ERM (points)", 2)}
 NOTES = {"steps_to_target": _steps_note}   # per-row notes a measure adds under the table
 
 
@@ -126,7 +141,10 @@ def erm_memorises(store: Path, df: pd.DataFrame, dataset: str, regime: str) -> t
     return ok, "ERM fits " + ", ".join(f"{f:.3f}" for f in fits) + " of the noisy training labels"
 
 
-def verdict(mean: float, lo: float, n: int) -> str:
+def verdict(mean: float, lo: float, n: int, diverged: int = 0, planned: int = 0) -> str:
+    """The claim's verdict from the paired effect; a seed that diverged fails the claim whatever the others say."""
+    if diverged:
+        return f"not reproduced ({diverged} of {planned} seeds diverged)"
     if n < 2 or np.isnan(mean):
         return "not applicable at this scale (fewer than 2 paired seeds)"
     if lo > 0:
@@ -142,7 +160,7 @@ def rows_for(name: str, claim: dict, store: Path, df: pd.DataFrame, mc: Methods)
         done = sub[sub["status"] == "done"]
         mean, lo, hi, n = t_interval(fn(done, df, {**claim, "_store": store})) if len(done) else \
             (np.nan, np.nan, np.nan, 0)
-        v = verdict(mean, lo, n)
+        v = verdict(mean, lo, n, int((sub["status"] == "diverged").sum()), len(sub))
         note = NOTES[claim["measure"]](done, df, {**claim, "_store": store}) if claim["measure"] in NOTES else ""
         if claim.get("requires") == "erm_memorises":
             ok, note = erm_memorises(store, df, dataset, claim["regime"])

@@ -1,3 +1,3 @@
 """Built-in datasets; importing this package registers them in `molere.registry.DATASETS`."""
 from benchmarks.data.datasets import (  # noqa: F401
-    embedded, fgvc, files, imagenet100, retinopathy, shifted, wilds_data)
+    colored, embedded, fgvc, files, imagenet100, retinopathy, shifted, wilds_data)
