@@ -72,6 +72,9 @@ KNOWN_FALLS = {   # (method, dataset or "*", regime): measured, explained, shown
                                    "are mostly the mislabelled ones (docs/methods/jtt.md); JTT targets spurious features",
     ("fsr", "mnist1d", "symmetric-0.4"): "FSR's probe set freezes and the weighted step trains on what the model "
                                          "already fits; no principled fix found (docs/methods/fsr.md, 'Open')",
+    ("rho_loss", "fashion_mnist", "clean"): "the top-reducible-loss batches (loss 2.5, gradient norm up to 89) at SGD "
+                                            "lr 0.1 kill the MLP's first-layer ReLUs (the official AdamW lr 1e-3 "
+                                            "did not, 2 epochs measured); not a bug (docs/methods/rho_loss.md, 'Open')",
 }
 
 
