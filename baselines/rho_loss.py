@@ -54,6 +54,10 @@ class RhoHparams(MetaSourceHparams):
                                        "the training split, which it never trains on (official: lowest held-out loss; "
                                        "its monitored split is the test set, never used here), or its final epoch")
     il_monitor_size: int = Field(1000, gt=0, description="training examples monitored (best_train_loss)")
+    added = ("meta_labels",)      # trial ids stored before it stay valid
+    meta_labels: Literal["observed", "true"] = Field(
+        "observed", description="labels the IL model trains on: observed, or true (the official label-noise "
+                                "configs corrupt the training set only, the hold-out stays clean)")
 
 
 @register_method("rho_loss")
@@ -66,7 +70,10 @@ class RhoLoss(RecordedWeights, Trainer):
 
     def split(self):
         train, holdout = meta_source_split(self.data, self.hp, self.context.seed)
+        if self.hp.meta_labels == "true":
+            holdout = holdout.with_labels(holdout.true_labels)
         self.info.update(train_size=len(train), meta_source=self.hp.meta_source, meta_size=len(holdout),
+                         meta_labels=self.hp.meta_labels,
                          holdout_role="IL model training set (never trained on by the classifier)")
         return train, holdout
 

@@ -18,6 +18,8 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True, frozen=False, allow_inf_nan=False)
     # old field name -> new: the error for the old name names the new one; stored configs are `upgrade`d
     renamed: ClassVar[dict[str, str]] = {}
+    # fields added after trials were stored: left out of a trial's id while at their default, so those ids hold
+    added: ClassVar[tuple[str, ...]] = ()
 
 
 def upgrade(model: type[BaseModel], data: dict) -> dict:

@@ -26,3 +26,12 @@ def test_dry_run_shows_an_old_name_at_its_default_as_unchanged(method):
     default = METHODS.get(method).Hparams().meta_warmup_epochs
     assert _hp_text(method, {"warmup_epochs": default}) == "{}"
     assert _hp_text(method, {"warmup_epochs": 7}) == '{"meta_warmup_epochs":7}'
+
+
+def test_a_field_added_later_keeps_stored_ids_at_its_default():
+    def kept(**hp):
+        cfg = resolve(TrialConfig.model_validate({"dataset": {"name": "digits"},
+                                                  "method": {"name": "rho_loss", "hparams": hp}}))
+        return identity(cfg)["method"]["hparams"]
+    assert "meta_labels" not in kept() and "meta_labels" not in kept(meta_labels="observed")
+    assert kept(meta_labels="true")["meta_labels"] == "true"

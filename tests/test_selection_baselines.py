@@ -59,6 +59,25 @@ def test_rho_loss_il_model_never_sees_the_training_split(monkeypatch):
     assert not torch.allclose(tr.il_losses, il_losses.expand_as(tr.il_losses))   # the IL model learned
 
 
+def test_rho_loss_il_model_trains_on_the_holdouts_true_labels_when_asked(monkeypatch):
+    task = toy_task(n=96)
+    task.val = task.val.with_labels((task.val.labels + 1) % 3)      # every hold-out label observed wrong
+    seen: dict[str, dict] = {"observed": {}, "true": {}}
+    real = Trainer.train_step
+
+    def spy(self, batch):
+        spy.into.update(zip(self.train_set.ids[batch.idx].tolist(), batch.y.tolist()))
+        return real(self, batch)
+
+    monkeypatch.setattr(Trainer, "train_step", spy)
+    for labels in ("observed", "true"):
+        spy.into = seen[labels]
+        trainer("rho_loss", task=task, il_epochs=1, meta_labels=labels)
+    ids = task.val.ids.tolist()
+    assert seen["observed"] == dict(zip(ids, task.val.labels.tolist()))
+    assert seen["true"] == dict(zip(ids, task.val.true_labels.tolist()))
+
+
 def test_rho_loss_keeps_the_il_epoch_with_the_lowest_monitored_training_loss():
     def monitored_mean(tr, monitor):   # the IL losses the classifier selects with, on the monitored examples
         pos = [tr.train_set.ids.tolist().index(i) for i in monitor.ids.tolist()]

@@ -72,10 +72,15 @@ def identity(cfg: TrialConfig) -> dict:
 
 
 def _names_before_renames(method: dict) -> dict:
-    """The hyperparameters under their names before any rename (`Strict.renamed`): a rename keeps trial ids."""
+    """The hyperparameters as trials stored before a rename or an addition: old names (`Strict.renamed`), fields
+    added since (`Strict.added`) left out at their defaults; both keep trial ids."""
     from benchmarks import catalog
-    back = {new: old for old, new in getattr(catalog.METHODS.get(method["name"]).Hparams, "renamed", {}).items()}
-    return {back.get(k, k): v for k, v in method["hparams"].items()}
+    hp = catalog.METHODS.get(method["name"]).Hparams
+    back = {new: old for old, new in getattr(hp, "renamed", {}).items()}
+    fields = hp.model_fields
+    new_at_default = {k for k in getattr(hp, "added", ()) if k in method["hparams"]
+                      and method["hparams"][k] == fields[k].default}
+    return {back.get(k, k): v for k, v in method["hparams"].items() if k not in new_at_default}
 
 
 def trial_id(cfg: TrialConfig) -> str:
