@@ -141,3 +141,16 @@ def test_gain_over_versus_pairs_the_two_methods_by_seed(store):
     text = FI.render([store], claims)
     assert f"| MWN vs FSR | P | R | toy | test-accuracy difference (points): {d.mean():+.2f} " \
            f"[{d.mean() - half:+.2f}, {d.mean() + half:+.2f}] (n=3)" in text
+
+
+def test_each_variant_of_a_method_is_its_own_row(store):
+    """A store holding two variants of a method (e.g. the sweep's meta options changed) never pools them."""
+    import pandas as pd
+    from benchmarks.report.collect import collect
+    df, mc = collect(store)
+    other = df[df["method"] == "mwn"].assign(variant="mwn [abc]", trial_id=lambda d: d["trial_id"] + "-b")
+    other["gain_over_erm_pts"] += 50.0
+    claim = {"method": "mwn", "regime": "clean", "measure": "gain_over_erm"}
+    rows = FI.rows_for("mwn", claim, store, pd.concat([df, other]), mc)
+    assert len(rows) == 2 and all("(n=3)" in r["measured"] for r in rows)
+    assert rows[1]["method"].endswith("[abc]") and rows[0]["measured"] != rows[1]["measured"]

@@ -156,7 +156,7 @@ def rows_for(name: str, claim: dict, store: Path, df: pd.DataFrame, mc: Methods)
     fn, what, digits = MEASURES[claim["measure"]]
     out = []
     sel = df[(df["method"] == claim["method"]) & (df["regime"] == claim["regime"])]
-    for dataset, sub in sel.groupby("dataset", sort=False):
+    for (dataset, _), sub in sel.groupby(["dataset", "variant"], sort=False):   # a variant (its hparams) per row
         done = sub[sub["status"] == "done"]
         mean, lo, hi, n = t_interval(fn(done, df, {**claim, "_store": store})) if len(done) else \
             (np.nan, np.nan, np.nan, 0)
