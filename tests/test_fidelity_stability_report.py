@@ -2,6 +2,8 @@
 stores with known numbers."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 from scipy import stats as sps
@@ -31,10 +33,25 @@ def test_stability_flags_collapsed_and_diverged_trials(store):
     assert fell[("fsr", 1)] == "diverged" and fell[("fsr", 0)] == ""
     assert df["chance"].dropna().round(6).eq(round(1 / 3, 6)).all()
     text, bad = ST.render([store])
-    assert bad == 4 and "**4 of 12 trials fell apart.**" in text
+    assert bad == 4 and "**4 of 12 trials fell apart** (4 of them not explained)." in text
     assert "**3 collapsed** [0/3]" in text and "**1 diverged** [2/3]" in text
     assert "toy/clean/fsr/seed 1: diverged (diverged at epoch 2: loss 2.5x)" in text
 
+
+
+def test_stability_page_marks_known_falls_with_their_reason_and_the_rest_unexplained(store, tmp_path, monkeypatch):
+    known = tmp_path / "known.yaml"
+    known.write_text('- {method: l2rw, dataset: "*", regime: clean, why: "measured, see its doc"}\n')
+    monkeypatch.setattr(ST, "KNOWN_FALLS", known)
+    run = RunDir(store / "trials" / "toy-clean-fsr-1")
+    run.finish({**run.result(), "status": "diverged", "diverged_epoch": 2, "diverged_reason": "loss 2.5x"})
+    text, _ = ST.render([store])
+    assert "toy/clean/l2rw/seed 0: collapsed" in text and text.count("; known\n") == 3
+    assert text.count("- Known, l2rw / toy / clean: measured, see its doc") == 1
+    assert "toy/clean/fsr/seed 1: diverged (diverged at epoch 2: loss 2.5x); **not explained**" in text
+    shipped = Path(ST.__file__).with_name("known_falls.yaml")
+    assert ST.known_reason("jtt", "digits", "symmetric-0.4", shipped) and not ST.known_reason("jtt", "digits",
+                                                                                              "clean", shipped)
 
 
 def test_stability_page_says_when_it_covers_part_of_the_matrix(store):

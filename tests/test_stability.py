@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from benchmarks import catalog
-from benchmarks.report.stability import fallen, judge
+from benchmarks.report.stability import fallen, judge, known_reason
 from benchmarks.sweep.schema import load_sweep
 from benchmarks.trial.config import TrialConfig
 from benchmarks.trial.execute import run_trial
@@ -67,21 +67,6 @@ def test_l2rw_and_fsr_learn_on_noisy_mnist1d(method, one_thread):
     assert ours > (0.1 + erm) / 2, (ours, erm)   # above the midpoint between chance and ERM
 
 
-KNOWN_FALLS = {   # (method, dataset or "*", regime): measured, explained, shown as fallen in docs/results/stability.md
-    ("jtt", "*", "symmetric-0.4"): "JTT up-samples the examples ERM misclassifies: under 40% symmetric noise those "
-                                   "are mostly the mislabelled ones (docs/methods/jtt.md); JTT targets spurious features",
-    ("fsr", "mnist1d", "symmetric-0.4"): "FSR's probe set freezes and the weighted step trains on what the model "
-                                         "already fits; no principled fix found (docs/methods/fsr.md, 'Open')",
-    ("rho_loss", "fashion_mnist", "clean"): "the top-reducible-loss batches (loss 2.5, gradient norm up to 89) at SGD "
-                                            "lr 0.1 kill the MLP's first-layer ReLUs (the official AdamW lr 1e-3 "
-                                            "did not, 2 epochs measured); not a bug (docs/methods/rho_loss.md, 'Open')",
-}
-
-
-def known_fall(method: str, dataset: str, regime: str) -> bool:
-    return (method, "*", regime) in KNOWN_FALLS or (method, dataset, regime) in KNOWN_FALLS
-
-
 @pytest.mark.slow
 def test_no_trial_of_the_stability_matrix_falls_apart():
     """STABILITY_RESULTS=dir1,dir2: check finished stores (the full matrix); else run digits, seed 0, both
@@ -102,6 +87,7 @@ def test_no_trial_of_the_stability_matrix_falls_apart():
         df = df if given else df[df["status"] != "missing"]   # the local run is one slice of the plan
         bad = fallen(df)
         assert len(df) and (df["status"].isin(["done", "diverged"])).all(), store
-        known = bad.apply(lambda r: known_fall(r["method"], r["dataset"], r["regime"]), axis=1) if len(bad) else bad
+        known = bad.apply(lambda r: known_reason(r["method"], r["dataset"], r["regime"]) is not None,
+                          axis=1) if len(bad) else bad
         assert bad[~known].empty if len(bad) else True, \
             bad[["dataset", "regime", "method", "seed", "fell", "failure", "test/acc", "erm_acc"]]
